@@ -1,0 +1,348 @@
+"""Typed, frozen configuration for the engine (standard library only).
+
+The add-on imports this module inside Blender, so it must never import torch or
+numpy. Every config is a frozen dataclass; JSON is the only serialised form
+(`to_dict` / `from_dict`, with a top-level `schema_version`). `from_dict` is
+strict: unknown keys, missing required keys and wrong types are errors that
+name the offending field.
+
+Presets are named instances (`IMAGE_PRESETS`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+SCHEMA_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value or document is invalid; the message names the field."""
+
+
+def _check(ok: bool, name: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {value!r} {why}")
+
+
+# ----------------------------------------------------------------------------------
+# Encodings
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HashGridConfig:
+    """Multiresolution hash encoding, as tiny-cuda-nn's `HashGrid`."""
+
+    otype: Literal["HashGrid"] = "HashGrid"
+    n_levels: int = 16
+    """L: number of resolution levels."""
+    n_features_per_level: int = 2
+    """F: features stored per table entry (1, 2, 4 or 8)."""
+    log2_hashmap_size: int = 19
+    """log2 of T, the maximum number of entries per level."""
+    base_resolution: int = 16
+    """N_min: resolution of the coarsest level."""
+    max_resolution: int | None = None
+    """N_max: resolution of the finest level; sets `per_level_scale` as instant-ngp does
+    (b = exp((ln N_max - ln N_min) / (L - 1))). Give this or `per_level_scale`."""
+    per_level_scale: float | None = None
+    """b: growth factor between levels (tiny-cuda-nn's default is 2.0)."""
+    interpolation: Literal["Linear", "Nearest", "Smoothstep"] = "Linear"
+    """How a level's corner features are blended."""
+
+    def __post_init__(self) -> None:
+        _check(self.n_levels >= 1, "n_levels", self.n_levels, "must be >= 1")
+        _check(self.n_levels <= 32, "n_levels", self.n_levels, "must be <= 32")
+        _check(self.n_features_per_level in (1, 2, 4, 8), "n_features_per_level",
+               self.n_features_per_level, "must be 1, 2, 4 or 8")
+        _check(1 <= self.log2_hashmap_size <= 30, "log2_hashmap_size", self.log2_hashmap_size,
+               "must be in 1..30")
+        _check(self.base_resolution >= 1, "base_resolution", self.base_resolution, "must be >= 1")
+        _check((self.max_resolution is None) != (self.per_level_scale is None), "max_resolution",
+               self.max_resolution, "give exactly one of max_resolution and per_level_scale")
+        if self.max_resolution is not None:
+            _check(self.max_resolution >= self.base_resolution, "max_resolution",
+                   self.max_resolution, "must be >= base_resolution")
+        if self.per_level_scale is not None:
+            _check(self.per_level_scale >= 1.0, "per_level_scale", self.per_level_scale,
+                   "must be >= 1")
+        _check(self.interpolation in ("Linear", "Nearest", "Smoothstep"), "interpolation",
+               self.interpolation, "must be Linear, Nearest or Smoothstep")
+
+    @property
+    def resolved_per_level_scale(self) -> float:
+        """b, derived from N_max when that is given (instant-ngp's formula)."""
+        if self.per_level_scale is not None:
+            return float(self.per_level_scale)
+        if self.n_levels == 1:
+            return 1.0
+        assert self.max_resolution is not None
+        return math.exp((math.log(self.max_resolution) - math.log(self.base_resolution))
+                        / (self.n_levels - 1))
+
+    @property
+    def n_output_dims(self) -> int:
+        return self.n_levels * self.n_features_per_level
+
+
+@dataclass(frozen=True)
+class FrequencyConfig:
+    """NeRF positional encoding, as tiny-cuda-nn's `Frequency`: per input dimension,
+    sin and cos of 2^i * pi * x for i in 0..n_frequencies-1."""
+
+    otype: Literal["Frequency"] = "Frequency"
+    n_frequencies: int = 12
+    """Number of octaves per input dimension."""
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.n_frequencies <= 32, "n_frequencies", self.n_frequencies, "must be in 1..32")
+
+
+@dataclass(frozen=True)
+class SphericalHarmonicsConfig:
+    """Real spherical harmonics of a direction, as tiny-cuda-nn's `SphericalHarmonics`
+    (`degree` bands, degree**2 outputs)."""
+
+    otype: Literal["SphericalHarmonics"] = "SphericalHarmonics"
+    degree: int = 4
+    """Number of bands, 1..4 (outputs: 1, 4, 9 or 16)."""
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.degree <= 4, "degree", self.degree, "must be in 1..4")
+
+
+EncodingConfig = Union[HashGridConfig, FrequencyConfig, SphericalHarmonicsConfig]
+
+
+# ----------------------------------------------------------------------------------
+# Network, optimiser
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MLPConfig:
+    """A bias-free MLP, as tiny-cuda-nn's `FullyFusedMLP` / `CutlassMLP`."""
+
+    n_neurons: int = 64
+    """Width of every hidden layer."""
+    n_hidden_layers: int = 2
+    """Number of hidden layers (0 gives a single linear map)."""
+    activation: Literal["ReLU", "None"] = "ReLU"
+    """Activation after each hidden layer."""
+    output_activation: Literal["None", "Sigmoid", "Exponential"] = "None"
+    """Activation on the output layer."""
+
+    def __post_init__(self) -> None:
+        _check(self.n_neurons >= 1, "n_neurons", self.n_neurons, "must be >= 1")
+        _check(self.n_hidden_layers >= 0, "n_hidden_layers", self.n_hidden_layers, "must be >= 0")
+        _check(self.activation in ("ReLU", "None"), "activation", self.activation,
+               "must be ReLU or None")
+        _check(self.output_activation in ("None", "Sigmoid", "Exponential"), "output_activation",
+               self.output_activation, "must be None, Sigmoid or Exponential")
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    """tiny-cuda-nn's Adam: L2 on MLP weights only, encoding entries whose gradient is
+    exactly zero are skipped (their moments do not decay), per-parameter step counts."""
+
+    learning_rate: float = 1e-2
+    beta1: float = 0.9
+    beta2: float = 0.99
+    epsilon: float = 1e-15
+    l2_reg: float = 1e-6
+    """L2 regularisation added to the gradient of MLP weights (not encodings)."""
+    decay_start: int = 0
+    """Step from which the learning rate decays (0: never)."""
+    decay_interval: int = 10000
+    """Steps between two decays."""
+    decay_base: float = 0.33
+    """Factor applied at each decay."""
+
+    def __post_init__(self) -> None:
+        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        _check(0 <= self.beta1 < 1, "beta1", self.beta1, "must be in [0, 1)")
+        _check(0 <= self.beta2 < 1, "beta2", self.beta2, "must be in [0, 1)")
+        _check(self.epsilon >= 0, "epsilon", self.epsilon, "must be >= 0")
+        _check(self.l2_reg >= 0, "l2_reg", self.l2_reg, "must be >= 0")
+        _check(self.decay_interval >= 1, "decay_interval", self.decay_interval, "must be >= 1")
+
+    def learning_rate_at(self, step: int) -> float:
+        """Learning rate for 0-based `step` (instant-ngp's ExponentialDecay)."""
+        if self.decay_start <= 0 or step < self.decay_start:
+            return self.learning_rate
+        n = (step - self.decay_start) // self.decay_interval + 1
+        return self.learning_rate * self.decay_base ** n
+
+
+# ----------------------------------------------------------------------------------
+# Image fitting
+# ----------------------------------------------------------------------------------
+Backend = Literal["auto", "torch", "cpu", "tcnn"]
+
+
+@dataclass(frozen=True)
+class ImageFitConfig:
+    """Everything that defines an image-fitting run, (x, y) in [0, 1]^2 -> colour."""
+
+    encoding: EncodingConfig = field(default_factory=lambda: HashGridConfig(
+        n_levels=16, n_features_per_level=2, log2_hashmap_size=12, base_resolution=16,
+        max_resolution=256))
+    """How (x, y) is encoded before the MLP."""
+    network: MLPConfig = field(default_factory=MLPConfig)
+    """The MLP after the encoding."""
+    optimizer: AdamConfig = field(default_factory=AdamConfig)
+    batch_size: int = 1024
+    """Random positions per training step."""
+    loss: Literal["L2", "RelativeL2", "Huber"] = "L2"
+    """Training loss on colours."""
+    backend: Backend = "auto"
+    """Hash-grid implementation: torch (reference, any device), cpu (compiled kernel),
+    tcnn (tiny-cuda-nn on CUDA) or auto (the fastest available)."""
+    seed: int = 1337
+    """Seed for parameter initialisation and sampling."""
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.loss in ("L2", "RelativeL2", "Huber"), "loss", self.loss,
+               "must be L2, RelativeL2 or Huber")
+        _check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
+               "must be auto, torch, cpu or tcnn")
+        _check(not isinstance(self.encoding, SphericalHarmonicsConfig), "encoding",
+               "SphericalHarmonics", "encodes directions, not image positions")
+
+
+IMAGE_PRESETS: dict[str, ImageFitConfig] = {
+    # The seed article: L=16, N_min=16, N_max=256, T=2^12, F=2, 2 x 64 MLP, batch 1024.
+    "seed": ImageFitConfig(),
+    # instant-ngp's configs/image/base.json (per_level_scale 2, T=2^24, batch 2^16):
+    # sized for a GPU; on a CPU it is slow and needs several GB.
+    "instant-ngp": ImageFitConfig(
+        encoding=HashGridConfig(log2_hashmap_size=24, base_resolution=16, per_level_scale=2.0),
+        optimizer=AdamConfig(decay_start=20000, decay_interval=10000, decay_base=0.33),
+        batch_size=1 << 16),
+    # A CPU-friendly middle ground: larger tables than the seed, bigger batches.
+    "cpu-fast": ImageFitConfig(
+        encoding=HashGridConfig(log2_hashmap_size=15, base_resolution=16, max_resolution=512),
+        batch_size=1 << 13),
+    # The baseline the hash grid is compared against: NeRF's frequency encoding with a
+    # wider MLP of about the seed preset's parameter count.
+    "frequency": ImageFitConfig(
+        encoding=FrequencyConfig(n_frequencies=10),
+        network=MLPConfig(n_neurons=204, n_hidden_layers=3),
+        optimizer=AdamConfig(learning_rate=1e-3)),
+}
+
+
+# ----------------------------------------------------------------------------------
+# Strict (de)serialisation
+# ----------------------------------------------------------------------------------
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-JSON dict of a config dataclass, with `schema_version` at the top."""
+    d = dataclasses.asdict(cfg)
+    return {"schema_version": SCHEMA_VERSION, **d}
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+def from_dict(cls: type, data: Any, *, where: str = "") -> Any:
+    """Build `cls` from a JSON-like dict, rejecting unknown keys and wrong types.
+
+    A top-level document may carry `schema_version`; any other version is an error.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected an object, got {type(data).__name__}")
+    data = dict(data)
+    if not where:
+        version = data.pop("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ConfigError(f"schema_version: {version!r} is not supported "
+                              f"(this engine reads {SCHEMA_VERSION})")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{_join(where, unknown[0])}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, _join(where, name))
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where + '.' if where else ''}{e}") from None
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+
+
+def from_json(cls: type, text: str) -> Any:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config is not valid JSON: {e}") from None
+    return from_dict(cls, data)
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` that re-runs validation (frozen dataclasses)."""
+    return dataclasses.replace(cfg, **changes)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        dataclass_options = [o for o in options if dataclasses.is_dataclass(o)]
+        if dataclass_options and isinstance(value, dict):
+            otype = value.get("otype")
+            for o in dataclass_options:
+                if "otype" in {f.name for f in dataclasses.fields(o)} and \
+                        o.__dataclass_fields__["otype"].default == otype:
+                    return from_dict(o, value, where=where)
+            names = [o.__dataclass_fields__["otype"].default for o in dataclass_options]
+            raise ConfigError(f"{where}.otype: {otype!r} is not one of {names}")
+        errors = []
+        for o in options:
+            if o is type(None):
+                continue
+            try:
+                return _convert(o, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where=where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp!r}")
+

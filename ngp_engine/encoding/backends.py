@@ -1,0 +1,76 @@
+"""Which hash-grid backends exist on this machine, loaded lazily.
+
+Importing the engine never compiles or imports a fast path: numba is imported on
+the first CPU-kernel call, tiny-cuda-nn on the first CUDA call. A missing backend
+that was asked for by name is a `BackendUnavailable` naming what to install.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from types import ModuleType
+
+import torch
+
+BACKENDS = ("torch", "cpu", "tcnn")
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend was requested that cannot run here; the message says what to install."""
+
+
+@functools.lru_cache(maxsize=None)
+def _try_import(name: str) -> tuple[ModuleType | None, str]:
+    try:
+        return importlib.import_module(name), ""
+    except Exception as e:  # ImportError, or tinycudann's EnvironmentError without CUDA
+        return None, f"{type(e).__name__}: {e}"
+
+
+def cpu_kernel() -> ModuleType:
+    """The compiled CPU kernel module (numba)."""
+    mod, why = _try_import("ngp_engine.encoding._cpu_kernel")
+    if mod is None:
+        raise BackendUnavailable(
+            f"the compiled CPU backend needs numba (pip install numba): {why}")
+    return mod
+
+
+def tcnn_module() -> ModuleType:
+    """tiny-cuda-nn's PyTorch bindings."""
+    mod, why = _try_import("tinycudann")
+    if mod is None:
+        raise BackendUnavailable(
+            "the tcnn backend needs tiny-cuda-nn's PyTorch bindings on a CUDA machine "
+            "(pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch): "
+            + why)
+    return mod
+
+
+def available(device: torch.device | str) -> list[str]:
+    """Backends that can run on `device`, fastest last."""
+    device = torch.device(device)
+    names = ["torch"]
+    if device.type == "cpu" and _try_import("ngp_engine.encoding._cpu_kernel")[0] is not None:
+        names.append("cpu")
+    if device.type == "cuda" and torch.cuda.is_available() and _try_import("tinycudann")[0] is not None:
+        names.append("tcnn")
+    return names
+
+
+def resolve(requested: str, device: torch.device | str) -> str:
+    """Map a requested backend ("auto" or a name) to the one that will run on `device`."""
+    device = torch.device(device)
+    if requested == "auto":
+        return available(device)[-1]
+    if requested not in BACKENDS:
+        raise ValueError(f"backend: {requested!r} is not one of auto, {', '.join(BACKENDS)}")
+    if requested == "cpu":
+        if device.type != "cpu":
+            raise BackendUnavailable(f"the cpu backend runs on the CPU, not on {device.type}")
+        cpu_kernel()
+    if requested == "tcnn":
+        if device.type != "cuda":
+            raise BackendUnavailable(f"the tcnn backend runs on CUDA devices, not on {device.type}")
+        tcnn_module()
+    return requested

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11) with the engine and its test tools. Idempotent: a second
+# run only checks that everything is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# The CPU build of torch first and pinned, so that nothing pulls a CUDA build.
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[test]"

@@ -1,0 +1,39 @@
+"""Architecture rules: what each side may import (checked in fresh interpreters)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+HEAVY = ("torch", "numpy", "numba", "tinycudann", "mcubes")
+
+
+def _modules_after(code: str) -> list[str]:
+    probe = f"import sys\n{code}\nimport json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_config_and_package_root_are_standard_library_only():
+    mods = _modules_after("import ngp_engine, ngp_engine.config")
+    assert not [m for m in HEAVY if m in mods]
+
+
+def test_addon_never_imports_engine_libraries():
+    mods = _modules_after("import addon")
+    assert not [m for m in ("torch", "numba", "tinycudann", "mcubes") if m in mods]
+
+
+def test_fast_paths_load_lazily():
+    mods = _modules_after("import ngp_engine.encoding, ngp_engine.fields.image, ngp_engine.cli")
+    assert "torch" in mods and "numba" not in mods and "tinycudann" not in mods
+
+
+def test_engine_never_imports_blender():
+    for path in (ROOT / "ngp_engine").rglob("*.py"):
+        text = path.read_text()
+        for mod in ("bpy", "mathutils", "bmesh"):
+            assert f"import {mod}" not in text, path

@@ -1,5 +1,10 @@
-"""Choosing a torch device: never hard-code "cpu"."""
+"""Choosing a torch device (never hard-code "cpu") and describing the machine."""
 from __future__ import annotations
+
+import datetime
+import importlib
+import platform
+from typing import Any
 
 import torch
 
@@ -24,3 +29,20 @@ def pick_device(name: str = "auto") -> torch.device:
     if name not in DEVICES:
         raise UserError(f"device: {name!r} is not one of {', '.join(DEVICES)}")
     return torch.device(name)
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Machine, library versions and device: where benchmark numbers come from."""
+    try:
+        numba_version: str | None = importlib.import_module("numba").__version__
+    except ImportError:
+        numba_version = None
+    info: dict[str, Any] = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(), "torch": torch.__version__, "numba": numba_version,
+        "torch_num_threads": torch.get_num_threads(), "device": str(device),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

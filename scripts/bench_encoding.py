@@ -15,10 +15,7 @@ Run from the repo root:
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib
 import json
-import platform
 import statistics
 import sys
 import time
@@ -31,7 +28,7 @@ import torch  # noqa: E402
 
 from ngp_engine import config as cfgmod  # noqa: E402
 from ngp_engine.config import HashGridConfig  # noqa: E402
-from ngp_engine.device import pick_device  # noqa: E402
+from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.errors import UserError  # noqa: E402
 from ngp_engine.encoding import backends  # noqa: E402
 from ngp_engine.encoding.hash_grid import HashGrid  # noqa: E402
@@ -40,23 +37,6 @@ GRID = HashGridConfig(n_levels=16, n_features_per_level=2, log2_hashmap_size=19,
                       base_resolution=16, max_resolution=2048)
 N_INPUT_DIMS = 3
 SEED = 0
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """Where the numbers come from."""
-    try:
-        numba_version: str | None = importlib.import_module("numba").__version__
-    except ImportError:
-        numba_version = None
-    info: dict[str, Any] = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "torch": torch.__version__, "numba": numba_version,
-        "torch_num_threads": torch.get_num_threads(), "device": str(device),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def synchronize(device: torch.device) -> None:

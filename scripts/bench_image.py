@@ -18,10 +18,7 @@ Run from the repo root (about 1 minute of training per preset by default):
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,29 +31,12 @@ import torch  # noqa: E402
 
 from ngp_engine import config as cfgmod  # noqa: E402
 from ngp_engine.config import IMAGE_PRESETS  # noqa: E402
-from ngp_engine.device import pick_device  # noqa: E402
+from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.errors import UserError  # noqa: E402
 from ngp_engine.fields.image import ImageFitter  # noqa: E402
 
 IMAGE_PATH = "skimage:astronaut"
 BASELINE = "frequency"
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """Where the numbers come from."""
-    try:
-        numba_version: str | None = importlib.import_module("numba").__version__
-    except ImportError:
-        numba_version = None
-    info: dict[str, Any] = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "torch": torch.__version__, "numba": numba_version,
-        "torch_num_threads": torch.get_num_threads(), "device": str(device),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def load_astronaut() -> np.ndarray:

@@ -44,7 +44,9 @@ def grid_corners(
     device = x.device
     # tiny-cuda-nn: pos = fmaf(scale, x, 0.5f). The product of two floats is exact in
     # float64, so one rounding to float32 afterwards matches the fused multiply-add.
-    pos = (x.to(torch.float64)[:, None, :] * scales.to(torch.float64)[None, :, None] + 0.5)
+    # MPS has no float64: there the two roundings of x * s + 0.5 may differ in the last bit.
+    wide = torch.float32 if device.type == "mps" else torch.float64
+    pos = (x.to(wide)[:, None, :] * scales.to(wide)[None, :, None] + 0.5)
     pos = pos.to(x.dtype)                                   # [N, L, d]
     corner = torch.floor(pos)
     frac = pos - corner                                     # [N, L, d], in [0, 1)

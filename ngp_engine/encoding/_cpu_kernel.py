@@ -284,6 +284,3 @@ def backward_input(x: np.ndarray, dy: np.ndarray, params: np.ndarray, tables: tu
     _backward_input(x, dy, params, *tables, n_features, interp, dx)
     return dx
 
-
-def threading_info() -> str:
-    return f"numba {numba.__version__}, {numba.get_num_threads()} threads"

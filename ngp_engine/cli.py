@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train (x, y) -> colour on one image; write reconstruction.png, "
                     "comparison.png, metrics.json and checkpoint.pt to --out.")
     img.add_argument("path", nargs="?", help="image file (PNG, JPEG, ...); not needed with --resume")
-    img.add_argument("--preset", default="seed", choices=sorted(IMAGE_PRESETS),
+    img.add_argument("--preset", choices=sorted(IMAGE_PRESETS),
                      help="named configuration (default: seed, the article's L=16, T=2^12 grid)")
     img.add_argument("--config", metavar="JSON",
                      help="JSON file with a full ImageFitConfig, instead of --preset")
@@ -75,7 +76,7 @@ def _image_config(args: argparse.Namespace) -> ImageFitConfig:
         except ConfigError as e:
             raise UserError(f"{path}: {e}") from None
     else:
-        cfg = IMAGE_PRESETS[args.preset]
+        cfg = IMAGE_PRESETS[args.preset or "seed"]
     changes = {}
     if args.backend:
         changes["backend"] = args.backend
@@ -84,6 +85,16 @@ def _image_config(args: argparse.Namespace) -> ImageFitConfig:
     if args.seed is not None:
         changes["seed"] = args.seed
     return cfgmod.replace(cfg, **changes) if changes else cfg
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before training, not after it, when the output folder cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
 
 def run_image(args: argparse.Namespace) -> int:
@@ -101,8 +112,15 @@ def run_image(args: argparse.Namespace) -> int:
         raise UserError(f"--seconds: {args.seconds} must be >= 0")
     device = pick_device(args.device)
     if args.resume:
+        fixed = [flag for flag, value in (("--preset", args.preset), ("--config", args.config),
+                                          ("--batch-size", args.batch_size), ("--seed", args.seed))
+                 if value is not None]
+        if fixed:
+            raise UserError(f"{fixed[0]}: a resumed run keeps its checkpoint's configuration")
         image = load_image(args.path) if args.path else None
         fitter = ImageFitter.from_checkpoint(args.resume, device, image=image, backend=args.backend)
+        if args.path:
+            fitter.image_path = str(Path(args.path).resolve())
     else:
         if not args.path:
             raise UserError("image: give an image PATH (or --resume CHECKPOINT)")
@@ -110,10 +128,7 @@ def run_image(args: argparse.Namespace) -> int:
         image = load_image(args.path)
         fitter = ImageFitter(image, cfg, device, image_path=str(Path(args.path).resolve()))
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot create folder ({e.strerror})") from None
+    _check_writable(out)
     logging.getLogger(__name__).info(
         "fitting %dx%d image: %s on %s, backend %s, %d parameters", fitter.width, fitter.height,
         fitter.cfg.encoding.otype, device, fitter.backend, fitter.model.n_params)

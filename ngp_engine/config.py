@@ -84,10 +84,6 @@ class HashGridConfig:
         return math.exp((math.log(self.max_resolution) - math.log(self.base_resolution))
                         / (self.n_levels - 1))
 
-    @property
-    def n_output_dims(self) -> int:
-        return self.n_levels * self.n_features_per_level
-
 
 @dataclass(frozen=True)
 class FrequencyConfig:

@@ -49,6 +49,13 @@ class TcnnAdam(torch.optim.Optimizer):
                     _adam_update(w, g, m, v, steps, None, lr, beta1, beta2, eps, group["l2_reg"])
         return None
 
+    def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
+        super().load_state_dict(state_dict)
+        # torch casts floating state to the parameter dtype; step counts must stay integers.
+        for state in self.state.values():
+            if "steps" in state:
+                state["steps"] = state["steps"].round().to(torch.int32)
+
 
 def _adam_update(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
                  steps: torch.Tensor, idx: torch.Tensor | None, lr: float, beta1: float,

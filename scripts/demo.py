@@ -22,15 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "out" / "demo"), help="output folder")
     args = parser.parse_args(argv)
 
-    from PIL import Image
     from skimage import data
 
     from ngp_engine.cli import main as cli_main
+    from ngp_engine.data.image import save_png
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     photo = out / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(photo)          # 512x512 RGB, ships with scikit-image
+    save_png(photo, data.astronaut() / 255.0)              # 512x512 RGB, ships with scikit-image
     return cli_main(["image", str(photo), "--preset", args.preset, "--seconds", str(args.seconds),
                      "--out", str(out)])
 

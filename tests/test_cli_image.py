@@ -39,6 +39,16 @@ def test_fit_writes_outputs_and_resumes(photo_256, tmp_path):
     assert resumed["steps"] == 100 and resumed["psnr"] > metrics["psnr"]
 
 
+def test_resume_rejects_a_new_configuration(photo_256, tmp_path):
+    proc = run_cli("image", "--resume", str(tmp_path / "missing.pt"), "--preset", "cpu-fast",
+                   "--out", str(tmp_path / "o"))
+    _assert_user_error(proc, "--preset", "checkpoint's configuration")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    _assert_user_error(run_cli("image", "--resume", str(bad), "--out", str(tmp_path / "o")),
+                       "bad.pt", "not a readable checkpoint")
+
+
 def test_progress_bar_and_seconds_budget(photo_256, tmp_path):
     proc = run_cli("image", str(photo_256), "--seconds", "1", "--out", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr

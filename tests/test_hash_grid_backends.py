@@ -73,11 +73,6 @@ def test_reference_gradcheck_float64(interp):
     x = (torch.rand(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.1)
     x.requires_grad_()
     params = g.params.detach().clone().uniform_(-1, 1).requires_grad_()
-
-    def f(x_, p_):
-        g.params.data = p_
-        return g(x_)
-
     from ngp_engine.encoding._torch_impl import hash_grid_encode
 
     def enc(x_, p_):
@@ -91,6 +86,18 @@ def test_auto_picks_compiled_kernel_on_cpu():
                                    per_level_scale=2.0))
     assert g.backend_for("cpu") == "cpu"
     assert "cpu" in backends.available("cpu")
+
+
+@pytest.mark.parametrize("d", [1, 4])
+def test_other_dimensions_use_the_reference(d):
+    """The compiled kernel is for 2-D and 3-D; auto falls back to the reference elsewhere
+    and an explicit request is a clear error."""
+    cfg = HashGridConfig(n_levels=3, log2_hashmap_size=8, base_resolution=4, per_level_scale=2.0)
+    g = HashGrid(d, cfg)
+    assert g.backend_for("cpu") == "torch"
+    assert g(torch.rand(7, d)).shape == (7, 6)
+    with pytest.raises(backends.BackendUnavailable, match="2-D and 3-D"):
+        HashGrid(d, cfg, backend="cpu")(torch.rand(2, d))
 
 
 def test_tcnn_on_cpu_is_a_clear_error():
@@ -107,7 +114,14 @@ def test_tcnn_matches_reference_on_cuda():
     with torch.no_grad():
         fast.params.copy_(ref.params.uniform_(-1, 1))
     x = torch.rand(4096, 3, device="cuda")
-    torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=1e-5)
+    yf, yr = fast(x), ref(x)
+    torch.testing.assert_close(yf, yr, rtol=0, atol=1e-5)
+    dy = torch.randn_like(yr)
+    (yf * dy).sum().backward()
+    (yr * dy).sum().backward()
+    torch.testing.assert_close(fast.params.grad, ref.params.grad, rtol=0, atol=1e-4)
+    # tiny-cuda-nn's own module stays out of our state: checkpoints load on any backend.
+    assert list(fast.state_dict()) == ["params"]
 
 
 def test_kernel_backward_allocates_one_table_sized_buffer():

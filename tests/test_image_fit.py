@@ -44,3 +44,20 @@ def test_checkpoint_moves_between_backends(photo_256, tmp_path):
     psnr0 = moved.psnr()
     moved.train(steps=30)
     assert moved.steps_done == 60 and moved.psnr() > psnr0
+
+
+def test_resume_continues_exactly(photo_256, tmp_path):
+    """30 steps, checkpoint, reload, 30 more steps == 60 uninterrupted steps (same backend):
+    parameters, Adam moments, integer step counts and the sampler all survive the round trip."""
+    image = load_image(photo_256)[::4, ::4]
+    cfg = IMAGE_PRESETS["seed"]
+    straight = ImageFitter(image, cfg, CPU)
+    straight.train(steps=60)
+    first = ImageFitter(image, cfg, CPU, image_path=str(photo_256))
+    first.train(steps=30)
+    save_torch(tmp_path / "checkpoint.pt", first.state_dict())
+    resumed = ImageFitter.from_checkpoint(tmp_path / "checkpoint.pt", CPU, image=image)
+    steps = resumed.optimizer.state[resumed.model.encoding.params]["steps"]
+    assert steps.dtype == torch.int32 and int(steps.max()) == 30
+    resumed.train(steps=30)
+    np.testing.assert_allclose(resumed.render(), straight.render(), atol=1e-6)

@@ -28,6 +28,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             arr = _to_float(img)
+    except Image.DecompressionBombError as e:
+        raise UserError(f"{path}: {e}") from None
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image Pillow can read") from None
     except OSError as e:

@@ -47,27 +47,34 @@ def tcnn_module() -> ModuleType:
     return mod
 
 
-def available(device: torch.device | str) -> list[str]:
-    """Backends that can run on `device`, fastest last."""
+CPU_KERNEL_DIMS = (2, 3)  # the compiled kernel is written for 2-D and 3-D inputs
+
+
+def available(device: torch.device | str, n_input_dims: int = 3) -> list[str]:
+    """Backends that can run on `device` for `n_input_dims`-D inputs, fastest last."""
     device = torch.device(device)
     names = ["torch"]
-    if device.type == "cpu" and _try_import("ngp_engine.encoding._cpu_kernel")[0] is not None:
+    if device.type == "cpu" and n_input_dims in CPU_KERNEL_DIMS and \
+            _try_import("ngp_engine.encoding._cpu_kernel")[0] is not None:
         names.append("cpu")
     if device.type == "cuda" and torch.cuda.is_available() and _try_import("tinycudann")[0] is not None:
         names.append("tcnn")
     return names
 
 
-def resolve(requested: str, device: torch.device | str) -> str:
+def resolve(requested: str, device: torch.device | str, n_input_dims: int = 3) -> str:
     """Map a requested backend ("auto" or a name) to the one that will run on `device`."""
     device = torch.device(device)
     if requested == "auto":
-        return available(device)[-1]
+        return available(device, n_input_dims)[-1]
     if requested not in BACKENDS:
         raise ValueError(f"backend: {requested!r} is not one of auto, {', '.join(BACKENDS)}")
     if requested == "cpu":
         if device.type != "cpu":
             raise BackendUnavailable(f"the cpu backend runs on the CPU, not on {device.type}")
+        if n_input_dims not in CPU_KERNEL_DIMS:
+            raise BackendUnavailable(
+                f"the cpu backend encodes 2-D and 3-D inputs, not {n_input_dims}-D (use torch)")
         cpu_kernel()
     if requested == "tcnn":
         if device.type != "cuda":

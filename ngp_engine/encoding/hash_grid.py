@@ -85,7 +85,9 @@ class HashGrid(nn.Module):
                            lay.strides)
         self._interp_code = INTERPOLATION_CODES[cfg.interpolation]
         self._backend_by_device: dict[str, str] = {}
-        self._tcnn_module: Any = None
+        # tiny-cuda-nn's module lives outside the module tree: its own (unused) params must
+        # not enter our state_dict or parameter count.
+        self._tcnn: list[Any] = []
 
     @property
     def n_output_dims(self) -> int:
@@ -96,7 +98,7 @@ class HashGrid(nn.Module):
         device = torch.device(device)
         key = device.type
         if key not in self._backend_by_device:
-            name = backends.resolve(self.requested_backend, device)
+            name = backends.resolve(self.requested_backend, device, self.n_input_dims)
             self._backend_by_device[key] = name
             log.info("hash grid backend on %s: %s", device.type, name)
         return self._backend_by_device[key]
@@ -116,13 +118,14 @@ class HashGrid(nn.Module):
 
     def _tcnn_forward(self, x: torch.Tensor) -> torch.Tensor:
         tcnn = backends.tcnn_module()
-        if self._tcnn_module is None:
-            self._tcnn_module = tcnn.Encoding(self.n_input_dims, tcnn_encoding_config(self.cfg),
-                                              dtype=torch.float32)
-            if self._tcnn_module.native_tcnn_module.n_params() != self.layout.n_params:
+        if not self._tcnn:
+            module = tcnn.Encoding(self.n_input_dims, tcnn_encoding_config(self.cfg),
+                                   dtype=torch.float32)
+            if module.native_tcnn_module.n_params() != self.layout.n_params:
                 raise RuntimeError(
-                    f"tiny-cuda-nn lays out {self._tcnn_module.native_tcnn_module.n_params()} "
+                    f"tiny-cuda-nn lays out {module.native_tcnn_module.n_params()} "
                     f"parameters, ours {self.layout.n_params}: layouts disagree")
+            self._tcnn.append(module)
         from tinycudann.modules import _C, _module_function  # noqa: PLC0415 (lazy, CUDA only)
 
         n = x.shape[0]
@@ -131,7 +134,7 @@ class HashGrid(nn.Module):
         xp = x.float().contiguous()
         if padded != n:
             xp = torch.nn.functional.pad(xp, [0, 0, 0, padded - n])
-        out = _module_function.apply(self._tcnn_module.native_tcnn_module, xp,
+        out = _module_function.apply(self._tcnn[0].native_tcnn_module, xp,
                                      self.params.contiguous(), 1.0)
         return out[:n, : self.n_output_dims].to(x.dtype)
 

@@ -175,7 +175,10 @@ class ImageFitter:
         """Rebuild a fitter from `checkpoint.pt`; the image is re-read from its recorded path
         unless given. `backend` overrides the recorded one (checkpoints move across them)."""
         ckpt = load_checkpoint(path)
-        cfg = cfgmod.from_dict(ImageFitConfig, ckpt["config"])
+        try:
+            cfg = cfgmod.from_dict(ImageFitConfig, ckpt["config"])
+        except cfgmod.ConfigError as e:
+            raise UserError(f"{path}: {e}") from None
         if backend is not None:
             cfg = cfgmod.replace(cfg, backend=backend)
         if image is None:
@@ -185,8 +188,12 @@ class ImageFitter:
             raise UserError(f"{path}: checkpoint was trained on a {ckpt['image_shape']} image, "
                             f"this one is {list(image.shape)}")
         fitter = cls(image, cfg, device, image_path=ckpt["image_path"])
-        fitter.model.load_state_dict(ckpt["model"])
-        fitter.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            fitter.model.load_state_dict(ckpt["model"])
+            fitter.optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{path}: checkpoint does not match its configuration ({first})") from None
         try:
             fitter._sampler.set_state(ckpt["sampler"])
         except RuntimeError:  # generator state of another device type: reseed instead
@@ -206,6 +213,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not an image-field checkpoint")
+    missing = [k for k in ("config", "image_path", "image_shape", "model", "optimizer", "sampler",
+                           "steps", "seconds") if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return ckpt
 
 

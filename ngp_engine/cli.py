@@ -1,4 +1,4 @@
-"""Command line: `python -m ngp_engine image ...`.
+"""Command line: `python -m ngp_engine image ...` and `... nerf ...` (see cli_nerf).
 
 User mistakes (missing file, bad config value, unavailable backend) print one line
 `error: ...` on stderr and exit with status 2; nothing is half-written.
@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from . import cli_nerf
 from . import config as cfgmod
 from .config import IMAGE_PRESETS, ConfigError, ImageFitConfig
 from .errors import UserError
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--batch-size", type=int, help="override the config's batch size")
     img.add_argument("--seed", type=int, help="override the config's random seed")
     img.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
+    cli_nerf.add_parser(sub)
     return parser
 
 
@@ -57,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "image":
             return run_image(args)
+        if args.command == "nerf":
+            return cli_nerf.run(args)
     except (UserError, ConfigError, BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -6,7 +6,7 @@ numpy. Every config is a frozen dataclass; JSON is the only serialised form
 strict: unknown keys, missing required keys and wrong types are errors that
 name the offending field.
 
-Presets are named instances (`IMAGE_PRESETS`).
+Presets are named instances (`IMAGE_PRESETS`, `NERF_PRESETS`).
 """
 from __future__ import annotations
 
@@ -229,6 +229,119 @@ IMAGE_PRESETS: dict[str, ImageFitConfig] = {
         encoding=FrequencyConfig(n_frequencies=10),
         network=MLPConfig(n_neurons=204, n_hidden_layers=3),
         optimizer=AdamConfig(learning_rate=1e-3)),
+}
+
+
+# ----------------------------------------------------------------------------------
+# NeRF
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OccupancyGridConfig:
+    """instant-ngp's density (occupancy) grid: one `resolution`^3 grid per cascade, cascade
+    k covering [0.5 - 2^(k-1), 0.5 + 2^(k-1)]^3 of the unit cube."""
+
+    resolution: int = 128
+    """Cells per side of each cascade."""
+    decay: float = 0.95
+    """Each update: cell = max(decay * cell, new sample)."""
+    threshold: float = 0.01
+    """A cell is occupied when its optical thickness (density x the cascade's minimum step)
+    exceeds min(threshold, mean over the grid) (instant-ngp's NERF_MIN_OPTICAL_THICKNESS)."""
+    update_interval: int = 16
+    """Steps between two updates."""
+    warmup_steps: int = 256
+    """Until this step every cell is re-sampled at each update; afterwards a quarter of the
+    cells at random plus a quarter of the occupied ones."""
+
+    def __post_init__(self) -> None:
+        _check(4 <= self.resolution <= 512 and self.resolution % 4 == 0, "resolution",
+               self.resolution, "must be a multiple of 4 in 4..512")
+        _check(0.0 < self.decay <= 1.0, "decay", self.decay, "must be in (0, 1]")
+        _check(self.threshold > 0, "threshold", self.threshold, "must be > 0")
+        _check(self.update_interval >= 1, "update_interval", self.update_interval, "must be >= 1")
+        _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class MarchingConfig:
+    """Ray marching through the occupancy grid (unit-cube units)."""
+
+    steps_per_diagonal: int = 1024
+    """Minimum step = sqrt(3) / steps_per_diagonal (instant-ngp's NERF_STEPS)."""
+    cone_angle: float | None = None
+    """Step grows as t * cone_angle (clamped); None: 1/256 when aabb_scale > 1, else 0."""
+    max_samples_per_ray: int = 1024
+    """Hard cap on samples per ray."""
+    early_stop_transmittance: float = 1e-4
+    """Samples behind a transmittance below this are dropped (early ray termination)."""
+
+    def __post_init__(self) -> None:
+        _check(16 <= self.steps_per_diagonal <= 8192, "steps_per_diagonal",
+               self.steps_per_diagonal, "must be in 16..8192")
+        if self.cone_angle is not None:
+            _check(0.0 <= self.cone_angle < 1.0, "cone_angle", self.cone_angle, "must be in [0, 1)")
+        _check(self.max_samples_per_ray >= 1, "max_samples_per_ray", self.max_samples_per_ray,
+               "must be >= 1")
+        _check(0.0 <= self.early_stop_transmittance < 1.0, "early_stop_transmittance",
+               self.early_stop_transmittance, "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class NerfConfig:
+    """Everything that defines a NeRF training run (instant-ngp's configs/nerf/base.json)."""
+
+    encoding: HashGridConfig = field(default_factory=lambda: HashGridConfig(
+        n_levels=16, n_features_per_level=2, log2_hashmap_size=19, base_resolution=16,
+        max_resolution=2048))
+    """Position encoding over the scene box; `max_resolution` is per unit of the box and is
+    multiplied by aabb_scale (instant-ngp: N_max = 2048 * aabb_scale)."""
+    density_network: MLPConfig = field(default_factory=lambda: MLPConfig(
+        n_neurons=64, n_hidden_layers=1))
+    """Encoding -> 16 values; the first is log density (exp activation)."""
+    direction_encoding: SphericalHarmonicsConfig = field(default_factory=SphericalHarmonicsConfig)
+    """Encoding of the view direction for the colour network."""
+    rgb_network: MLPConfig = field(default_factory=lambda: MLPConfig(
+        n_neurons=64, n_hidden_layers=2, output_activation="Sigmoid"))
+    """(16 density features, direction encoding) -> RGB."""
+    optimizer: AdamConfig = field(default_factory=lambda: AdamConfig(
+        learning_rate=1e-2, beta1=0.9, beta2=0.99, epsilon=1e-15, l2_reg=1e-6,
+        decay_start=20000, decay_interval=10000, decay_base=0.33))
+    occupancy: OccupancyGridConfig = field(default_factory=OccupancyGridConfig)
+    marching: MarchingConfig = field(default_factory=MarchingConfig)
+    target_batch_samples: int = 1 << 18
+    """Network samples per step; the ray count adapts to hit it."""
+    initial_rays: int = 1 << 12
+    """Rays in the first step, before the sample count is known."""
+    loss: Literal["L2", "Huber"] = "Huber"
+    """Loss on composited colours (Huber with delta 0.1)."""
+    random_background: bool = True
+    """For RGBA data, composite targets and predictions on a random colour per ray."""
+    backend: Backend = "auto"
+    """Hash-grid implementation (see ImageFitConfig.backend)."""
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        _check(self.target_batch_samples >= 256, "target_batch_samples", self.target_batch_samples,
+               "must be >= 256")
+        _check(self.initial_rays >= 1, "initial_rays", self.initial_rays, "must be >= 1")
+        _check(self.loss in ("L2", "Huber"), "loss", self.loss, "must be L2 or Huber")
+        _check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
+               "must be auto, torch, cpu or tcnn")
+        _check(self.encoding.max_resolution is not None, "encoding.max_resolution", None,
+               "must be given for NeRF (it scales with aabb_scale)")
+
+
+NERF_PRESETS: dict[str, NerfConfig] = {
+    # instant-ngp's configs/nerf/base.json and testbed defaults.
+    "instant-ngp": NerfConfig(),
+    # Sized for a laptop CPU and images of a few hundred pixels: smaller tables (fewer cache
+    # misses, cheaper sparse Adam), N_max 512 per box unit, a 64^3 occupancy grid (cheap
+    # updates) and 2^16 samples per step. Measured in scripts/bench_nerf.py.
+    "cpu-fast": NerfConfig(
+        encoding=HashGridConfig(n_levels=16, n_features_per_level=2, log2_hashmap_size=16,
+                                base_resolution=16, max_resolution=512),
+        occupancy=OccupancyGridConfig(resolution=64),
+        target_batch_samples=1 << 16, initial_rays=1 << 10),
 }
 
 

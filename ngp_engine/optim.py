@@ -40,7 +40,11 @@ class TcnnAdam(torch.optim.Optimizer):
                                                       memory_format=torch.contiguous_format)
                 m, v, steps = state["m"].view(-1), state["v"].view(-1), state["steps"].view(-1)
                 w, g = p.view(-1), p.grad.reshape(-1)
-                if group["kind"] == "encoding":
+                if group["kind"] == "encoding" and _kernel_applies(p):
+                    from . import _adam_kernel  # noqa: PLC0415 - numba loads on first use
+                    _adam_kernel.sparse_adam(w.numpy(), g.contiguous().numpy(), m.numpy(), v.numpy(),
+                                             steps.numpy(), lr, beta1, beta2, eps)
+                elif group["kind"] == "encoding":
                     idx = torch.nonzero(g).squeeze(1)           # [K] entries that saw a gradient
                     if idx.numel() == 0:
                         continue
@@ -55,6 +59,14 @@ class TcnnAdam(torch.optim.Optimizer):
         for state in self.state.values():
             if "steps" in state:
                 state["steps"] = state["steps"].round().to(torch.int32)
+
+
+def _kernel_applies(p: torch.Tensor) -> bool:
+    """The numba sparse update runs for contiguous float32 CPU tables when numba imports."""
+    if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
+        return False
+    from .encoding.backends import _try_import  # noqa: PLC0415
+    return _try_import("ngp_engine._adam_kernel")[0] is not None
 
 
 def _adam_update(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,

@@ -1,0 +1,137 @@
+"""Ray marching through the occupancy grid: which points along each ray the network sees.
+
+Both implementations produce the same samples (same float32 arithmetic, same order):
+`march_rays_torch` (reference, any device) and the numba kernel in `_marching_kernel.py`
+(CPU). The marching rule, in unit-cube units:
+- step(t) = clamp(t * cone_angle, min_step, max_step) (instant-ngp's calc_dt);
+- the first sample is at t_near + jitter * step(t_near), then t <- t + step(t) while t < t_far;
+- a sample is kept when its cell in the occupancy grid is occupied, at most
+  `max_samples` per ray; its interval length is step(t).
+Samples come packed and sorted by ray: ray i owns entries offsets[i]:offsets[i + 1].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .occupancy_grid import OccupancyGrid
+
+
+@dataclass
+class RaySamples:
+    """Packed samples of R rays (S samples in all)."""
+
+    ray_idx: torch.Tensor   # [S] int64, ray of each sample, non-decreasing
+    t: torch.Tensor         # [S] float32, distance along the (unit) ray direction
+    dt: torch.Tensor        # [S] float32, interval length of the sample
+    offsets: torch.Tensor   # [R + 1] int64, ray i owns [offsets[i], offsets[i + 1])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.t.shape[0])
+
+    def select(self, keep: torch.Tensor) -> "RaySamples":
+        """Samples where keep [S] bool is true (still sorted by ray)."""
+        ray_idx = self.ray_idx[keep]
+        counts = torch.bincount(ray_idx, minlength=self.offsets.numel() - 1)
+        return RaySamples(ray_idx, self.t[keep], self.dt[keep], _offsets(counts))
+
+
+def step_bounds(steps_per_diagonal: int, n_cascades: int, grid_resolution: int) -> tuple[float, float]:
+    """instant-ngp's MIN_CONE_STEPSIZE and MAX_CONE_STEPSIZE for the grid."""
+    min_step = math.sqrt(3.0) / steps_per_diagonal
+    max_step = math.sqrt(3.0) * (1 << (n_cascades - 1)) / grid_resolution
+    return min_step, max(max_step, min_step)
+
+
+def march_rays(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
+               grid: OccupancyGrid, min_step: float, max_step: float, cone_angle: float,
+               max_samples: int, jitter: torch.Tensor | None = None,
+               backend: str = "auto") -> RaySamples:
+    """March R rays (unit-cube origins [R, 3], unit dirs [R, 3], t_near/t_far [R]).
+
+    jitter [R] in [0, 1) offsets each ray's first sample (training); None puts it at t_near.
+    backend: "torch", "cpu" (numba kernel; CPU tensors only) or "auto".
+    """
+    if jitter is None:
+        jitter = torch.zeros_like(t_near)
+    if backend == "auto":
+        backend = "cpu" if origins.device.type == "cpu" else "torch"
+    if backend == "cpu":
+        return _march_rays_kernel(origins, dirs, t_near, t_far, grid, min_step, max_step,
+                                  cone_angle, max_samples, jitter)
+    return march_rays_torch(origins, dirs, t_near, t_far, grid, min_step, max_step, cone_angle,
+                            max_samples, jitter)
+
+
+def march_rays_torch(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor,
+                     t_far: torch.Tensor, grid: OccupancyGrid, min_step: float, max_step: float,
+                     cone_angle: float, max_samples: int, jitter: torch.Tensor) -> RaySamples:
+    """Reference marcher: all rays advance together, one step per loop iteration."""
+    dev = origins.device
+    n = origins.shape[0]
+    f32 = torch.float32
+    cone = torch.tensor(cone_angle, dtype=f32, device=dev)
+
+    def step(t: torch.Tensor) -> torch.Tensor:
+        return (t * cone).clamp(min_step, max_step)
+
+    active = t_near < t_far
+    t = t_near + jitter * step(t_near)
+    count = torch.zeros(n, dtype=torch.int64, device=dev)
+    ts, dts, keeps = [], [], []
+    while True:
+        active = active & (t < t_far) & (count < max_samples)
+        if not bool(active.any()):
+            break
+        dt = step(t)
+        p = origins + t[:, None] * dirs
+        keep = active & grid.lookup(p)
+        ts.append(t)
+        dts.append(dt)
+        keeps.append(keep)
+        count += keep
+        t = t + dt
+    if not ts:
+        empty = torch.zeros(0, device=dev)
+        return RaySamples(torch.zeros(0, dtype=torch.int64, device=dev), empty, empty.clone(),
+                          torch.zeros(n + 1, dtype=torch.int64, device=dev))
+    # [R, K] in ray-major order, so nonzero() comes out sorted by ray then by step.
+    keep = torch.stack(keeps, dim=1)
+    ray_idx, k = torch.nonzero(keep, as_tuple=True)
+    t_all = torch.stack(ts, dim=1)
+    dt_all = torch.stack(dts, dim=1)
+    return RaySamples(ray_idx, t_all[ray_idx, k], dt_all[ray_idx, k], _offsets(count))
+
+
+def _march_rays_kernel(origins, dirs, t_near, t_far, grid, min_step, max_step, cone_angle,
+                       max_samples, jitter) -> RaySamples:
+    from . import _marching_kernel as K  # noqa: PLC0415 - numba loads on first use
+
+    def np32(x: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(x.detach().to(torch.float32).numpy())
+
+    o, d, tn, tf, jt = np32(origins), np32(dirs), np32(t_near), np32(t_far), np32(jitter)
+    bits = np.ascontiguousarray(grid.occupied.numpy().view(np.uint8))
+    args = (o, d, tn, tf, jt, bits, grid.n_cascades, grid.resolution, np.float32(min_step),
+            np.float32(max_step), np.float32(cone_angle), max_samples)
+    counts = np.empty(o.shape[0], dtype=np.int64)
+    K.count_samples(*args, counts)
+    offsets = np.zeros(o.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    t_out = np.empty(total, np.float32)
+    dt_out = np.empty(total, np.float32)
+    ray_out = np.empty(total, np.int64)
+    K.fill_samples(*args, offsets, t_out, dt_out, ray_out)
+    return RaySamples(torch.from_numpy(ray_out), torch.from_numpy(t_out), torch.from_numpy(dt_out),
+                      torch.from_numpy(offsets))
+
+
+def _offsets(counts: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=counts.device)
+    torch.cumsum(counts, 0, out=out[1:])
+    return out

@@ -1,0 +1,117 @@
+"""Render rays through a radiance field: box intersection, marching, early termination,
+volume rendering. Used by training (with gradients) and by the render/eval outputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .occupancy_grid import OccupancyGrid
+from .ray_marching import RaySamples, march_rays
+from .rays import ray_box_intersect
+from .volume_rendering import accumulate, render_weights, transmittance
+
+
+class RadianceField(Protocol):
+    def density(self, x: torch.Tensor) -> torch.Tensor: ...            # [N, 3] -> [N]
+    def __call__(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class MarchSettings:
+    """How rays are marched (unit-cube units)."""
+
+    box_min: tuple[float, float, float]
+    box_max: tuple[float, float, float]
+    min_step: float
+    max_step: float
+    cone_angle: float
+    max_samples: int
+    early_stop: float          # transmittance below which samples are dropped (0: keep all)
+    backend: str = "auto"      # marching implementation: auto, torch or cpu
+
+
+@dataclass
+class RenderedRays:
+    """Per-ray results of `render_rays` (R rays)."""
+
+    rgb: torch.Tensor          # [R, 3] colour composited on the background
+    opacity: torch.Tensor      # [R] sum of weights
+    depth: torch.Tensor        # [R] sum of w_i t_i (unit-cube distance; divide by opacity for
+                               #     the expected depth of the surface)
+    normals: torch.Tensor | None  # [R, 3] weighted unit normals (not normalised), when asked
+    n_marched: int             # samples the marcher produced
+    n_samples: int             # samples after early termination (what the network trained on)
+
+
+def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
+                settings: MarchSettings, background: torch.Tensor | None = None,
+                jitter: torch.Tensor | None = None, want_normals: bool = False) -> RenderedRays:
+    """Render R rays: unit-cube origins [R, 3], unit directions [R, 3], background [R, 3] or
+    [3] (None: black). Differentiable in the field's parameters when grad is enabled."""
+    n_rays = origins.shape[0]
+    dev = origins.device
+    box_min = torch.tensor(settings.box_min, device=dev, dtype=torch.float32)
+    box_max = torch.tensor(settings.box_max, device=dev, dtype=torch.float32)
+    with torch.no_grad():
+        t_near, t_far = ray_box_intersect(origins, dirs, box_min, box_max)
+        samples = march_rays(origins, dirs, t_near, t_far, grid, settings.min_step, settings.max_step,
+                             settings.cone_angle, settings.max_samples, jitter=jitter,
+                             backend=settings.backend)
+        samples = _to(samples, dev)
+        n_marched = samples.n_samples
+        if settings.early_stop > 0 and n_marched:
+            # Early ray termination (nerfacc's two-pass scheme): a cheap density-only pass finds
+            # the samples hidden behind opaque ones, and only the visible ones are evaluated
+            # with gradients and colour.
+            pos = _positions(origins, dirs, samples)
+            sigma = field.density(pos)
+            trans = transmittance(sigma * samples.dt, samples.ray_idx, samples.offsets)
+            samples = samples.select(trans > settings.early_stop)
+    pos = _positions(origins, dirs, samples)
+    d = dirs[samples.ray_idx]
+    normals = None
+    if want_normals and samples.n_samples:
+        sigma, rgb, grad = _with_input_gradient(field, pos, d)
+        n = -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    else:
+        sigma, rgb = field(pos, d)
+    weights, _ = render_weights(sigma, samples.dt, samples.ray_idx, samples.offsets)
+    opacity = accumulate(weights, None, samples.ray_idx, n_rays)
+    color = accumulate(weights, rgb, samples.ray_idx, n_rays)
+    if background is not None:
+        color = color + (1.0 - opacity)[:, None] * background
+    depth = accumulate(weights, samples.t, samples.ray_idx, n_rays)
+    if want_normals:
+        normals = (accumulate(weights.detach(), n, samples.ray_idx, n_rays) if samples.n_samples
+                   else origins.new_zeros(n_rays, 3))
+    return RenderedRays(color, opacity, depth, normals, n_marched, samples.n_samples)
+
+
+def _positions(origins: torch.Tensor, dirs: torch.Tensor, s: RaySamples) -> torch.Tensor:
+    """[S, 3] sample positions (the same float32 arithmetic as the marchers)."""
+    return origins[s.ray_idx] + s.t[:, None] * dirs[s.ray_idx]
+
+
+def _to(s: RaySamples, dev: torch.device) -> RaySamples:
+    if s.t.device == dev:
+        return s
+    return RaySamples(s.ray_idx.to(dev), s.t.to(dev), s.dt.to(dev), s.offsets.to(dev))
+
+
+def _with_input_gradient(field: RadianceField, pos: torch.Tensor, d: torch.Tensor):
+    """Density, colour and d density / d position [S, 3] (for normals), without building
+    gradients of the field's parameters (the table gradient is the expensive part)."""
+    params = [p for p in field.parameters() if p.requires_grad]  # type: ignore[attr-defined]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            x = pos.detach().requires_grad_(True)
+            sigma, rgb = field(x, d)
+            (grad,) = torch.autograd.grad(sigma.sum(), x)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return sigma.detach(), rgb.detach(), grad

@@ -1,0 +1,50 @@
+"""Volume rendering of packed samples (pure functions, differentiable, any device).
+
+For the samples i = 0, 1, ... of one ray with densities sigma_i and interval lengths dt_i:
+    alpha_i = 1 - exp(-sigma_i dt_i)
+    T_i     = exp(-sum_{j<i} sigma_j dt_j)          (transmittance before sample i)
+    w_i     = T_i * alpha_i                          (weight; sum_i w_i = opacity <= 1)
+Sums per ray run in a padded [R, max samples] layout, so that float32 cumulative sums never
+mix the samples of different rays.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _padded_index(ray_idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Position of each packed sample within its ray: [S] int64."""
+    return torch.arange(ray_idx.numel(), device=ray_idx.device) - offsets[ray_idx]
+
+
+def transmittance(sigma_dt: torch.Tensor, ray_idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """T_i, the transmittance in front of each sample: [S] -> [S]."""
+    n_rays = offsets.numel() - 1
+    if sigma_dt.numel() == 0:
+        return torch.ones_like(sigma_dt)
+    pos = _padded_index(ray_idx, offsets)
+    width = int((offsets[1:] - offsets[:-1]).max())
+    padded = sigma_dt.new_zeros(n_rays, width)
+    padded = padded.index_put((ray_idx, pos), sigma_dt)
+    exclusive = torch.cumsum(padded, dim=1) - padded              # sum over j < i
+    return torch.exp(-exclusive[ray_idx, pos])
+
+
+def render_weights(sigma: torch.Tensor, dt: torch.Tensor, ray_idx: torch.Tensor,
+                   offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights w_i [S] and transmittances T_i [S] from densities sigma [S] and intervals dt [S]."""
+    sigma_dt = sigma * dt
+    trans = transmittance(sigma_dt, ray_idx, offsets)
+    alpha = 1.0 - torch.exp(-sigma_dt)
+    return trans * alpha, trans
+
+
+def accumulate(weights: torch.Tensor, values: torch.Tensor | None, ray_idx: torch.Tensor,
+               n_rays: int) -> torch.Tensor:
+    """Per-ray sum of w_i * value_i: weights [S], values [S, C] or [S] (None: 1) -> [R, C] / [R]."""
+    if values is None:
+        return weights.new_zeros(n_rays).index_add(0, ray_idx, weights)
+    if values.dim() == 1:
+        return weights.new_zeros(n_rays).index_add(0, ray_idx, weights * values)
+    out = weights.new_zeros(n_rays, values.shape[1])
+    return out.index_add(0, ray_idx, weights[:, None] * values)

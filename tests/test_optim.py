@@ -69,3 +69,38 @@ def test_l2_applies_to_matrix_weights_only():
     # Matrix: g = 0 + l2 * w = 0.01 > 0, so Adam moves it by lr. Table: skipped entirely.
     torch.testing.assert_close(weight.detach(), torch.full((2, 3), 0.99))
     assert torch.equal(table.detach(), torch.ones(6))
+
+
+def test_numba_sparse_adam_matches_torch_path():
+    # TcnnAdam sends contiguous float32 CPU encoding tables to the numba kernel
+    # (_adam_kernel.sparse_adam); the torch path is _adam_update at idx = nonzero(g). Over
+    # several steps of random sparse gradients (half of them exact zeros, so entries reach
+    # different step counts), both must agree to float32 rounding.
+    from ngp_engine.optim import _adam_update, _kernel_applies
+
+    gen = torch.Generator().manual_seed(0)
+    n = (1 << 16) + 4321                     # more than one of the kernel's 2^16-entry blocks
+    lr, beta1, beta2, eps = 1e-2, 0.9, 0.99, 1e-15
+    table = torch.nn.Parameter((torch.rand(n, generator=gen) - 0.5) * 2e-4)   # U(-1e-4, 1e-4)
+    w = table.detach().clone()
+    m, v = torch.zeros(n), torch.zeros(n)
+    steps = torch.zeros(n, dtype=torch.int32)
+    opt = TcnnAdam([{"params": [table], "kind": "encoding"}],
+                   AdamConfig(learning_rate=lr, beta1=beta1, beta2=beta2, epsilon=eps))
+    assert _kernel_applies(table)
+    for _ in range(6):
+        g = torch.randn(n, generator=gen) * (torch.rand(n, generator=gen) < 0.5)
+        g[:100] = 0.0                                    # never touched
+        table.grad = g.clone()
+        opt.step()
+        _adam_update(w, g, m, v, steps, torch.nonzero(g).squeeze(1), lr, beta1, beta2, eps, 0.0)
+    state = opt.state[table]
+    assert torch.equal(state["steps"], steps)
+    assert sorted(set(steps.tolist())) == [0, 1, 2, 3, 4, 5, 6]
+    # w and m pass through zero: relative to the tensor's scale. v > 0 where touched: entry by
+    # entry (this catches a kernel that rounds 1 - beta2 in float32, 9.3e-7 off 0.01f).
+    for got, want in ((table.detach(), w), (state["m"], m)):
+        assert (got - want).abs().max() <= 1e-6 * want.abs().max()
+    touched = steps > 0
+    torch.testing.assert_close(state["v"][touched], v[touched], rtol=1e-6, atol=0)
+    assert torch.equal(table.detach()[:100], w[:100]) and not state["v"][:100].any()

@@ -2,6 +2,7 @@
 
 RGBA ground truth is composited on white (the NeRF-synthetic convention, the `psnr` key) and
 also on black (`psnr_black`); the prediction is rendered on the same background each time.
+RGB ground truth has no background: both keys then compare the plain rendering.
 SSIM is the usual 11x11 Gaussian window with sigma 1.5 (scikit-image, population statistics).
 """
 from __future__ import annotations
@@ -42,7 +43,9 @@ def evaluate(model: NerfModel, dataset: NerfDataset,
         out = model.render_camera(*args, passes=("rgb", "opacity"), background=(0.0, 0.0, 0.0))
         # Rendering on black gives the premultiplied colour; any background follows exactly.
         on_black = out["rgb"]
-        on_white = np.clip(on_black + (1.0 - out["opacity"])[..., None], 0.0, 1.0)
+        # RGB data has no background to swap: the field was trained to explain every pixel.
+        on_white = (np.clip(on_black + (1.0 - out["opacity"])[..., None], 0.0, 1.0)
+                    if dataset.has_alpha else on_black)
         gt_white, gt_black = composite(dataset.images[i], (1, 1, 1)), composite(dataset.images[i], (0, 0, 0))
         rows.append({
             "file": str(dataset.file_paths[i]),

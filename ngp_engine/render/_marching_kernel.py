@@ -26,7 +26,7 @@ def _occupied(px, py, pz, bits, n_cascades, res):
     m = max(ax, max(ay, az))
     k = math.frexp(m)[1] + 1
     k = min(max(k, 0), n_cascades - 1)
-    if m > np.float32(2.0 ** (n_cascades - 1)):
+    if m > np.float32(2.0 ** (n_cascades - 2)):     # outside the last cascade (scene box)
         return False
     scale = np.float32(2.0 ** k)
     fres = np.float32(res)

@@ -75,7 +75,7 @@ class OccupancyGrid:
         """Occupancy at points: [N, 3] unit-cube -> [N] bool (False outside the scene box)."""
         k = cascade_of(points, self.n_cascades)
         cell = cell_of(points, k, self.resolution)
-        half = 2.0 ** (self.n_cascades - 1)
+        half = 2.0 ** (self.n_cascades - 2)          # the last cascade's half-edge
         inside = ((points - 0.5).abs() <= half).all(dim=-1)
         return self.occupied[k, cell] & inside
 

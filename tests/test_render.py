@@ -1,0 +1,723 @@
+"""NeRF rendering: volume rendering, rays, cameras, occupancy grid, ray marching, render_rays.
+
+Numbers are worked by hand in the comments; no mocks. The marcher's two backends (numba and
+torch reference) must produce bit-identical samples.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ngp_engine.config import OccupancyGridConfig
+from ngp_engine.data.transforms import Cameras
+from ngp_engine.render.occupancy_grid import OccupancyGrid, cascade_of, cell_of
+from ngp_engine.render.ray_marching import RaySamples, march_rays, step_bounds
+from ngp_engine.render.rays import camera_rays, pixel_grid, ray_box_intersect
+from ngp_engine.render.renderer import MarchSettings, render_rays
+from ngp_engine.render.volume_rendering import accumulate, render_weights, transmittance
+
+CPU = torch.device("cpu")
+MIN_STEP = math.sqrt(3.0) / 1024          # instant-ngp's NERF_STEPS = 1024: 0.00169145586...
+E = math.exp
+
+
+def _offsets(counts: list[int]) -> torch.Tensor:
+    return torch.tensor([0, *np.cumsum(counts).tolist()], dtype=torch.int64)
+
+
+def _ray_idx(counts: list[int]) -> torch.Tensor:
+    return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+
+
+def _grid(resolution: int = 8, n_cascades: int = 1, min_step: float = MIN_STEP, **cfg) -> OccupancyGrid:
+    return OccupancyGrid(OccupancyGridConfig(resolution=resolution, **cfg), n_cascades, min_step, CPU)
+
+
+# =====================================================================================
+# 1. Volume rendering
+# =====================================================================================
+# Ray A: sigma = [1, 2, 0.5], dt = [0.5, 0.25, 1]  ->  sigma*dt = [0.5, 0.5, 0.5]
+#   T     = [1, e^-0.5, e^-1]          = [1, 0.6065306597, 0.3678794412]
+#   alpha = 1 - e^-0.5 (each)          = 0.3934693403
+#   w     = T * alpha                  = [0.3934693403, 0.2386512185, 0.1447492810]
+#   opacity = sum w = 1 - e^-1.5       = 0.7768698399
+#   with t = [1, 1.5, 2]: depth = sum w t = 0.3934693403 + 0.3579768278 + 0.2894985620
+#                                         = 1.0409447301
+# Ray B: sigma = [4, 1], dt = [0.25, 0.5]  ->  sigma*dt = [1, 0.5]
+#   T = [1, e^-1], w = [1 - e^-1, e^-1 (1 - e^-0.5)] = [0.6321205588, 0.1447492810]
+SIGMA_A, DT_A, T_A = [1.0, 2.0, 0.5], [0.5, 0.25, 1.0], [1.0, 1.5, 2.0]
+SIGMA_B, DT_B, T_B = [4.0, 1.0], [0.25, 0.5], [0.5, 0.75]
+
+
+def test_one_ray_hand_worked_weights_opacity_depth():
+    sigma, dt, t = torch.tensor(SIGMA_A), torch.tensor(DT_A), torch.tensor(T_A)
+    ray_idx, offsets = _ray_idx([3]), _offsets([3])
+    w, trans = render_weights(sigma, dt, ray_idx, offsets)
+    torch.testing.assert_close(trans, torch.tensor([1.0, 0.6065306597, 0.3678794412]))
+    torch.testing.assert_close(w, torch.tensor([0.3934693403, 0.2386512185, 0.1447492810]))
+    torch.testing.assert_close(transmittance(sigma * dt, ray_idx, offsets), trans)
+    opacity = accumulate(w, None, ray_idx, 1)
+    torch.testing.assert_close(opacity, torch.tensor([1.0 - E(-1.5)]))          # 0.7768698399
+    depth = accumulate(w, t, ray_idx, 1)
+    torch.testing.assert_close(depth, torch.tensor([1.0409447301]))
+    # A pure red / green / blue sample each: the composited colour is the weights themselves.
+    rgb = accumulate(w, torch.eye(3), ray_idx, 1)
+    torch.testing.assert_close(rgb, w[None, :])
+
+
+def test_packed_rays_do_not_leak():
+    # Ray A, then a ray with no samples, then ray B; and a first ray so opaque (sigma*dt = 1000)
+    # that any float32 leak of its optical depth into the next ray would zero that ray out.
+    sigma = torch.tensor(SIGMA_A + SIGMA_B)
+    dt = torch.tensor(DT_A + DT_B)
+    counts = [3, 0, 2]
+    ray_idx, offsets = _ray_idx(counts), _offsets(counts)
+    w, trans = render_weights(sigma, dt, ray_idx, offsets)
+    assert trans[3].item() == 1.0                         # ray B's first T is exactly 1
+    torch.testing.assert_close(trans[3:], torch.tensor([1.0, E(-1.0)]))
+    torch.testing.assert_close(w[3:], torch.tensor([0.6321205588, 0.1447492810]))
+    torch.testing.assert_close(w[:3], torch.tensor([0.3934693403, 0.2386512185, 0.1447492810]))
+    opacity = accumulate(w, None, ray_idx, 3)
+    torch.testing.assert_close(opacity, torch.tensor([1 - E(-1.5), 0.0, 1 - E(-1.5)]))
+    assert opacity[1].item() == 0.0                       # the empty ray gets nothing
+
+    opaque = torch.tensor([1000.0, 1000.0, 3.0, 1.0])     # ray 0: sigma*dt = [1000, 1000]
+    counts = [2, 2]
+    w2, trans2 = render_weights(opaque, torch.ones(4), _ray_idx(counts), _offsets(counts))
+    assert trans2[2].item() == 1.0
+    torch.testing.assert_close(trans2[3], torch.tensor(E(-3.0)))
+    torch.testing.assert_close(w2[2:], torch.tensor([1 - E(-3.0), E(-3.0) * (1 - E(-1.0))]))
+
+
+def test_no_samples_at_all():
+    empty = torch.zeros(0)
+    ray_idx = torch.zeros(0, dtype=torch.int64)
+    offsets = torch.zeros(3, dtype=torch.int64)           # two rays, neither has a sample
+    w, trans = render_weights(empty, empty, ray_idx, offsets)
+    assert w.shape == (0,) and trans.shape == (0,)
+    assert torch.equal(accumulate(w, None, ray_idx, 2), torch.zeros(2))
+    assert torch.equal(accumulate(w, torch.zeros(0, 3), ray_idx, 2), torch.zeros(2, 3))
+
+
+def test_gradients_match_hand_worked_and_gradcheck():
+    # d opacity / d sigma_j = dt_j * exp(-sum sigma dt) = dt_j * e^-1.5
+    #                       = [0.5, 0.25, 1] * 0.2231301601 = [0.1115650801, 0.0557825400, 0.2231301601]
+    sigma = torch.tensor(SIGMA_A, dtype=torch.float64, requires_grad=True)
+    dt = torch.tensor(DT_A, dtype=torch.float64)
+    w, _ = render_weights(sigma, dt, _ray_idx([3]), _offsets([3]))
+    accumulate(w, None, _ray_idx([3]), 1).sum().backward()
+    torch.testing.assert_close(sigma.grad, torch.tensor([0.1115650801, 0.0557825400, 0.2231301601],
+                                                        dtype=torch.float64))
+
+    counts = [3, 0, 2]
+    ray_idx, offsets = _ray_idx(counts), _offsets(counts)
+    dt = torch.tensor(DT_A + DT_B, dtype=torch.float64)
+    t = torch.tensor(T_A + T_B, dtype=torch.float64)
+    bg = torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64)
+
+    def composite(sigma, rgb):
+        w, _ = render_weights(sigma, dt, ray_idx, offsets)
+        opacity = accumulate(w, None, ray_idx, 3)
+        color = accumulate(w, rgb, ray_idx, 3) + (1 - opacity)[:, None] * bg
+        return color, opacity, accumulate(w, t, ray_idx, 3)
+
+    gen = torch.Generator().manual_seed(0)
+    sigma = torch.tensor(SIGMA_A + SIGMA_B, dtype=torch.float64, requires_grad=True)
+    rgb = torch.rand(5, 3, generator=gen, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(composite, (sigma, rgb), eps=1e-6, atol=1e-8)
+
+
+# =====================================================================================
+# 2. Ray / box intersection
+# =====================================================================================
+def _box(lo=0.0, hi=1.0):
+    return torch.full((3,), lo), torch.full((3,), hi)
+
+
+@pytest.mark.parametrize("origin, direction, t_near, t_far", [
+    # along +x from x = -1: enters at x = 0 (t = 1), leaves at x = 1 (t = 2)
+    ((-1.0, 0.5, 0.5), (1.0, 0.0, 0.0), 1.0, 2.0),
+    # along -x from x = 2: same numbers mirrored
+    ((2.0, 0.5, 0.5), (-1.0, 0.0, 0.0), 1.0, 2.0),
+    # t is in units of |dir|: dir = (2, 0, 0) halves them
+    ((-1.0, 0.5, 0.5), (2.0, 0.0, 0.0), 0.5, 1.0),
+    # the main diagonal from (-1,-1,-1): corner (0,0,0) at t = sqrt3, (1,1,1) at 2 sqrt3
+    ((-1.0, -1.0, -1.0), (1 / math.sqrt(3),) * 3, math.sqrt(3), 2 * math.sqrt(3)),
+    # d = (0, 1, 0.5) from (0.5, -1, 0.2): y slab t in [1, 2], z slab t in [(0-0.2)/0.5,
+    # (1-0.2)/0.5] = [-0.4, 1.6], x component exactly 0 inside the slab: t in [1, 1.6]
+    ((0.5, -1.0, 0.2), (0.0, 1.0, 0.5), 1.0, 1.6),
+    # starts inside: t_near = 0, leaves at x = 1 (t = 0.75)
+    ((0.25, 0.5, 0.5), (1.0, 0.0, 0.0), 0.0, 0.75),
+    # starts inside, axis-parallel in two components
+    ((0.5, 0.5, 0.5), (0.0, 0.0, -1.0), 0.0, 0.5),
+    # parallel to a face and on it: counts as inside (rays.py's documented choice)
+    ((-1.0, 0.0, 0.5), (1.0, 0.0, 0.0), 1.0, 2.0),
+])
+def test_ray_box_hits(origin, direction, t_near, t_far):
+    tn, tf = ray_box_intersect(torch.tensor([origin]), torch.tensor([direction]), *_box())
+    assert tn.item() == pytest.approx(t_near, abs=1e-6)
+    assert tf.item() == pytest.approx(t_far, abs=1e-6)
+    assert tn.item() < tf.item()
+
+
+@pytest.mark.parametrize("origin, direction", [
+    ((-1.0, 2.0, 0.5), (1.0, 0.0, 0.0)),          # axis-parallel, outside the y slab
+    ((-1.0, 0.5, -0.001), (1.0, 0.0, 0.0)),       # axis-parallel, just below the z slab
+    ((-1.0, -1.0, 0.5), (1 / math.sqrt(2), -1 / math.sqrt(2), 0.0)),   # heading away diagonally
+    ((2.0, 0.5, 0.5), (1.0, 0.0, 0.0)),           # box entirely behind the origin
+    ((-1.0, 0.9, 0.5), (0.6, 0.8, 0.0)),          # x slab t in [1.67, 3.33], y slab [-1.125, 0.125]
+    ((-2.0, 0.5, 0.5), (0.0, 0.0, 1.0)),          # parallel to x, outside, moving along z
+])
+def test_ray_box_misses(origin, direction):
+    tn, tf = ray_box_intersect(torch.tensor([origin]), torch.tensor([direction]), *_box())
+    assert tn.item() >= tf.item()
+    assert tn.item() >= 0.0
+
+
+def test_ray_box_batch_and_scene_box():
+    # Scene box of aabb_scale 4: [-1.5, 2.5]^3. From (0.5, 0.5, -3) along +z: t in [1.5, 5.5];
+    # the second ray starts at the box centre: t in [0, 2] along -x.
+    o = torch.tensor([[0.5, 0.5, -3.0], [0.5, 0.5, 0.5], [5.0, 5.0, 5.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    tn, tf = ray_box_intersect(o, d, *_box(-1.5, 2.5))
+    torch.testing.assert_close(tn[:2], torch.tensor([1.5, 0.0]))
+    torch.testing.assert_close(tf[:2], torch.tensor([5.5, 2.0]))
+    assert tn[2] >= tf[2]
+
+
+# =====================================================================================
+# 3. Cameras: project <-> camera_rays, pixel_grid
+# =====================================================================================
+def _rotation(axis, angle) -> np.ndarray:
+    """Rodrigues: rotation by `angle` about unit `axis`."""
+    a = np.asarray(axis, np.float64)
+    a = a / np.linalg.norm(a)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+
+
+def _c2w(rot: np.ndarray, pos) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = rot
+    m[:3, 3] = pos
+    return m
+
+
+def test_project_hand_worked_axes():
+    # Camera at (1, 2, 3), no rotation (looks down -Z, +Y up). fl_x = 500, fl_y = 420,
+    # cx = 310.3, cy = 190.7. A point at camera-space (x, y, -z) lands at
+    # u = cx + fx x / z, v = cy - fy y / z.
+    cams = Cameras(_c2w(np.eye(3), [1, 2, 3])[None], np.array([500.0]), np.array([420.0]),
+                   np.array([310.3]), np.array([190.7]), 640, 400)
+    pts = np.array([[1, 2, 1],          # on the axis, depth 2     -> (cx, cy)
+                    [2, 2, 1],          # x = 1, depth 2            -> u = 310.3 + 250 = 560.3
+                    [1, 3, 1],          # y = 1 (up), depth 2       -> v = 190.7 - 210 = -19.3
+                    [1, 2, 5]], float)  # behind the camera         -> NaN
+    uv = cams.project(0, pts)
+    np.testing.assert_allclose(uv[:3], [[310.3, 190.7], [560.3, 190.7], [310.3, -19.3]], atol=1e-9)
+    assert np.isnan(uv[3]).all()
+
+
+def test_project_then_camera_rays_round_trip():
+    rot = _rotation([1.0, 2.0, 3.0], 0.7)
+    c2w = _c2w(rot, [0.3, -1.2, 2.5])
+    cams = Cameras(c2w[None], np.array([500.0]), np.array([420.0]), np.array([310.3]),
+                   np.array([190.7]), 640, 400)
+    rng = np.random.default_rng(0)
+    n = 50
+    z = rng.uniform(0.5, 6.0, n)                               # depth in front of the camera
+    local = np.stack([rng.uniform(-0.6, 0.6, n) * z, rng.uniform(-0.5, 0.5, n) * z, -z], 1)
+    pts = local @ rot.T + c2w[:3, 3]                           # world points
+    uv = cams.project(0, pts)
+    assert np.isfinite(uv).all()
+
+    t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731 - float32, as training
+    o, d = camera_rays(t(c2w)[None].expand(n, 4, 4), t([500.0] * n), t([420.0] * n),
+                       t([310.3] * n), t([190.7] * n), t(uv[:, 0]), t(uv[:, 1]))
+    o, d = o.double().numpy(), d.double().numpy()
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-6)
+    rel = pts - o
+    along = (rel * d).sum(1)
+    assert (along > 0).all()                                   # the point is ahead on the ray
+    dist = np.linalg.norm(rel - along[:, None] * d, axis=1)
+    assert (dist / np.linalg.norm(rel, axis=1)).max() < 1e-5
+
+
+def test_pixel_grid_row_major_centres():
+    # W = 3, H = 2: row 0 first, left to right, centres at +0.5.
+    u, v = pixel_grid(3, 2)
+    assert u.tolist() == [0.5, 1.5, 2.5, 0.5, 1.5, 2.5]
+    assert v.tolist() == [0.5, 0.5, 0.5, 1.5, 1.5, 1.5]
+    assert u.dtype == v.dtype == torch.float32
+    # The ray through pixel (i=2, j=1) of a 3x2 camera with fx = fy = 1, cx = 1.5, cy = 1
+    # has camera direction ((2.5 - 1.5) / 1, -(1.5 - 1) / 1, -1) = (1, -0.5, -1) / 1.5.
+    o, d = camera_rays(torch.eye(4)[None], torch.ones(1), torch.ones(1), torch.tensor([1.5]),
+                       torch.tensor([1.0]), u[5:6], v[5:6])
+    torch.testing.assert_close(d, torch.tensor([[1.0, -0.5, -1.0]]) / 1.5)
+    assert torch.equal(o, torch.zeros(1, 3))
+
+
+# =====================================================================================
+# 4. Occupancy grid
+# =====================================================================================
+def test_cascade_and_cell_hand_worked():
+    # R = 8. Cascade k spans |p - 0.5| <= 2^(k-1), cell size 2^k / 8; rel = (p-0.5)/2^k + 0.5.
+    pts = torch.tensor([
+        [0.1, 0.8, 0.3],       # m = 0.4 < 0.5: cascade 0; floor(8 p) = (0, 6, 2) -> 6*8 + 2 = 50
+        [0.5, 0.9999, 0.5],    # m = 0.4999: cascade 0; (4, 7, 4) -> 256 + 56 + 4 = 316
+        [0.5, 0.5, 1.1],       # m = 0.6: cascade 1; rel (.5, .5, .8) -> (4, 4, 6) -> 256 + 32 + 6 = 294
+        [0.0, 0.5, 0.5],       # m = 0.5 (cascade 0's face): cascade 1; rel (.25, .5, .5) -> (2, 4, 4) = 164
+        [2.0, 0.5, -0.2],      # m = 1.5: cascade 2; rel (.875, .5, .325) -> (7, 4, 2) -> 448 + 32 + 2 = 482
+        [-0.6, 0.5, 0.5],      # m = 1.1: cascade 2; rel (.225, .5, .5) -> (1, 4, 4) -> 64 + 32 + 4 = 100
+    ])
+    k3 = cascade_of(pts, 3)
+    assert k3.tolist() == [0, 0, 1, 1, 2, 2]
+    assert cell_of(pts, k3, 8).tolist() == [50, 316, 294, 164, 482, 100]
+    # One cascade: everything in cascade 0, cells clamped to the grid:
+    # (0.5, 0.5, 1.1) -> (4, 4, 8.8 -> 7) = 295; (0, .5, .5) -> (0, 4, 4) = 36;
+    # (2, .5, -.2) -> (16 -> 7, 4, -1.6 -> 0) = 480; (-0.6, .5, .5) -> (0, 4, 4) = 36.
+    k1 = cascade_of(pts, 1)
+    assert k1.tolist() == [0] * 6
+    assert cell_of(pts, k1, 8).tolist() == [50, 316, 295, 36, 480, 36]
+    assert cascade_of(pts, 2).tolist() == [0, 0, 1, 1, 1, 1]
+    # cell_centres is the inverse of cell_of.
+    grid = _grid(8, 3)
+    for k in range(3):
+        idx = torch.arange(grid.n_cells)
+        centres = grid.cell_centres(k, idx)
+        assert torch.equal(cell_of(centres, torch.full((grid.n_cells,), k), 8), idx)
+
+
+def test_lookup_is_false_outside_the_scene_box():
+    # All cells occupied. The scene box of 1 cascade is [0, 1]^3, of 3 cascades [-1.5, 2.5]^3.
+    for n_cascades, half in ((1, 0.5), (3, 2.0)):
+        grid = _grid(8, n_cascades)
+        pts = torch.tensor([[0.5, 0.5, 0.5 + half], [0.5, 0.5 - 0.99 * half, 0.5],
+                            [0.5, 0.5, 0.5 + 1.4 * half], [0.5 - 1.01 * half, 0.5, 0.5]])
+        assert grid.lookup(pts).tolist() == [True, True, False, False]
+
+
+def _x_half_density(p: torch.Tensor) -> torch.Tensor:
+    """10 where x < 0.5, else 0: constant over every cell of every cascade (cell faces of all
+    cascades pass through x = 0.5)."""
+    return torch.where(p[:, 0] < 0.5, torch.tensor(10.0), torch.tensor(0.0))
+
+
+def test_update_rule_during_warmup():
+    r, n_casc = 8, 2
+    grid = _grid(r, n_casc, decay=0.95, threshold=0.01, warmup_steps=256)
+    gen = torch.Generator().manual_seed(1)
+    old = torch.rand(n_casc, r ** 3, generator=gen) * 0.06
+    old[:, ::7] = -1.0                                                    # unseen cells
+    grid.load_state_dict({"values": old.clone(), "updates": 3})
+    grid.update(_x_half_density, step=0, generator=gen)
+    assert grid.updates == 4
+    ix = torch.arange(r ** 3) // (r * r)                                  # x-major layout
+    for k in range(n_casc):
+        # new thickness = density * min_step * 2^k: 10 * 0.0016914559 = 0.016914559 (k = 0),
+        # 0.033829117 (k = 1), for the cells with x < 0.5 (ix < 4); 0 for the others.
+        thick = torch.tensor(10.0) * (MIN_STEP * 2.0 ** k)
+        assert thick.item() == pytest.approx(0.016914559 * 2 ** k, rel=1e-6)
+        fresh = torch.where(ix < r // 2, thick, torch.tensor(0.0))
+        expected = torch.where(old[k] < 0, old[k], torch.maximum(old[k] * 0.95, fresh))
+        assert torch.equal(grid.values[k], expected)
+        assert (grid.values[k][::7] == -1).all()
+        # both branches of the max happen
+        assert ((expected == fresh) & (old[k] >= 0)).any()
+        assert ((expected == old[k] * 0.95) & (expected > fresh)).any()
+    # occupied = value > min(threshold, mean of cascade 0 clamped at 0) (cascade 0 is the
+    # finest, so no pooled bits there).
+    thr = min(0.01, grid.values[0].clamp_min(0).mean().item())
+    assert torch.equal(grid.occupied[0], grid.values[0] > thr)
+    assert not grid.occupied[0, ::7].any()
+    # (cascade 1's -1 cells may still be set by the max-pooled cascade 0 bits, see below)
+
+
+def test_occupancy_threshold_hand_worked():
+    # R = 4: 64 cells. 8 cells at 0.05, one at 0.008, one at 0.004, one at -1, the rest 0:
+    # mean of max(v, 0) = (0.4 + 0.008 + 0.004) / 64 = 0.0064375 < 0.01, so the threshold is
+    # the mean: the eight 0.05 cells and the 0.008 cell are occupied, 0.004 is not.
+    grid = _grid(4, 1)
+    v = torch.zeros(1, 64)
+    v[0, :8] = 0.05
+    v[0, 10], v[0, 11], v[0, 12] = 0.008, 0.004, -1.0
+    grid.load_state_dict({"values": v, "updates": 0})
+    assert torch.nonzero(grid.occupied[0]).squeeze(1).tolist() == [*range(8), 10]
+    # All cells at 0.5 except 0.02 and 0.005: mean ~0.49 > 0.01, so the threshold is 0.01.
+    v = torch.full((1, 64), 0.5)
+    v[0, 3], v[0, 4] = 0.02, 0.005
+    grid.load_state_dict({"values": v, "updates": 0})
+    assert not grid.occupied[0, 4] and grid.occupied[0, 3]
+    assert int(grid.occupied.sum()) == 63
+
+
+def test_update_after_warmup_samples_a_subset():
+    r, n_casc = 8, 2
+    n = r ** 3
+    grid = _grid(r, n_casc, decay=0.95, warmup_steps=4)
+    gen = torch.Generator().manual_seed(2)
+    old = 0.001 + torch.rand(n_casc, n, generator=gen) * 0.01           # decay*old < 0.0105
+    grid.load_state_dict({"values": old.clone(), "updates": 0})
+    grid.update(lambda p: torch.full((p.shape[0],), 20.0), step=4, generator=gen)
+    for k in range(n_casc):
+        thick = torch.tensor(20.0) * (MIN_STEP * 2.0 ** k)                # 0.0338 * 2^k > 0.0105
+        decayed = grid.values[k] == old[k] * 0.95
+        sampled = grid.values[k] == thick
+        assert (decayed | sampled).all()
+        # at most n/4 uniform + n/4 occupied picks are sampled, so at least half just decay
+        assert int(decayed.sum()) >= n // 2
+        assert 0 < int(sampled.sum()) <= n // 2
+    # During warm-up the same update samples every cell.
+    grid.load_state_dict({"values": old.clone(), "updates": 0})
+    grid.update(lambda p: torch.full((p.shape[0],), 20.0), step=3, generator=gen)
+    for k in range(n_casc):
+        assert (grid.values[k] == torch.tensor(20.0) * (MIN_STEP * 2.0 ** k)).all()
+
+
+def _look(forward, up, position) -> torch.Tensor:
+    """c2w [4, 4] of a camera at `position` looking along `forward` (NeRF: -Z forward, +Y up)."""
+    z = -np.asarray(forward, np.float64)
+    y = np.asarray(up, np.float64)
+    x = np.cross(y, z)
+    return torch.from_numpy(_c2w(np.stack([x, y, z], 1), position)).float()
+
+
+@pytest.mark.parametrize("forward, up", [((0, 0, -1), (0, 1, 0)), ((1, 0, 0), (0, 1, 0))])
+def test_mark_unseen_one_camera_in_the_cube(forward, up):
+    # R = 8, one cascade: cell centres at (i + 0.5) / 8, half-diagonal sqrt3/16 = 0.108.
+    # The camera sits at the centre with a 90 degree field of view (fx = W/2). Along the view
+    # axis, cells whose centre is more than 0.108 behind the camera plane are unseen (-1); cells
+    # in front, near the axis, stay; a cell barely in front but far off axis is outside the image.
+    grid = _grid(8, 1)
+    c2w = _look(forward, up, (0.5, 0.5, 0.5))[None]
+    f = torch.tensor([32.0])
+    grid.mark_unseen(c2w, f, f, torch.tensor([32.0]), torch.tensor([32.0]), 64, 64)
+    centres = grid.cell_centres(0)
+    fwd = torch.tensor(forward, dtype=torch.float32)
+    upv = torch.tensor(up, dtype=torch.float32)
+    side = torch.cross(fwd, upv, dim=0)
+    depth = (centres - 0.5) @ fwd                    # +0.4375 .. -0.4375 in steps of 0.125
+    lateral = ((centres - 0.5) @ upv).abs().maximum(((centres - 0.5) @ side).abs())
+    unseen = grid.values[0] == -1
+    behind = depth < -0.11
+    assert behind.sum() == 3 * 64
+    assert unseen[behind].all()
+    in_view = (depth > 0.15) & (lateral < depth)      # well inside the 90 degree frustum
+    assert in_view.sum() > 0 and not unseen[in_view].any()
+    # depth 0.0625, lateral 0.4375: u = 32 +- 32 * 0.4375 / 0.0625 = 32 +- 224, beyond the
+    # border margin fx * 0.108 / 0.0625 = 55 px.
+    off_axis = ((depth - 0.0625).abs() < 1e-6) & ((lateral - 0.4375).abs() < 1e-6)
+    assert off_axis.sum() > 0 and unseen[off_axis].all()
+    assert not grid.occupied[0, unseen].any()
+    # Unseen cells stay -1 through an update with a dense field.
+    grid.update(lambda p: torch.full((p.shape[0],), 100.0), step=0)
+    assert torch.equal(grid.values[0] == -1, unseen)
+    assert grid.occupied[0].tolist() == (~unseen).tolist()
+
+
+def test_coarser_cascade_contains_max_pooled_finer_occupancy():
+    # One occupied cell (5, 2, 7) in cascade 0, centre (0.6875, 0.3125, 0.9375).
+    # Cascade 1: rel = (p - 0.5)/2 + 0.5 = (0.59375, 0.40625, 0.71875) -> cell (4, 3, 5)
+    #   (= 8/4 + (5, 2, 7) // 2).  Cascade 2: rel = (p - 0.5)/4 + 0.5 -> cell (4, 3, 4).
+    r = 8
+    grid = _grid(r, 3)
+    v = torch.zeros(3, r ** 3)
+    fine = (5 * r + 2) * r + 7
+    v[0, fine] = 1.0
+    v[1, 0] = 1.0                    # cascade 1's own occupied corner cell must survive the pooling
+    grid.load_state_dict({"values": v, "updates": 0})
+    c1, c2 = (4 * r + 3) * r + 5, (4 * r + 3) * r + 4
+    assert torch.nonzero(grid.occupied[0]).squeeze(1).tolist() == [fine]
+    assert torch.nonzero(grid.occupied[1]).squeeze(1).tolist() == [0, c1]
+    # ... and the pooling chains: cascade 1's corner (0, 0, 0) lands in cascade 2 at
+    # (2, 2, 2) = 146, next to the fine cell's (4, 3, 4).
+    assert torch.nonzero(grid.occupied[2]).squeeze(1).tolist() == [(2 * r + 2) * r + 2, c2]
+    centre = grid.cell_centres(0, torch.tensor([fine]))
+    assert cell_of(centre, torch.tensor([1]), r).item() == c1
+    assert cell_of(centre, torch.tensor([2]), r).item() == c2
+    # General case: random values, each coarse inner octant ORs the 2x2x2 finer cells below.
+    grid.load_state_dict({"values": torch.rand(3, r ** 3, generator=torch.Generator().manual_seed(3)),
+                          "updates": 0})
+    for k in (1, 2):
+        own = grid.values[k] > min(0.01, grid.values[0].mean().item())
+        finer = grid.occupied[k - 1].view(r // 2, 2, r // 2, 2, r // 2, 2).any(5).any(3).any(1)
+        expected = own.view(r, r, r).clone()
+        expected[2:6, 2:6, 2:6] |= finer
+        assert torch.equal(grid.occupied[k].view(r, r, r), expected)
+
+
+def test_state_dict_round_trip():
+    grid = _grid(8, 2)
+    gen = torch.Generator().manual_seed(4)
+    grid.update(lambda p: (p[:, 1] > 0.7).float() * 50.0, step=0, generator=gen)
+    grid.update(lambda p: (p[:, 2] < 0.3).float() * 50.0, step=300, generator=gen)
+    state = grid.state_dict()
+    other = _grid(8, 2)
+    assert not torch.equal(other.occupied, grid.occupied)
+    other.load_state_dict(state)
+    assert torch.equal(other.values, grid.values)
+    assert torch.equal(other.occupied, grid.occupied)
+    assert other.updates == grid.updates == 2
+    with pytest.raises(ValueError, match="shape"):
+        _grid(8, 3).load_state_dict(state)
+
+
+# =====================================================================================
+# 5. Ray marching
+# =====================================================================================
+def _random_rays(n: int, aabb: float, gen: torch.Generator):
+    """Origins outside the scene box, aimed at points of a box 1.6x the unit cube (scaled), so
+    that some miss the unit cube and a few miss the scene box; plus some aimed away."""
+    d0 = torch.randn(n, 3, generator=gen)
+    d0 = d0 / d0.norm(dim=-1, keepdim=True)
+    o = 0.5 + d0 * (0.5 * aabb * math.sqrt(3) + 0.25)
+    target = 0.5 + (torch.rand(n, 3, generator=gen) - 0.5) * 1.6 * aabb
+    d = target - o
+    d[: n // 10] *= -1                                     # a tenth point away from the box
+    d = d / d.norm(dim=-1, keepdim=True)
+    return o, d
+
+
+def _check_packing(s: RaySamples, n_rays: int, max_samples: int):
+    counts = torch.bincount(s.ray_idx, minlength=n_rays)
+    assert torch.equal(s.offsets, torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]))
+    assert (s.ray_idx[1:] >= s.ray_idx[:-1]).all()        # sorted by ray
+    same = s.ray_idx[1:] == s.ray_idx[:-1]
+    assert (s.t[1:][same] > s.t[:-1][same]).all()          # then by t
+    assert counts.max() <= max_samples
+
+
+@pytest.mark.parametrize("case", ["cone0_1cascade", "cone_3cascades", "jitter", "capped"])
+def test_numba_and_torch_marchers_agree(case):
+    gen = torch.Generator().manual_seed(hash(case) % 1000)
+    aabb, n_casc, cone = (4.0, 3, 1 / 256) if case in ("cone_3cascades", "jitter") else (1.0, 1, 0.0)
+    r = 32
+    grid = _grid(r, n_casc)
+    grid.occupied = torch.rand(n_casc, r ** 3, generator=gen) < 0.3    # random pattern
+    n = 300
+    o, d = _random_rays(n, aabb, gen)
+    half = aabb / 2
+    t_near, t_far = ray_box_intersect(o, d, torch.full((3,), 0.5 - half), torch.full((3,), 0.5 + half))
+    min_step, max_step = step_bounds(1024, n_casc, r)
+    max_samples = 40 if case == "capped" else 1024
+    jitter = torch.rand(n, generator=gen) if case in ("jitter", "capped") else None
+    a = march_rays(o, d, t_near, t_far, grid, min_step, max_step, cone, max_samples, jitter, backend="cpu")
+    b = march_rays(o, d, t_near, t_far, grid, min_step, max_step, cone, max_samples, jitter, backend="torch")
+    assert torch.equal(a.ray_idx, b.ray_idx)
+    assert torch.equal(a.t, b.t)
+    assert torch.equal(a.dt, b.dt)
+    assert torch.equal(a.offsets, b.offsets)
+    assert a.t.dtype == a.dt.dtype == torch.float32 and a.ray_idx.dtype == torch.int64
+    _check_packing(a, n, max_samples)
+    counts = a.offsets.diff()
+    hit = t_near < t_far
+    assert 0 < int(hit.sum()) < n                         # some rays miss the box
+    assert (counts[~hit] == 0).all()
+    assert a.n_samples > 1000
+    if case == "capped":
+        assert 0 < int((counts == max_samples).sum()) < int(hit.sum())
+    if cone > 0:
+        # dt = clamp(t / 256, min_step, max_step), max_step = sqrt3 * 4 / 32 = 0.2165
+        expect = (a.t * torch.tensor(cone)).clamp(min_step, max_step)
+        assert torch.equal(a.dt, expect)
+        assert (a.dt > min_step * 1.5).any()
+    else:
+        assert (a.dt == torch.tensor(min_step, dtype=torch.float32)).all()
+    # Every sample lies in an occupied cell inside the box, within [t_near, t_far).
+    p = o[a.ray_idx] + a.t[:, None] * d[a.ray_idx]
+    assert grid.lookup(p).all()
+    assert (a.t >= t_near[a.ray_idx]).all() and (a.t < t_far[a.ray_idx]).all()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_march_hand_worked_ray_through_full_cube(backend):
+    # Along +x from (-0.5, 0.5, 0.5): box entry t_near = 0.5, exit t_far = 1.5. With
+    # min_step = sqrt3 / 1024 = 0.0016914559 and cone 0, samples are at t = 0.5 + i min_step
+    # while t < 1.5: 1 / min_step = 1024 / sqrt3 = 591.2, so i = 0..591, i.e. 592 samples
+    # (the last at 0.5 + 591 * 0.0016914559 = 1.4996532).
+    grid = _grid(16, 1)                                   # a fresh grid is fully occupied
+    o, d = torch.tensor([[-0.5, 0.5, 0.5]]), torch.tensor([[1.0, 0.0, 0.0]])
+    t_near, t_far = ray_box_intersect(o, d, *_box())
+    assert (t_near.item(), t_far.item()) == (0.5, 1.5)
+    min_step, max_step = step_bounds(1024, 1, 16)
+    s = march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 1024, backend=backend)
+    assert s.n_samples == 592
+    assert s.offsets.tolist() == [0, 592]
+    assert (s.ray_idx == 0).all()
+    step32 = np.float32(min_step)
+    t = s.t.numpy()
+    assert t[0] == np.float32(0.5)
+    assert t[-1] == pytest.approx(1.4996532, abs=1e-6)
+    # exactly the float32 recurrence t <- t + float32(min_step) (spacings differ from
+    # min_step by the rounding of t only: at most one ulp of t = 1.2e-7)
+    assert np.array_equal(t[1:], (t[:-1] + step32).astype(np.float32))
+    assert np.abs(np.diff(t) - step32).max() <= np.spacing(np.float32(1.0))
+    assert (s.dt.numpy() == step32).all()
+    # A fully empty grid gives no samples (and consistent, all-zero offsets).
+    grid.occupied = torch.zeros_like(grid.occupied)
+    s = march_rays(o.expand(3, 3), d.expand(3, 3), t_near.expand(3), t_far.expand(3), grid,
+                   min_step, max_step, 0.0, 1024, backend=backend)
+    assert s.n_samples == 0 and s.offsets.tolist() == [0, 0, 0, 0]
+
+
+def test_march_occupied_slab_hand_worked():
+    # Only cells with ix = 5 occupied (x in [5/8, 6/8) = [0.625, 0.75)), R = 8, one cascade.
+    # Along +x from x = 0 (t_near = 0): kept samples are the t = i * min_step in [0.625, 0.75):
+    # i = ceil(0.625 / 0.0016914559) = ceil(369.5) = 370 .. floor(443.4) = 443 -> 74 samples.
+    r = 8
+    grid = _grid(r, 1)
+    grid.occupied = torch.zeros(1, r ** 3, dtype=torch.bool)
+    grid.occupied[0, 5 * r * r:6 * r * r] = True
+    o, d = torch.tensor([[0.0, 0.3, 0.6]]), torch.tensor([[1.0, 0.0, 0.0]])
+    t_near, t_far = ray_box_intersect(o, d, *_box())
+    min_step, max_step = step_bounds(1024, 1, r)
+    for backend in ("cpu", "torch"):
+        s = march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 1024, backend=backend)
+        assert s.n_samples == 74
+        assert 0.625 <= s.t.min().item() < 0.625 + min_step
+        assert 0.75 - min_step <= s.t.max().item() < 0.75
+
+
+# =====================================================================================
+# 6. render_rays on an analytic sphere
+# =====================================================================================
+class SphereField:
+    """Density `sigma` inside a sphere (hard edge, or a steep sigmoid of the signed distance
+    when `softness` is given), constant colour everywhere. No parameters."""
+
+    def __init__(self, centre=(0.5, 0.5, 0.5), radius=0.25, sigma=1e4, rgb=(0.2, 0.6, 0.9),
+                 softness: float | None = None):
+        self.centre = torch.tensor(centre)
+        self.radius = radius
+        self.sigma = sigma
+        self.rgb = torch.tensor(rgb)
+        self.softness = softness
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        dist = (x - self.centre).norm(dim=-1)
+        if self.softness is None:
+            return self.sigma * (dist < self.radius).float()
+        return self.sigma * torch.sigmoid((self.radius - dist) / self.softness)
+
+    def __call__(self, x: torch.Tensor, d: torch.Tensor):
+        return self.density(x), self.rgb.expand(x.shape[0], 3)
+
+    def parameters(self):
+        return []
+
+
+def _settings(early_stop: float = 0.0, backend: str = "cpu") -> MarchSettings:
+    min_step, max_step = step_bounds(1024, 1, 16)
+    return MarchSettings(box_min=(0.0, 0.0, 0.0), box_max=(1.0, 1.0, 1.0), min_step=min_step,
+                         max_step=max_step, cone_angle=0.0, max_samples=1024,
+                         early_stop=early_stop, backend=backend)
+
+
+# Rays along +z from z = -1 at lateral offset (bx, by) from the sphere's axis. Entry point on
+# the sphere (centre 0.5, r = 0.25): z = 0.5 - sqrt(r^2 - b^2), at t = 1 + that z:
+#   b = 0      -> t = 1.25
+#   b = 0.1    -> sqrt(0.0625 - 0.01)   = 0.2291288 -> t = 1.2708712
+#   b = 0.15   -> sqrt(0.0625 - 0.0225) = 0.2       -> t = 1.3
+#   b = 0.1414 (0.1, 0.1) -> sqrt(0.0425) = 0.2061553 -> t = 1.2938447
+# The last two rays miss: b = 0.45 sqrt2 = 0.636 (inside the box), and one outside the box.
+OFFSETS = [(0.0, 0.0), (0.1, 0.0), (0.0, -0.15), (0.1, 0.1), (-0.45, -0.45), (1.5, 0.0)]
+ENTRY_T = [1.25, 1.2708712, 1.3, 1.2938447]
+
+
+def _sphere_rays():
+    o = torch.tensor([[0.5 + bx, 0.5 + by, -1.0] for bx, by in OFFSETS])
+    d = torch.tensor([[0.0, 0.0, 1.0]] * len(OFFSETS))
+    return o, d
+
+
+def test_render_sphere_opacity_depth_colour():
+    field = SphereField()
+    grid = _grid(16, 1)                                   # fully occupied
+    o, d = _sphere_rays()
+    bg = torch.tensor([1.0, 1.0, 1.0])
+    out = render_rays(field, grid, o, d, _settings(), background=bg)
+    hit = slice(0, 4)
+    # Entering sample: sigma dt = 1e4 * 0.00169 = 16.9, alpha = 1 - 4.6e-8: opaque.
+    assert (out.opacity[hit] > 1 - 1e-6).all()
+    assert out.opacity[4].item() == 0.0 and out.opacity[5].item() == 0.0
+    torch.testing.assert_close(out.rgb[hit], field.rgb.expand(4, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.rgb[4:], bg.expand(2, 3), atol=0, rtol=0)   # background
+    # depth / opacity = t of the first sample inside: within one min_step after the entry.
+    expected = (out.depth / out.opacity.clamp_min(1e-12))[hit]
+    err = expected - torch.tensor(ENTRY_T)
+    assert (err > -1e-5).all() and (err < MIN_STEP + 1e-5).all(), err
+    assert out.n_marched == out.n_samples                # early_stop = 0 keeps everything
+    # The ray outside the box has no samples; the one inside misses the sphere: 592 samples.
+    assert out.n_marched == 5 * 592
+
+
+def test_render_no_samples_at_all():
+    field = SphereField()
+    grid = _grid(16, 1)
+    o = torch.tensor([[3.0, 3.0, 3.0], [-2.0, 0.5, 0.5]])
+    d = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])                 # both miss the box
+    bg = torch.tensor([[0.1, 0.2, 0.3], [0.7, 0.8, 0.9]])
+    out = render_rays(field, grid, o, d, _settings(early_stop=1e-4), background=bg, want_normals=True)
+    assert out.n_marched == out.n_samples == 0
+    assert torch.equal(out.opacity, torch.zeros(2))
+    assert torch.equal(out.rgb, bg)
+    assert torch.equal(out.depth, torch.zeros(2))
+    assert torch.equal(out.normals, torch.zeros(2, 3))
+
+
+def test_render_early_termination_drops_hidden_samples():
+    field = SphereField()
+    grid = _grid(16, 1)
+    o, d = _sphere_rays()
+    full = render_rays(field, grid, o, d, _settings(0.0), background=torch.ones(3))
+    cut = render_rays(field, grid, o, d, _settings(1e-4), background=torch.ones(3))
+    assert cut.n_marched == full.n_marched
+    # Behind the first sample inside the sphere T = e^-16.9 < 1e-4: every later sample of the
+    # four hit rays (hundreds of them) goes.
+    assert cut.n_samples < full.n_marched - 4 * 100
+    assert (cut.rgb - full.rgb).abs().max() < 1e-3
+    assert (cut.opacity - full.opacity).abs().max() < 1e-3
+    torch.testing.assert_close(cut.depth, full.depth, atol=1e-3, rtol=0)
+    # torch marcher, same result
+    cut_t = render_rays(field, grid, o, d, _settings(1e-4, backend="torch"), background=torch.ones(3))
+    assert cut_t.n_samples == cut.n_samples and torch.equal(cut_t.rgb, cut.rgb)
+
+
+def _expected_depth(field: SphereField, o: torch.Tensor, d: torch.Tensor) -> float:
+    """sum w t / sum w along o + t d, t in [1, 2], in float64 with steps of 1e-5."""
+    h = 1e-5
+    t = torch.arange(1.0, 2.0, h, dtype=torch.float64)
+    x = o.double() + t[:, None] * d.double()
+    dist = (x - field.centre.double()).norm(dim=-1)
+    sigma = field.sigma * torch.sigmoid((field.radius - dist) / field.softness)
+    tau = torch.cumsum(sigma * h, 0)
+    w = torch.exp(-(tau - sigma * h)) * (1 - torch.exp(-sigma * h))
+    return float((w * t).sum() / w.sum())
+
+
+def test_render_normals_point_outward():
+    # Smooth sphere: sigma = 1000 sigmoid((r - |x - c|) / 0.005). Optical depth from outside
+    # down to distance s from the surface ~ 1000 * 0.005 * ln(1 + e^(-s/0.005)), which reaches 1
+    # at s = 0.0075 (4.4 steps) outside: the rays stop near the surface and see its normal.
+    field = SphereField(sigma=1000.0, softness=0.005)
+    grid = _grid(16, 1)
+    o, d = _sphere_rays()
+    out = render_rays(field, grid, o, d, _settings(1e-4), want_normals=True)
+    assert (out.opacity[:4] > 0.999).all()
+    assert (out.opacity[4:] < 1e-6).all()
+    for i, (t_entry, (bx, by)) in enumerate(zip(ENTRY_T, OFFSETS)):
+        hit = torch.tensor([0.5 + bx, 0.5 + by, -1.0 + t_entry])
+        normal = (hit - field.centre) / 0.25                   # outward unit normal
+        n = out.normals[i] / out.normals[i].norm()
+        assert torch.dot(n, normal).item() > 0.99
+        # The soft edge stops the ray a little in front of the hard entry (more so for oblique
+        # rays); a float64 quadrature of the same density (step 1e-5) gives the expected depth.
+        depth = (out.depth[i] / out.opacity[i]).item()
+        assert t_entry - 12 * MIN_STEP < depth < t_entry
+        assert depth == pytest.approx(_expected_depth(field, o[i], d[i]), abs=0.5 * MIN_STEP)
+    assert torch.equal(out.normals[5], torch.zeros(3))
+    # Normals are weighted by the (detached) weights: their length is about the opacity.
+    torch.testing.assert_close(out.normals[:4].norm(dim=-1), out.opacity[:4], atol=1e-2, rtol=0)

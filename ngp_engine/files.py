@@ -5,9 +5,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
+
+from .errors import UserError
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -28,3 +30,33 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_checkpoint(path: str | os.PathLike, fmt: str, required: Sequence[str], kind: str) -> dict[str, Any]:
+    """Read a checkpoint written by `save_torch` whose "format" is `fmt` and which holds every
+    key of `required`; anything else is a one-line UserError naming the file (`kind` says
+    what was expected, e.g. "NeRF")."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a corrupt or foreign file
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise UserError(f"{path}: not {kind} checkpoint")
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return ckpt
+
+
+def to_cpu(obj: Any) -> Any:
+    """Tensors (nested in dicts, lists, tuples) detached and moved to the CPU, for saving."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj

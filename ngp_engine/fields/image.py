@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import config as cfgmod
+from .. import files
 from ..config import HashGridConfig, ImageFitConfig
 from ..encoding import make_encoding
 from ..errors import UserError
@@ -163,7 +164,7 @@ class ImageFitter:
             "image_path": self.image_path,
             "image_shape": list(self.image.shape),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "optimizer": files.to_cpu(self.optimizer.state_dict()),
             "sampler": self._sampler.get_state().cpu(),
             "steps": self.steps_done,
             "seconds": self.seconds,
@@ -203,28 +204,11 @@ class ImageFitter:
         return fitter
 
 
+REQUIRED_KEYS = ("config", "image_path", "image_shape", "model", "optimizer", "sampler", "steps",
+                 "seconds")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds for a corrupt or foreign file
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not an image-field checkpoint")
-    missing = [k for k in ("config", "image_path", "image_shape", "model", "optimizer", "sampler",
-                           "steps", "seconds") if k not in ckpt]
-    if missing:
-        raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return ckpt
+    """Read and check an image-field checkpoint (UserError naming the file otherwise)."""
+    return files.load_checkpoint(path, CHECKPOINT_FORMAT, REQUIRED_KEYS, "an image-field")
 
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj

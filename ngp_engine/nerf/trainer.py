@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import config as cfgmod
+from .. import files
 from ..config import NerfConfig
 from ..data.transforms import NerfDataset, SceneTransform
 from ..errors import UserError
@@ -151,7 +152,7 @@ class NerfTrainer:
             "dataset": self.dataset_path,
             "image_size": [self.width, self.height],
             "model": self.model.state_dict(),
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "optimizer": files.to_cpu(self.optimizer.state_dict()),
             "sampler": self._gen.get_state().cpu(),
             "n_rays": self.n_rays,
             "steps": self.steps_done,
@@ -183,19 +184,7 @@ REQUIRED_KEYS = ("config", "transform", "dataset", "image_size", "model", "optim
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and check a NeRF checkpoint (UserError naming the file otherwise)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds for a corrupt or foreign file
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not a NeRF checkpoint")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        raise UserError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return ckpt
+    return files.load_checkpoint(path, CHECKPOINT_FORMAT, REQUIRED_KEYS, "a NeRF")
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device,
@@ -223,12 +212,3 @@ def config_of(ckpt: dict[str, Any], path: str | Path, backend: str | None = None
         raise UserError(f"{path}: {e}") from None
     return cfgmod.replace(cfg, backend=backend) if backend is not None else cfg
 
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj

@@ -11,7 +11,7 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import cli_nerf
 from . import config as cfgmod
@@ -70,15 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
+def read_config_file(cls: type, path: str) -> Any:
+    """A config of type `cls` from a JSON file; problems are one-line UserErrors naming it."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{file}: no such config file")
+    try:
+        return cfgmod.from_json(cls, file.read_text())
+    except ConfigError as e:
+        raise UserError(f"{file}: {e}") from None
+
+
 def _image_config(args: argparse.Namespace) -> ImageFitConfig:
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise UserError(f"{path}: no such config file")
-        try:
-            cfg = cfgmod.from_json(ImageFitConfig, path.read_text())
-        except ConfigError as e:
-            raise UserError(f"{path}: {e}") from None
+        cfg = read_config_file(ImageFitConfig, args.config)
     else:
         cfg = IMAGE_PRESETS[args.preset or "seed"]
     changes = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as cfgmod
-from .config import NERF_PRESETS, ConfigError, NerfConfig
+from .config import NERF_PRESETS, NerfConfig
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -113,13 +113,9 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- train
 def _config(args: argparse.Namespace) -> NerfConfig:
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise UserError(f"{path}: no such config file")
-        try:
-            cfg = cfgmod.from_json(NerfConfig, path.read_text())
-        except ConfigError as e:
-            raise UserError(f"{path}: {e}") from None
+        from .cli import read_config_file  # noqa: PLC0415 - cli imports this module
+
+        cfg = read_config_file(NerfConfig, args.config)
     else:
         cfg = NERF_PRESETS[args.preset or DEFAULT_PRESET]
     changes: dict[str, Any] = {}

@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,11 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--seed", type=int, help="override the config's random seed")
     img.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
     cli_nerf.add_parser(sub)
+    sub.add_parser(
+        "serve", help="run as a service for the Blender add-on (JSON lines on stdin/stdout)",
+        description="Serve requests (hello, train, preview, stop, export_mesh, status, shutdown) "
+                    "read as JSON lines on stdin; answer with events on stdout; log to stderr. "
+                    "Exits when stdin closes. See ngp_engine/protocol.py.")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from .server import main as serve  # noqa: PLC0415
+
+        return serve()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     from .encoding.backends import BackendUnavailable  # noqa: PLC0415 (imports torch)
@@ -96,23 +104,13 @@ def _image_config(args: argparse.Namespace) -> ImageFitConfig:
     return cfgmod.replace(cfg, **changes) if changes else cfg
 
 
-def _check_writable(out: Path) -> None:
-    """Fail before training, not after it, when the output folder cannot be written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-
-
 def run_image(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415 (keep `--help` fast)
 
     from .data.image import load_image, save_png
     from .device import pick_device
     from .fields.image import ImageFitter
-    from .files import save_torch, write_json
+    from .files import check_writable_dir, save_torch, write_json
     from .progress import ProgressBar
 
     if args.steps is not None and args.steps < 0:
@@ -137,7 +135,7 @@ def run_image(args: argparse.Namespace) -> int:
         image = load_image(args.path)
         fitter = ImageFitter(image, cfg, device, image_path=str(Path(args.path).resolve()))
     out = Path(args.out)
-    _check_writable(out)
+    check_writable_dir(out, "--out")
     logging.getLogger(__name__).info(
         "fitting %dx%d image: %s on %s, backend %s, %d parameters", fitter.width, fitter.height,
         fitter.cfg.encoding.otype, device, fitter.backend, fitter.model.n_params)

@@ -104,9 +104,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import _check_writable  # noqa: PLC0415
+    from .files import check_writable_dir  # noqa: PLC0415
 
-    _check_writable(Path(args.out))
+    check_writable_dir(Path(args.out), "--out")
     return {"train": _train, "render": _render, "eval": _eval, "mesh": _mesh}[args.nerf_command](args)
 
 

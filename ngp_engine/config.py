@@ -375,7 +375,11 @@ def from_dict(cls: type, data: Any, *, where: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{_join(where, unknown[0])}: unknown key (known: {', '.join(fields)})")
+        raise ConfigError(f"{_join(where, _clip(unknown[0]))}: unknown key (known: {', '.join(fields)})")
+    missing = [name for name, f in fields.items() if name not in data and f.init
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{_join(where, missing[0])}: missing (required)")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value, _join(where, name))
@@ -404,6 +408,15 @@ def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
+def _clip(text: str, limit: int = 60) -> str:
+    """`text` cut to `limit` characters, so that error messages stay one short line."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _short(value: Any) -> str:
+    return _clip(repr(value))
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -411,6 +424,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in options:
             return None
         dataclass_options = [o for o in options if dataclasses.is_dataclass(o)]
+        if len(dataclass_options) == 1 and "otype" not in dataclass_options[0].__dataclass_fields__:
+            return from_dict(dataclass_options[0], value, where=where)
         if dataclass_options and isinstance(value, dict):
             otype = value.get("otype")
             for o in dataclass_options:
@@ -431,27 +446,43 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+            raise ConfigError(f"{where}: {_short(value)} is not one of {list(allowed)}")
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where=where)
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected an object, got {_short(value)}")
+        _, item = typing.get_args(tp) or (str, Any)
+        return {k: _convert(item, v, _join(where, k)) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_short(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise ConfigError(f"{where}: {_short(value)} is out of range") from None
         if not math.isfinite(value):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
+        return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_short(value)}")
         return value
     raise ConfigError(f"{where}: unsupported type {tp!r}")
 

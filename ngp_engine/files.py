@@ -60,3 +60,14 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_cpu(v) for v in obj)
     return obj
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """Create folder `path` if needed and check that files can be written there, so that a
+    run fails before training, not after it. `what` names the option or field in the error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot write there ({e.strerror or e})") from None

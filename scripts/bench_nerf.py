@@ -10,7 +10,7 @@ of the process (ru_maxrss) is recorded at the end. Writes benchmarks/nerf.json. 
 trainer runs 3 steps first so kernel loading is not timed.
 
     .venv/bin/python scripts/bench_nerf.py [--preset cpu-fast] [--minutes 1,2,5,10]
-        [--mesh-resolution 256] [--out benchmarks/nerf.json]
+        [--mesh-resolution 256] [--out benchmarks/nerf.json] [--save-checkpoints DIR]
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from ngp_engine import config as cfgmod  # noqa: E402
 from ngp_engine.config import NERF_PRESETS  # noqa: E402
 from ngp_engine.data.transforms import load_nerf_dataset  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
+from ngp_engine.files import save_torch  # noqa: E402
 from ngp_engine.mesh import mesh_to_mesh_distance, read_mesh  # noqa: E402
 from ngp_engine.nerf.evaluate import evaluate  # noqa: E402
 from ngp_engine.nerf.export import nerf_mesh  # noqa: E402
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scene", default=str(ROOT / "out" / "scene160"), help="dataset folder (rendered if missing)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf.json"))
+    ap.add_argument("--save-checkpoints", default=None, metavar="DIR",
+                    help="also write the trainer checkpoint of every point to DIR/<minutes>min.pt")
     args = ap.parse_args(argv)
     checkpoints = [float(m) * 60.0 for m in args.minutes.split(",")]
 
@@ -102,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                  "mesh": mesh_errors(trainer, gt_v, gt_f, args.mesh_resolution),
                  "peak_rss_gib": round(peak_rss_gib(), 3)}
         curve.append(point)
+        if args.save_checkpoints:
+            ckpt_dir = Path(args.save_checkpoints)
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_torch(ckpt_dir / f"{target / 60.0:g}min.pt", trainer.state_dict())
         print(json.dumps(point), file=sys.stderr, flush=True)
     result = {
         "benchmark": "nerf",

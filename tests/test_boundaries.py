@@ -22,6 +22,12 @@ def test_config_and_package_root_are_standard_library_only():
     assert not [m for m in HEAVY if m in mods]
 
 
+def test_protocol_and_client_are_standard_library_only():
+    # The add-on imports both inside Blender, whose Python has no torch.
+    mods = _modules_after("import ngp_engine.protocol, ngp_engine.client")
+    assert not [m for m in HEAVY if m in mods]
+
+
 def test_addon_never_imports_engine_libraries():
     mods = _modules_after("import addon")
     assert not [m for m in ("torch", "numba", "tinycudann", "mcubes") if m in mods]

@@ -145,6 +145,32 @@ def test_test_psnr_beats_the_mean_colour(trained):
     assert 0 < got["ssim"] <= 1 and math.isfinite(got["psnr_black"])
 
 
+def test_windowed_inference_matches_two_pass_rendering(trained):
+    # render_camera marches a window of samples at a time and drops finished rays; the
+    # training renderer marches everything, then drops samples behind opaque ones (two
+    # passes). Both stop at transmittance 1e-4, so they agree to about that, while the
+    # windowed one evaluates fewer samples than the two-pass one marches.
+    from ngp_engine.render.rays import camera_rays, pixel_grid
+    from ngp_engine.render.renderer import render_rays, render_rays_windowed
+
+    model, cams = trained.model, trained.test.cameras
+    c2w = model.unit_c2w(cams.c2w[0])[0]
+    u, v = pixel_grid(SIZE, SIZE, CPU)
+    m = u.numel()
+    o, d = camera_rays(c2w.expand(m, 4, 4), *(torch.full((m,), float(a)) for a in
+                                              (cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0])), u, v)
+    bg = torch.ones(3)
+    with torch.no_grad():
+        two_pass = render_rays(model.field, model.grid, o, d, model.settings, background=bg, want_normals=True)
+    windowed = render_rays_windowed(model.field, model.grid, o, d, model.settings, background=bg,
+                                    want_normals=True, first_window=2, max_window=8)
+    assert float(two_pass.opacity.max()) > 0.9
+    for name in ("rgb", "opacity", "depth", "normals"):
+        diff = (getattr(two_pass, name) - getattr(windowed, name)).abs().max()
+        assert float(diff) < 1e-3, (name, float(diff))
+    assert windowed.n_samples < two_pass.n_marched
+
+
 def test_mesh_lies_on_the_true_surface(trained, truth):
     mesh = nerf_mesh(trained.model, resolution=96)
     v, f = mesh["vertices"].astype(np.float64), mesh["faces"]

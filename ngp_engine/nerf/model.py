@@ -17,7 +17,7 @@ from ..fields.nerf import NerfField
 from ..render.occupancy_grid import OccupancyGrid
 from ..render.ray_marching import step_bounds
 from ..render.rays import camera_rays, pixel_grid
-from ..render.renderer import MarchSettings, RenderedRays, render_rays
+from ..render.renderer import MarchSettings, RenderedRays, render_rays, render_rays_windowed
 
 PASSES = ("rgb", "depth", "opacity", "normals")
 
@@ -87,7 +87,8 @@ class NerfModel:
             m = uu.numel()
             o, d = camera_rays(c2w_u.expand(m, 4, 4), *(torch.full((m,), float(a), device=self.device)
                                                          for a in (fx, fy, cx, cy)), uu, vv)
-            r = self.render_rays(o, d, background=bg, want_normals=want_normals)
+            r = render_rays_windowed(self.field, self.grid, o, d, self.settings, background=bg,
+                                     want_normals=want_normals)
             # z-depth: distance along the ray times the cosine to the viewing axis.
             cos = -(d @ c2w_u[:3, 2])
             out["rgb"].append(r.rgb)

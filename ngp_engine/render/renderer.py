@@ -115,3 +115,69 @@ def _with_input_gradient(field: RadianceField, pos: torch.Tensor, d: torch.Tenso
         for p in params:
             p.requires_grad_(True)
     return sigma.detach(), rgb.detach(), grad
+
+
+@torch.no_grad()
+def render_rays_windowed(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor,
+                         dirs: torch.Tensor, settings: MarchSettings,
+                         background: torch.Tensor | None = None, want_normals: bool = False,
+                         first_window: int = 8, max_window: int = 64) -> RenderedRays:
+    """Inference rendering (no parameter gradients) that never evaluates hidden samples.
+
+    Rays are marched a window of W samples at a time; after each window the finished rays
+    (transmittance below `early_stop`, or past the box) drop out and the others resume where
+    the marcher stopped, so the field only sees samples in front of the first opaque surface.
+    The marcher's sample sequence is deterministic (t <- t + step(t)), so resuming at
+    t_last + dt_last continues it exactly: the samples are the ones `render_rays` would take,
+    and results agree with it up to the early-termination tolerance. W starts at
+    `first_window` and doubles each round up to `max_window` as rays finish.
+    Same inputs and outputs as `render_rays` without jitter (n_samples = samples evaluated).
+    """
+    n_rays = origins.shape[0]
+    dev = origins.device
+    box_min = torch.tensor(settings.box_min, device=dev, dtype=torch.float32)
+    box_max = torch.tensor(settings.box_max, device=dev, dtype=torch.float32)
+    t_near, t_far = ray_box_intersect(origins, dirs, box_min, box_max)
+    rgb_acc = origins.new_zeros(n_rays, 3)
+    opacity = origins.new_zeros(n_rays)
+    depth = origins.new_zeros(n_rays)
+    normals = origins.new_zeros(n_rays, 3) if want_normals else None
+    alive = torch.nonzero(t_near < t_far).squeeze(1)                  # [A] rays still marching
+    t_start = t_near[alive]                                            # [A]
+    trans = origins.new_ones(alive.numel())                           # [A] transmittance so far
+    used = torch.zeros(alive.numel(), dtype=torch.int64, device=dev)  # [A] samples so far
+    window, n_total = first_window, 0
+    while alive.numel():
+        w_cap = min(window, settings.max_samples)
+        s = _to(march_rays(origins[alive], dirs[alive], t_start, t_far[alive], grid, settings.min_step,
+                           settings.max_step, settings.cone_angle, w_cap, backend=settings.backend), dev)
+        if s.n_samples == 0:
+            break
+        n_total += s.n_samples
+        o, d = origins[alive][s.ray_idx], dirs[alive][s.ray_idx]
+        pos = o + s.t[:, None] * d
+        if want_normals:
+            sigma, rgb, grad = _with_input_gradient(field, pos, d)
+            nrm = -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        else:
+            sigma, rgb = field(pos, d)
+        w_local, _ = render_weights(sigma, s.dt, s.ray_idx, s.offsets)
+        w = w_local * trans[s.ray_idx]                                  # [S] global weights
+        n_alive = alive.numel()
+        opacity.index_add_(0, alive, accumulate(w, None, s.ray_idx, n_alive))
+        rgb_acc.index_add_(0, alive, accumulate(w, rgb, s.ray_idx, n_alive))
+        depth.index_add_(0, alive, accumulate(w, s.t, s.ray_idx, n_alive))
+        if normals is not None:
+            normals.index_add_(0, alive, accumulate(w, nrm, s.ray_idx, n_alive))
+        optical = accumulate(sigma * s.dt, None, s.ray_idx, n_alive)   # [A]
+        trans = trans * torch.exp(-optical)
+        counts = s.offsets[1:] - s.offsets[:-1]                          # [A]
+        used = used + counts
+        last = (s.offsets[1:] - 1).clamp_min(0)
+        t_next = s.t[last] + s.dt[last]
+        go_on = (counts == w_cap) & (trans > settings.early_stop) & (used < settings.max_samples)
+        alive, t_start, trans, used = alive[go_on], t_next[go_on], trans[go_on], used[go_on]
+        window = min(2 * window, max_window)
+    if background is not None:
+        rgb_acc = rgb_acc + (1.0 - opacity)[:, None] * background
+    return RenderedRays(rgb_acc, opacity, depth, normals, n_total, n_total)

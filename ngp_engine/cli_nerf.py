@@ -48,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     tr.add_argument("--mesh", action="store_true", help="also extract mesh.ply / mesh.obj (see `mesh`)")
     tr.add_argument("--mesh-resolution", type=int, default=256, help="marching-cubes grid per side (default 256)")
+    tr.add_argument("--keep-hidden", action="store_true",
+                    help="mesh the raw density (see `mesh --keep-hidden`)")
     _common(tr)
 
     rd = cmds.add_parser(
@@ -92,6 +94,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     me.add_argument("--min-component", type=float, default=0.05,
                     help="drop pieces with fewer faces than this fraction of the largest (default 0.05)")
     me.add_argument("--keep-floaters", action="store_true", help="keep every connected piece")
+    me.add_argument("--data", help="dataset whose training cameras decide what was seen "
+                                   "(default: the training dataset)")
+    me.add_argument("--keep-hidden", action="store_true",
+                    help="mesh the raw density: do not fill the space that the training cameras "
+                         "saw only from behind a surface (inside objects, under them)")
     _common(me)
 
 
@@ -194,7 +201,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.mesh:
         from .nerf.export import nerf_mesh, save_mesh
 
-        mesh = nerf_mesh(trainer.model, resolution=args.mesh_resolution)
+        mesh = nerf_mesh(trainer.model, resolution=args.mesh_resolution,
+                         cameras=None if args.keep_hidden else trainer.cameras)
         save_mesh(mesh, out)
         metrics["mesh"] = mesh["info"]
     write_json(out / "metrics.json", metrics)
@@ -354,9 +362,15 @@ def _mesh(args: argparse.Namespace) -> int:
         raise UserError(f"--resolution: {args.resolution} must be in 8..2048")
     if not 0 <= args.min_component <= 1:
         raise UserError(f"--min-component: {args.min_component} must be in [0, 1]")
-    model, _ = _load_model(args)
+    model, ckpt = _load_model(args)
+    cameras = None
+    if not args.keep_hidden:
+        from .data.transforms import load_nerf_dataset
+
+        cameras = load_nerf_dataset(_dataset_path(args, ckpt), "train").cameras
     mesh = nerf_mesh(model, resolution=args.resolution, threshold=args.threshold,
-                     min_component_fraction=None if args.keep_floaters else args.min_component)
+                     min_component_fraction=None if args.keep_floaters else args.min_component,
+                     cameras=cameras)
     if not len(mesh["faces"]):
         raise UserError(f"{args.checkpoint}: no surface at density {args.threshold} "
                         "(train longer or lower --threshold)")

@@ -204,7 +204,8 @@ class NerfSession(Session):
         from .nerf.export import DEFAULT_MESH_THRESHOLD, nerf_mesh, save_mesh  # noqa: PLC0415
 
         threshold = DEFAULT_MESH_THRESHOLD if threshold is None else threshold
-        mesh = nerf_mesh(self.trainer.model, resolution=resolution, threshold=threshold)
+        mesh = nerf_mesh(self.trainer.model, resolution=resolution, threshold=threshold,
+                         cameras=self.trainer.cameras)
         if not len(mesh["faces"]):
             raise UserError(f"export_mesh: no surface at density {threshold} yet "
                             "(train longer or lower the threshold)")

@@ -46,7 +46,7 @@ def peak_rss_gib() -> float:
 
 
 def mesh_errors(trainer: NerfTrainer, gt_v: np.ndarray, gt_f: np.ndarray, resolution: int) -> dict[str, Any]:
-    mesh = nerf_mesh(trainer.model, resolution=resolution)
+    mesh = nerf_mesh(trainer.model, resolution=resolution, cameras=trainer.cameras)
     lo, hi = trainer.model.scene_box_world()
     diag = float(np.linalg.norm(hi - lo))
     if not len(mesh["faces"]):

@@ -172,7 +172,7 @@ def test_windowed_inference_matches_two_pass_rendering(trained):
 
 
 def test_mesh_lies_on_the_true_surface(trained, truth):
-    mesh = nerf_mesh(trained.model, resolution=96)
+    mesh = nerf_mesh(trained.model, resolution=96, cameras=trained.train.cameras)
     v, f = mesh["vertices"].astype(np.float64), mesh["faces"]
     assert len(f) > 1000 and mesh["info"]["n_faces"] == len(f)
     assert mesh["colors"].shape == (len(v), 3) and mesh["colors"].dtype == np.uint8
@@ -187,6 +187,64 @@ def test_mesh_lies_on_the_true_surface(trained, truth):
     dist = point_to_mesh_distance(v, truth.v, truth.f) / truth.diag
     assert np.median(dist) < 0.03, np.median(dist)          # grid cell: 1.2% of the diagonal
     assert np.percentile(dist, 90) < 0.06, np.percentile(dist, 90)
+
+
+class _SolidSphere:
+    """Exact depth and opacity of an opaque sphere, with the two methods hidden_space uses:
+    the carving rule is checked against geometry known in closed form."""
+
+    def __init__(self, centre, radius, box):
+        self.c, self.r, self.box = np.asarray(centre, float), radius, box
+
+    def scene_box_world(self):
+        return np.asarray(self.box[0], float), np.asarray(self.box[1], float)
+
+    def render_camera(self, c2w, fx, fy, cx, cy, w, h, passes):
+        u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+        d_cam = np.stack([(u - cx) / fx, -(v - cy) / fy, -np.ones_like(u)], axis=-1)   # z-depth 1
+        d = d_cam @ c2w[:3, :3].T
+        o = c2w[:3, 3]
+        # |o + s d - c|^2 = r^2 for s = z-depth (d has unit z-component in camera space).
+        oc = o - self.c
+        a, b, cc = (d * d).sum(-1), 2 * (d @ oc), oc @ oc - self.r ** 2
+        disc = b * b - 4 * a * cc
+        hit = disc > 0
+        s = np.where(hit, (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a), 0.0)
+        return {"depth": s.astype(np.float32), "opacity": hit.astype(np.float32)}
+
+
+def test_hidden_space_is_the_inside_of_a_solid_and_the_shadow_under_it(trained):
+    from ngp_engine.nerf.visibility import hidden_space, lattice_points
+
+    sphere = _SolidSphere((0.2, -0.1, 0.0), 0.6, ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)))
+    cams = trained.train.cameras                    # upper hemisphere, radius 4, elevation >= 10
+    res = 48
+    hidden = hidden_space(sphere, cams, resolution=res, image_size=96).reshape(-1)
+    p = lattice_points(*sphere.scene_box_world(), res).astype(np.float64)
+    r = np.linalg.norm(p - sphere.c, axis=1)
+    cell = 3.0 / (res - 1)
+    margin = 3 * cell
+    # Deep inside: every camera that sees the point sees it behind the surface.
+    assert hidden[r < sphere.r - margin - 2 * cell].all()
+    # Outside: some camera sees through every point, even under the sphere (a ray at 10
+    # degrees elevation passes below a sphere at 1 / cos(10) = 1.015 radii from its centre).
+    assert not hidden[r > sphere.r + cell].any()
+
+
+def test_fill_hidden_maps_the_coarse_lattice_onto_the_fine_one():
+    from ngp_engine.nerf.visibility import fill_hidden
+
+    volume = np.zeros((5, 5, 5), np.float32)
+    volume[0, 0, 0] = 9.0
+    hidden = np.zeros((3, 3, 3), bool)
+    hidden[1, 1, 1] = hidden[0, 0, 0] = True
+    out = fill_hidden(volume, hidden, value=6.0)
+    # Fine index i takes coarse index rint(i * 2 / 4) = 0, 0, 1, 2, 2 (round half to even).
+    expected = np.zeros((5, 5, 5), np.float32)
+    expected[:2, :2, :2] = 6.0
+    expected[0, 0, 0] = 9.0                      # already above the fill value: kept
+    expected[2, 2, 2] = 6.0
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_depth_and_normal_passes_match_the_geometry(trained, truth, nerf_scene):

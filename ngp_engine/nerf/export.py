@@ -7,10 +7,14 @@ from typing import Any
 import numpy as np
 from ..data.image import save_png
 from ..files import atomic_write
-from ..mesh import extract_mesh, remove_floaters, write_obj, write_ply
+from ..data.transforms import Cameras
+from ..mesh import remove_floaters, write_obj, write_ply
+from ..mesh.marching_cubes import marching_cubes, sample_grid
 from .model import NerfModel
+from .visibility import fill_hidden, hidden_space
 
 DEFAULT_MESH_THRESHOLD = 2.5   # instant-ngp's marching-cubes density threshold
+HIDDEN_RESOLUTION = 128        # lattice of the hidden-space test (upsampled to the mesh's)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -24,15 +28,22 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def nerf_mesh(model: NerfModel, resolution: int = 256, threshold: float = DEFAULT_MESH_THRESHOLD,
-              min_component_fraction: float | None = 0.05) -> dict[str, Any]:
+              min_component_fraction: float | None = 0.05,
+              cameras: Cameras | None = None) -> dict[str, Any]:
     """Marching cubes over the density in the scene box; world-unit vertices [V, 3] float32,
     faces [F, 3] int32, vertex colours [V, 3] uint8 (the colour network looking at each vertex
     from outside, along -normal). `min_component_fraction` drops floaters: components with
-    fewer faces than that fraction of the largest (None keeps everything)."""
+    fewer faces than that fraction of the largest (None keeps everything). With the training
+    `cameras`, space they saw only from behind a surface is filled before meshing (see
+    visibility.py): no hollow insides, no open bottoms."""
     lo, hi = model.scene_box_world()
-    verts, faces = extract_mesh(model.density_world, lo, hi, resolution, threshold,
-                                device=model.device, inside="above")
+    volume = sample_grid(model.density_world, lo, hi, resolution, device=model.device)
     info: dict[str, Any] = {"resolution": resolution, "threshold": threshold}
+    if cameras is not None:
+        hidden = hidden_space(model, cameras, resolution=min(resolution, HIDDEN_RESOLUTION))
+        volume = fill_hidden(volume, hidden, value=2.0 * threshold + 1.0)
+        info["hidden_fraction"] = float(hidden.mean())
+    verts, faces = marching_cubes(volume, threshold, lo, hi, inside="above")
     if min_component_fraction is not None and len(faces):
         verts, faces, cleanup = remove_floaters(verts, faces, min_fraction=min_component_fraction)
         info.update(cleanup)

@@ -51,6 +51,7 @@ class NerfTrainer:
         self.dataset_path = dataset_path
         self.model = NerfModel(cfg, dataset.transform, device)
         cams = dataset.cameras
+        self.cameras = cams                                                   # world units
         self.width, self.height = cams.width, cams.height
         self.images = torch.from_numpy(dataset.images).to(device)          # [N, H, W, C] uint8
         self.has_alpha = dataset.has_alpha

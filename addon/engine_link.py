@@ -1,0 +1,177 @@
+"""The add-on's one engine process and what it has told us, pumped on Blender's main thread.
+
+`EngineClient` (bundled `ngp_engine/client.py`, standard library only) owns the process and a
+reader thread that queues events. `pump()` runs from `bpy.app.timers` every 0.1 s: it drains
+the queue without blocking (a tick costs well under a millisecond when idle), updates
+`STATE`, and redraws the panel. Blender data is touched only here and in operators, on the
+main thread.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .ngp_engine.client import EngineClient, EngineError, EngineExited
+from .ngp_engine.protocol import Message
+
+PUMP_INTERVAL = 0.1
+
+
+@dataclass
+class EngineState:
+    """What the panel draws: one place, plain values."""
+
+    status: str = "idle"                 # idle | starting | training | done | stopped | error
+    message: str = ""                    # one sentence for the panel and the status bar
+    mode: str = ""
+    run_dir: str = ""
+    step: int = 0
+    loss: float = 0.0
+    psnr: float | None = None
+    fraction: float | None = None
+    eta_seconds: float | None = None
+    seconds: float = 0.0
+    device: str = ""
+    engine_info: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)   # kind / pass -> latest path
+    pending: dict[str, str] = field(default_factory=dict)     # request id -> what it is for
+    summary: dict[str, Any] = field(default_factory=dict)
+    max_tick_ms: float = 0.0             # slowest pump tick so far (benchmark figure)
+
+
+STATE = EngineState()
+_client: EngineClient | None = None
+_handlers: list = []                    # callables(event) run on the main thread per event
+
+
+def client() -> EngineClient | None:
+    return _client if _client is not None and _client.alive else None
+
+
+def ensure_engine(python: str, timeout: float = 120.0) -> EngineClient:
+    """The running engine, or a new one started with `python` (EngineError with a one-line
+    reason otherwise). Blocks for the start-up (about a second or two)."""
+    global _client
+    if _client is not None and _client.alive:
+        return _client
+    shutdown()
+    if not python:
+        raise EngineError("no engine Python is set (Preferences > Add-ons > Instant NGP Fields)")
+    new = EngineClient(python=python, engine_root=Path(__file__).resolve().parent)
+    ready = new.start(timeout=timeout)
+    _client = new
+    STATE.device = ready.device
+    STATE.engine_info = {"engine_version": ready.engine_version, "device": ready.device,
+                         "backends": list(ready.backends), "torch": ready.torch, "python": ready.python,
+                         "modes": list(ready.modes)}
+    start_pump()
+    return new
+
+
+def send(msg: Message) -> None:
+    if _client is None:
+        raise EngineError("the engine is not running")
+    _client.send(msg)
+
+
+def shutdown() -> None:
+    """Stop the engine (its job saves a checkpoint) and forget it. Safe to call any time."""
+    global _client
+    if _client is not None:
+        try:
+            _client.close(timeout=5.0)
+        except Exception:  # noqa: BLE001 - shutting down must never raise into Blender
+            _client.kill()
+        _client = None
+    if STATE.status in ("starting", "training"):
+        STATE.status, STATE.message = "stopped", "engine stopped"
+
+
+def add_handler(fn) -> None:
+    if fn not in _handlers:
+        _handlers.append(fn)
+
+
+def apply_event(ev: Any) -> None:
+    """Fold one engine event into STATE."""
+    t = ev.type
+    if t == "progress":
+        STATE.status = "training"
+        STATE.step, STATE.loss, STATE.psnr = ev.step, ev.loss, ev.psnr
+        STATE.fraction, STATE.eta_seconds, STATE.seconds = ev.fraction, ev.eta_seconds, ev.seconds
+    elif t == "artifact":
+        key = ev.info.get("pass", ev.kind) if ev.kind == "pass" else ev.kind
+        if ev.kind == "mesh" and not ev.path.endswith(".ply"):
+            key = "mesh_obj"
+        STATE.artifacts[key] = ev.path
+    elif t == "done":
+        STATE.status = "stopped" if ev.summary.get("stopped") else "done"
+        STATE.summary = dict(ev.summary)
+        STATE.step = int(ev.summary.get("steps", STATE.step))
+        STATE.message = f"{STATE.mode or 'training'} finished at step {STATE.step}" \
+            if STATE.status == "done" else f"stopped at step {STATE.step}"
+    elif t == "error":
+        STATE.message = ev.message
+        if STATE.status in ("starting", "training") and ev.request == STATE.pending.get("train"):
+            STATE.status = "error"
+        elif ev.request is None and STATE.status == "starting":
+            STATE.status = "error"
+    elif t == "exited":
+        if STATE.status in ("starting", "training") or ev.returncode not in (0, None):
+            STATE.status = "error"
+            STATE.message = ev.message
+
+
+def pump() -> float | None:
+    """Timer callback: drain events, update STATE, redraw. Returns the next interval."""
+    t0 = time.perf_counter()
+    c = _client
+    if c is not None:
+        for ev in c.poll():
+            apply_event(ev)
+            for fn in list(_handlers):
+                try:
+                    fn(ev)
+                except Exception as e:  # noqa: BLE001 - a handler bug must not kill the pump
+                    STATE.message = f"{type(e).__name__}: {e}"
+        c.received.clear()                     # the add-on keeps STATE, not the history
+    _redraw()
+    STATE.max_tick_ms = max(STATE.max_tick_ms, 1000.0 * (time.perf_counter() - t0))
+    return PUMP_INTERVAL if c is not None else None
+
+
+def start_pump() -> None:
+    import bpy  # noqa: PLC0415
+
+    if not bpy.app.timers.is_registered(pump):
+        bpy.app.timers.register(pump, first_interval=PUMP_INTERVAL, persistent=True)
+
+
+def stop_pump() -> None:
+    import bpy  # noqa: PLC0415
+
+    if bpy.app.timers.is_registered(pump):
+        bpy.app.timers.unregister(pump)
+
+
+def _redraw() -> None:
+    import bpy  # noqa: PLC0415
+
+    wm = getattr(bpy.context, "window_manager", None)
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "IMAGE_EDITOR"):
+                area.tag_redraw()
+
+
+def reset_state() -> None:
+    """Back to a fresh state (in place: other modules hold a reference to STATE)."""
+    STATE.__dict__.update(EngineState().__dict__)
+
+
+__all__ = ["STATE", "EngineError", "EngineExited", "add_handler", "apply_event", "client", "ensure_engine",
+           "pump", "reset_state", "send", "shutdown", "start_pump", "stop_pump"]

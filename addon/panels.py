@@ -1,0 +1,80 @@
+"""The N-panel (View3D sidebar, tab "NGP"): draws state, never works."""
+from __future__ import annotations
+
+import bpy
+
+from . import engine_link
+
+
+def _time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+class NGP_PT_main(bpy.types.Panel):
+    bl_label = "Instant NGP Fields"
+    bl_idname = "NGP_PT_main"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "NGP"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout, s, st = self.layout, context.scene.ngp, engine_link.STATE
+
+        box = layout.box()
+        box.label(text="Data", icon="CAMERA_DATA")
+        box.prop(s, "source", expand=True)
+        if s.source == "RIG":
+            col = box.column(align=True)
+            col.prop(s, "rig_count")
+            col.prop(s, "rig_radius")
+            col.prop(s, "rig_resolution")
+            col.prop(s, "rig_samples")
+            col.prop(s, "rig_sphere")
+            box.operator("ngp.render_rig", icon="RENDER_STILL")
+        else:
+            box.prop(s, "camera_collection")
+            box.prop(s, "image_folder")
+            box.operator("ngp.export_cameras", icon="EXPORT")
+        box.operator("ngp.import_transforms", icon="IMPORT")
+        box.prop(s, "run_folder")
+
+        box = layout.box()
+        box.label(text="Train", icon="PLAY")
+        row = box.row(align=True)
+        row.prop(s, "preset", text="")
+        row.prop(s, "train_seconds")
+        training = st.status in ("starting", "training")
+        row = box.row(align=True)
+        row.enabled = not training
+        row.operator("ngp.train", icon="PLAY")
+        if training:
+            box.operator("ngp.stop", icon="PAUSE")
+            box.progress(factor=st.fraction or 0.0, type="BAR",
+                         text=f"{100 * (st.fraction or 0):.0f}%  ETA {_time(st.eta_seconds)}")
+        if st.step:
+            psnr = f"{st.psnr:.2f} dB" if st.psnr is not None else "-"
+            col = box.column(align=True)
+            col.label(text=f"Step {st.step}   loss {st.loss:.4g}   PSNR {psnr}")
+            col.label(text=f"Trained {_time(st.seconds)}")
+
+        box = layout.box()
+        box.label(text="Results", icon="MESH_DATA")
+        box.prop(s, "mesh_resolution")
+        box.operator("ngp.import_mesh", icon="IMPORT")
+        box.prop(s, "preview_resolution")
+        box.operator("ngp.preview", icon="IMAGE_DATA")
+
+        box = layout.box()
+        box.label(text="SDF from a mesh", icon="MOD_REMESH")
+        box.label(text="Arrives with the SDF mode of the engine (not in this version).")
+
+        if st.message:
+            box = layout.box()
+            box.alert = st.status == "error"
+            box.label(text=st.message, icon="ERROR" if st.status == "error" else "INFO")
+
+
+classes = (NGP_PT_main,)

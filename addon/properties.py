@@ -1,0 +1,61 @@
+"""Per-scene settings of the add-on (`scene.ngp`), shown in the N-panel."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+
+class NGP_SceneSettings(bpy.types.PropertyGroup):
+    source: EnumProperty(
+        name="Source", default="RIG",
+        items=[("RIG", "Camera Rig", "Render a ring of cameras around the selected objects"),
+               ("CAMERAS", "Scene Cameras", "Cameras of a collection with their images")])
+    camera_collection: PointerProperty(name="Cameras", type=bpy.types.Collection,
+                                       description="Collection whose cameras are exported")
+    image_folder: StringProperty(name="Images", subtype="DIR_PATH",
+                                 description="Folder with one image per camera, named like the camera "
+                                             "(used when a camera has no background image)")
+    rig_count: IntProperty(name="Views", default=60, min=4, max=1000)
+    rig_radius: FloatProperty(name="Radius", default=0.0, min=0.0, unit="LENGTH",
+                              description="Distance of the cameras from the objects' centre (0: fit)")
+    rig_sphere: BoolProperty(name="Full Sphere", default=False,
+                             description="Cameras all around (off: upper hemisphere)")
+    rig_resolution: IntProperty(name="Resolution", default=200, min=16, max=4096)
+    rig_samples: IntProperty(name="Samples", default=32, min=1, max=4096,
+                             description="Render samples per view (Cycles)")
+    run_folder: StringProperty(name="Run Folder", subtype="DIR_PATH",
+                               description="Where datasets and results go (empty: the add-on's user folder)")
+    train_seconds: FloatProperty(name="Seconds", default=120.0, min=1.0, max=86400.0,
+                                 description="Training time budget")
+    preset: EnumProperty(name="Preset", default="cpu-fast",
+                         items=[("cpu-fast", "Fast (CPU)", "Smaller grid and batch; minutes on a CPU"),
+                                ("instant-ngp", "Instant-NGP", "The paper's configuration; for a GPU")])
+    mesh_resolution: IntProperty(name="Mesh Resolution", default=256, min=32, max=1024)
+    preview_resolution: IntProperty(name="Preview Size", default=256, min=16, max=4096,
+                                    description="Longer side of the preview image in pixels")
+
+
+def run_folder(scene: bpy.types.Scene) -> Path:
+    """The scene's run folder (created): the setting, or <user folder>/runs/<blend name>."""
+    settings = scene.ngp
+    if settings.run_folder:
+        folder = Path(bpy.path.abspath(settings.run_folder))
+    else:
+        base = Path(bpy.utils.extension_path_user(__package__, create=True))
+        stem = Path(bpy.data.filepath).stem if bpy.data.filepath else "untitled"
+        folder = base / "runs" / stem
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+classes = (NGP_SceneSettings,)
+
+
+def register() -> None:
+    bpy.types.Scene.ngp = PointerProperty(type=NGP_SceneSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.ngp

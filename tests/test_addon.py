@@ -1,0 +1,366 @@
+"""The Blender extension in real Blender (bpy 5.0.1): built with Blender's extension tool,
+installed from its zip into a temporary user repository, enabled, driven through its
+operators, uninstalled.
+
+Headless Blender has no event loop, so where the UI would run `engine_link.pump` from a timer
+the tests call it in a loop (`pump_until`)."""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
+import addon_utils  # noqa: E402  (ships with bpy)
+from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
+from mathutils import Matrix, Vector  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_extension  # noqa: E402
+
+PKG_ID = "instant_ngp_fields"
+REPO = "ngp_test_repo"
+
+
+@pytest.fixture(scope="module")
+def extension(tmp_path_factory):
+    """The built zip installed and enabled in a temporary user repository; yields the add-on
+    module. Uninstalls at the end."""
+    tmp = tmp_path_factory.mktemp("ext")
+    zip_path = build_extension.build(tmp / "dist")
+    bpy.ops.wm.read_factory_settings(use_empty=True)   # factory preferences too: a clean slate
+    repo = bpy.context.preferences.extensions.repos.new(name=REPO, module=REPO,
+                                                      custom_directory=str(tmp / "repo"), source="USER")
+    repo_index = list(bpy.context.preferences.extensions.repos).index(repo)
+    result = bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo=REPO,
+                                                       enable_on_install=True)
+    assert result == {"FINISHED"}
+    module_name = f"bl_ext.{REPO}.{PKG_ID}"
+    assert module_name in {m.__name__ for m in addon_utils.modules()}
+    mod = importlib.import_module(module_name)
+    prefs = bpy.context.preferences.addons[module_name].preferences
+    prefs.engine_python = sys.executable
+    yield {"module": mod, "name": module_name, "repo_index": repo_index, "tmp": tmp, "prefs": prefs}
+    mod.engine_link.shutdown()
+    bpy.ops.extensions.package_uninstall(repo_index=repo_index, pkg_id=PKG_ID)
+    assert "train" not in dir(bpy.ops.ngp)
+    bpy.context.preferences.extensions.repos.remove(repo)
+
+
+def pump_until(ext, predicate, timeout: float = 300.0):
+    link = ext["module"].engine_link
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        link.pump()
+        if predicate(link.STATE):
+            return link.STATE
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; state {link.STATE}")
+
+
+# ------------------------------------------------------------------------------ install / register
+def test_installed_extension_registers_its_operators_and_panel(extension):
+    assert hasattr(bpy.types, "NGP_PT_main")
+    for op in ("render_rig", "export_cameras", "import_transforms", "train", "stop", "import_mesh",
+               "preview", "check_engine"):
+        assert op in dir(bpy.ops.ngp), op
+    assert hasattr(bpy.types.Scene, "ngp")
+    # Installed as a zip: the engine is bundled inside the extension folder.
+    folder = Path(extension["module"].__file__).parent
+    assert (folder / "ngp_engine" / "protocol.py").is_file()
+    assert "bl_info" not in vars(extension["module"])
+
+
+def test_disable_enable_twice_leaves_nothing_behind(extension):
+    name = extension["name"]
+    for _ in range(2):
+        addon_utils.disable(name, default_set=True)
+        assert not hasattr(bpy.types, "NGP_PT_main") and not hasattr(bpy.types.Scene, "ngp")
+        assert "train" not in dir(bpy.ops.ngp)
+        addon_utils.enable(name, default_set=True)
+        assert hasattr(bpy.types, "NGP_PT_main") and hasattr(bpy.types.Scene, "ngp")
+    bpy.context.preferences.addons[name].preferences.engine_python = sys.executable
+
+
+# ------------------------------------------------------------------------------ cameras
+def _odd_camera(scene, name, fit, shift, loc, target):
+    data = bpy.data.cameras.new(name)
+    data.lens, data.sensor_width, data.sensor_height, data.sensor_fit = 42.0, 32.0, 20.0, fit
+    data.shift_x, data.shift_y = shift
+    cam = bpy.data.objects.new(name, data)
+    cam.location = loc
+    cam.rotation_euler = (Vector(target) - Vector(loc)).to_track_quat("-Z", "Y").to_euler()
+    scene.collection.objects.link(cam)
+    return cam
+
+
+@pytest.mark.parametrize("fit", ["AUTO", "HORIZONTAL", "VERTICAL"])
+@pytest.mark.parametrize("aspect", [(1.0, 1.0), (1.0, 1.7), (2.0, 1.0)])
+def test_exported_intrinsics_project_like_blender(extension, fit, aspect):
+    scene_io = extension["module"].scene_io
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 320, 180, 50
+    scene.render.pixel_aspect_x, scene.render.pixel_aspect_y = aspect
+    cam = _odd_camera(scene, "cam", fit, (0.13, -0.21), (3.0, -2.0, 1.5), (0.2, 0.1, 0.0))
+    bpy.context.view_layer.update()
+    k = scene_io.camera_intrinsics(cam, scene)
+    c2w = np.array(scene_io.camera_to_world(cam))
+    w2c = np.linalg.inv(c2w)
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-0.8, 0.8, (50, 3))
+    for p in pts:
+        ndc = world_to_camera_view(scene, cam, Vector(p))           # x right, y up, in [0, 1]
+        blender_px = np.array([ndc.x * k["w"], (1.0 - ndc.y) * k["h"]])
+        xc = w2c[:3, :3] @ p + w2c[:3, 3]
+        ours = np.array([k["cx"] + k["fl_x"] * xc[0] / -xc[2], k["cy"] - k["fl_y"] * xc[1] / -xc[2]])
+        assert np.abs(ours - blender_px).max() < 0.01, (ours, blender_px)
+
+
+def test_transforms_round_trip_rebuilds_the_cameras(extension, tmp_path):
+    mod = extension["module"]
+    scene_io = mod.scene_io
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 200, 120, 100
+    scene.render.pixel_aspect_x, scene.render.pixel_aspect_y = 1.0, 1.25
+    cams = [_odd_camera(scene, f"c{i}", fit, (0.1 * i, -0.05 * i), (3 * math.cos(i), 3 * math.sin(i), 1.0 + i),
+                        (0, 0, 0)) for i, fit in enumerate(["VERTICAL", "HORIZONTAL", "AUTO"])]
+    bpy.context.view_layer.update()
+    doc = scene_io.transforms_document([(c, f"images/{c.name}.png") for c in cams], scene, (0, 0, 0), 1.0)
+    path = tmp_path / "transforms.json"
+    scene_io.write_json_atomic(path, doc)
+    before = [(scene_io.camera_intrinsics(c, scene), np.array(scene_io.camera_to_world(c))) for c in cams]
+    result = bpy.ops.ngp.import_transforms(filepath=str(path))
+    assert result == {"FINISHED"}
+    coll = bpy.data.collections["transforms"]
+    rebuilt = sorted(coll.objects, key=lambda o: o.name)
+    assert [o.name for o in rebuilt] == ["c0.001", "c1.001", "c2.001"]   # named after the images
+    bpy.context.view_layer.update()
+    for (k0, m0), cam in zip(before, rebuilt):
+        k1 = scene_io.camera_intrinsics(cam, scene)
+        for key in ("fl_x", "fl_y", "cx", "cy", "w", "h"):
+            # Blender keeps lens and shift in float32: agreement to 1e-3 px is all there is.
+            assert k1[key] == pytest.approx(k0[key], abs=1e-3), key
+        np.testing.assert_allclose(np.array(scene_io.camera_to_world(cam)), m0, atol=1e-5)
+
+
+def test_bad_transforms_file_is_one_sentence(extension, tmp_path):
+    bad = tmp_path / "transforms.json"
+    bad.write_text(json.dumps({"frames": [{"transform_matrix": [[1, 0, 0]], "file_path": "a"}], "w": 4, "h": 4,
+                               "fl_x": 3}))
+    mod = extension["module"]
+    with pytest.raises(RuntimeError, match="frame 0: transform_matrix must be a finite 4x4 matrix"):
+        bpy.ops.ngp.import_transforms(filepath=str(bad))
+    assert "\n" not in mod.engine_link.STATE.message
+
+
+# ------------------------------------------------------------------------------ end to end
+def _tiny_scene(run_folder: Path):
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.use_denoising = False
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0.3, -0.2, 0.4), segments=32, ring_count=16)
+    sphere = bpy.context.object
+    mat = bpy.data.materials.new("red")
+    mat.diffuse_color = (0.8, 0.1, 0.05, 1.0)
+    sphere.data.materials.append(mat)
+    light = bpy.data.objects.new("sun", bpy.data.lights.new("sun", "SUN"))
+    scene.collection.objects.link(light)
+    world = bpy.data.worlds.new("w")
+    world.color = (0.6, 0.6, 0.6)
+    scene.world = world
+    sphere.select_set(True)
+    bpy.context.view_layer.objects.active = sphere
+    s = scene.ngp
+    s.rig_count, s.rig_resolution, s.rig_samples, s.rig_sphere = 24, 40, 4, True
+    s.run_folder = str(run_folder)
+    s.train_seconds = 25.0
+    s.mesh_resolution = 64
+    s.preview_resolution = 48
+    return scene, sphere
+
+
+@pytest.fixture(scope="module")
+def trained_scene(extension, tmp_path_factory):
+    run = tmp_path_factory.mktemp("addon_run")
+    scene, sphere = _tiny_scene(run)
+    assert bpy.ops.ngp.render_rig() == {"FINISHED"}
+    assert bpy.ops.ngp.train() == {"FINISHED"}         # headless: returns, the pump drives it
+    state = pump_until(extension, lambda st: st.status in ("done", "error"), timeout=300)
+    assert state.status == "done", state.message
+    return {"scene": scene, "sphere": sphere, "run": run}
+
+
+def test_render_rig_writes_a_dataset_and_restores_the_scene(extension, trained_scene):
+    scene, run = trained_scene["scene"], trained_scene["run"]
+    doc = json.loads((run / "data" / "transforms.json").read_text())
+    assert len(doc["frames"]) == 24 and doc["w"] == doc["h"] == 40
+    for fr in doc["frames"]:
+        img = bpy.data.images.load(str(run / "data" / fr["file_path"]))
+        assert tuple(img.size) == (40, 40) and img.channels == 4
+        bpy.data.images.remove(img)
+    # Render settings are back where they were (factory resolution, no camera).
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (1920, 1080)
+    assert scene.render.film_transparent is False and scene.camera is None
+    assert len(bpy.data.collections["NGP Rig"].objects) == 24
+
+
+def test_training_reported_progress_and_finished(extension, trained_scene):
+    st = extension["module"].engine_link.STATE
+    assert st.summary["steps"] > 10 and st.summary["stopped"] is False
+    assert (trained_scene["run"] / "run" / "checkpoint.pt").is_file()
+    assert st.max_tick_ms > 0.0          # the pump ran (its speed: scripts/bench_addon.py)
+
+
+def test_import_mesh_lands_on_the_source_object(extension, trained_scene):
+    assert bpy.ops.ngp.import_mesh() == {"FINISHED"}
+    pump_until(extension, lambda st: "NGP Mesh" in bpy.data.objects, timeout=300)
+    obj = bpy.data.objects["NGP Mesh"]
+    v = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", v)
+    v = v.reshape(-1, 3)
+    assert len(obj.data.polygons) > 100
+    sphere = trained_scene["sphere"]
+    dist = np.abs(np.linalg.norm(v - np.array(sphere.location), axis=1) - 0.5)
+    assert np.median(dist) < 0.05, np.median(dist)
+    assert obj.data.color_attributes.get("Col") is not None and obj.active_material is not None
+
+
+def test_preview_from_the_active_camera(extension, trained_scene):
+    scene = trained_scene["scene"]
+    scene.camera = bpy.data.collections["NGP Rig"].objects[0]
+    assert bpy.ops.ngp.preview() == {"FINISHED"}
+    pump_until(extension, lambda st: "NGP Depth" in bpy.data.images and "NGP Preview" in bpy.data.images, 120)
+    # The scene renders 1920x1080 (restored after the rig): the preview keeps that aspect.
+    w, h = 48, 27
+    img = bpy.data.images["NGP Preview"]
+    assert tuple(img.size) == (w, h)
+    px = np.empty(w * h * 4, np.float32)
+    img.pixels.foreach_get(px)
+    rgb = px.reshape(h, w, 4)[..., :3]
+    assert rgb.std() > 0.02                                  # not blank
+    depth = np.empty(w * h * 4, np.float32)
+    bpy.data.images["NGP Depth"].pixels.foreach_get(depth)
+    depth = depth.reshape(h, w, 4)[..., 0]
+    # The sphere (radius 0.5) is seen from the rig radius: covered pixels have a depth near it.
+    cam = scene.camera
+    centre_dist = (cam.matrix_world.translation - trained_scene["sphere"].location).length
+    covered = depth > 0
+    assert covered.mean() > 0.05
+    assert abs(np.median(depth[covered]) - (centre_dist - 0.4)) < 0.3
+
+
+# ------------------------------------------------------------------------------ errors
+def test_missing_interpreter_is_one_sentence(extension, tmp_path):
+    link = extension["module"].engine_link
+    link.shutdown()
+    _tiny_scene(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "transforms.json").write_text("{}")
+    prefs = bpy.context.preferences.addons[extension["name"]].preferences
+    prefs.engine_python = "/no/such/python"
+    try:
+        with pytest.raises(RuntimeError, match="engine Python '/no/such/python' not found"):
+            bpy.ops.ngp.train()
+        assert link.STATE.status == "error"
+    finally:
+        prefs.engine_python = sys.executable
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_engine_killed_mid_training_is_reported(extension, trained_scene, tmp_path):
+    import shutil
+
+    link = extension["module"].engine_link
+    scene, _ = _tiny_scene(tmp_path)                     # a fresh file, the rig's dataset reused
+    shutil.copytree(trained_scene["run"] / "data", tmp_path / "data")
+    scene.ngp.train_seconds = 600.0
+    assert bpy.ops.ngp.train() == {"FINISHED"}
+    pump_until(extension, lambda st: st.status == "training" and st.step > 0, timeout=120)
+    os.kill(link.client().pid, signal.SIGKILL)
+    state = pump_until(extension, lambda st: st.status == "error", timeout=60)
+    assert state.message == "engine was killed (SIGKILL)"
+
+
+def test_unreadable_image_is_one_sentence(extension, tmp_path):
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.resolution_x = scene.render.resolution_y = 40
+    coll = bpy.data.collections.new("shots")
+    scene.collection.children.link(coll)
+    cam = bpy.data.objects.new("shot1", bpy.data.cameras.new("shot1"))
+    coll.objects.link(cam)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "shot1.png").write_text("not an image")
+    scene.ngp.camera_collection = coll
+    scene.ngp.image_folder = str(folder)
+    scene.ngp.run_folder = str(tmp_path / "run")
+    with pytest.raises(RuntimeError, match=r"image .*shot1.png of camera 'shot1' cannot be read"):
+        bpy.ops.ngp.export_cameras()
+    assert not (tmp_path / "run" / "data" / "transforms.json").exists()
+
+
+# ------------------------------------------------------------------------------ panel
+class _Layout:
+    """Records what `draw` asks for and checks it exists: every prop on its data, every
+    operator registered. (Headless Blender has no UI to draw into.)"""
+
+    def __init__(self, log):
+        self.log, self.enabled, self.alert = log, True, False
+
+    def _child(self, *a, **k):
+        return _Layout(self.log)
+
+    box = row = column = _child
+
+    def label(self, text="", icon="NONE"):
+        self.log.append(("label", text))
+
+    def prop(self, data, name, **k):
+        assert name in data.bl_rna.properties, name
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **k):
+        group, name = idname.split(".")
+        assert name in dir(getattr(bpy.ops, group)), idname
+        self.log.append(("operator", idname))
+
+    def progress(self, factor=0.0, type="BAR", text=""):
+        assert 0.0 <= factor <= 1.0
+        self.log.append(("progress", text))
+
+
+@pytest.mark.parametrize("status", ["idle", "starting", "training", "done", "stopped", "error"])
+@pytest.mark.parametrize("source", ["RIG", "CAMERAS"])
+def test_panel_draws_in_every_state(extension, status, source):
+    link = extension["module"].engine_link
+    saved = dict(link.STATE.__dict__)
+    try:
+        link.STATE.status, link.STATE.message = status, f"state {status}"
+        link.STATE.step, link.STATE.fraction, link.STATE.psnr = 12, 0.4, 21.5
+        bpy.context.scene.ngp.source = source
+        log = []
+        panel = type("P", (), {"layout": _Layout(log)})()
+        bpy.types.NGP_PT_main.draw(panel, bpy.context)
+        ops = [x[1] for x in log if x[0] == "operator"]
+        assert "ngp.train" in ops and "ngp.import_mesh" in ops
+        assert ("ngp.render_rig" in ops) == (source == "RIG")
+        assert ("ngp.stop" in ops) == (status in ("starting", "training"))
+        assert ("label", f"state {status}") in log
+        assert any(x[0] == "label" and x[1].startswith("Step 12") for x in log)
+    finally:
+        link.STATE.__dict__.update(saved)

@@ -43,11 +43,17 @@ def data_folder(scene: bpy.types.Scene) -> Path:
 
 
 # ---------------------------------------------------------------------------------- datasets
-def objects_box(objects) -> tuple[Vector, float]:
-    """Centre and half of the largest side of the world bounding box of `objects`."""
+def objects_bounds(objects) -> tuple[Vector, Vector]:
+    """World-space bounding box (min corner, max corner) of `objects`."""
     pts = [obj.matrix_world @ Vector(c) for obj in objects for c in obj.bound_box]
     lo = Vector((min(p[i] for p in pts) for i in range(3)))
     hi = Vector((max(p[i] for p in pts) for i in range(3)))
+    return lo, hi
+
+
+def objects_box(objects) -> tuple[Vector, float]:
+    """Centre and half of the largest side of the world bounding box of `objects`."""
+    lo, hi = objects_bounds(objects)
     return (lo + hi) / 2, max(hi - lo) / 2
 
 
@@ -107,7 +113,9 @@ class NGP_OT_render_rig(bpy.types.Operator):
             cam_data = bpy.data.cameras.new("NGP Rig Camera")
             cam_data.lens, cam_data.sensor_width, cam_data.sensor_fit = 50.0, 36.0, "HORIZONTAL"
             half_fov = math.atan(0.5 * cam_data.sensor_width / cam_data.lens)
-            radius = s.rig_radius or 1.15 * half * math.sqrt(3.0) / math.sin(half_fov)
+            lo, hi = objects_bounds(targets)
+            # Far enough that the box's bounding sphere fits every view, with a 10% margin.
+            radius = s.rig_radius or 1.1 * 0.5 * (hi - lo).length / math.sin(half_fov)
             for i, d in enumerate(rig_directions(s.rig_count, s.rig_sphere)):
                 cam = bpy.data.objects.new(f"ngp_rig_{i:03d}", cam_data)
                 cam.location = centre + radius * Vector(d)

@@ -63,6 +63,21 @@ def build(out_dir: Path) -> Path:
     return zip_path
 
 
+def install_in_blender(zip_path: Path, repo_dir: Path, repo_name: str = "ngp_local") -> str:
+    """Install the zip into a user repository at `repo_dir` of the running Blender (bpy) the
+    way a user does (Install from Disk), enabled; returns the add-on's module name."""
+    import bpy  # noqa: PLC0415 - only inside Blender
+
+    repos = bpy.context.preferences.extensions.repos
+    if repos.get(repo_name) is None:
+        repos.new(name=repo_name, module=repo_name, custom_directory=str(repo_dir), source="USER")
+    result = bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo=repo_name,
+                                                       enable_on_install=True)
+    if result != {"FINISHED"}:
+        raise SystemExit(f"error: installing {zip_path} failed ({result})")
+    return f"bl_ext.{repo_name}.instant_ngp_fields"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "dist"), help="folder for the zip (default dist/)")

@@ -39,13 +39,10 @@ def extension(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ext")
     zip_path = build_extension.build(tmp / "dist")
     bpy.ops.wm.read_factory_settings(use_empty=True)   # factory preferences too: a clean slate
-    repo = bpy.context.preferences.extensions.repos.new(name=REPO, module=REPO,
-                                                      custom_directory=str(tmp / "repo"), source="USER")
+    module_name = build_extension.install_in_blender(zip_path, tmp / "repo", REPO)
+    repo = bpy.context.preferences.extensions.repos[REPO]
     repo_index = list(bpy.context.preferences.extensions.repos).index(repo)
-    result = bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo=REPO,
-                                                       enable_on_install=True)
-    assert result == {"FINISHED"}
-    module_name = f"bl_ext.{REPO}.{PKG_ID}"
+    assert module_name == f"bl_ext.{REPO}.{PKG_ID}"
     assert module_name in {m.__name__ for m in addon_utils.modules()}
     mod = importlib.import_module(module_name)
     prefs = bpy.context.preferences.addons[module_name].preferences

@@ -26,6 +26,11 @@ RIG_COLLECTION = "NGP Rig"
 _ids = itertools.count(1)
 
 
+def _budget(s: bpy.types.PropertyGroup) -> dict:
+    """The Train request's budget fields from the scene settings: seconds or steps."""
+    return {"steps": s.train_steps} if s.train_budget == "STEPS" else {"seconds": s.train_seconds}
+
+
 def _request_id(kind: str) -> str:
     rid = f"{kind}-{next(_ids)}"
     STATE.pending[kind] = rid
@@ -280,7 +285,7 @@ class NGP_OT_train(bpy.types.Operator):
             STATE.step, STATE.fraction, STATE.psnr, STATE.eta_seconds = 0, 0.0, None, None
             STATE.artifacts.clear()
             engine_link.send(Train(mode="nerf", data=str(data), run_dir=STATE.run_dir, preset=s.preset,
-                                   seconds=s.train_seconds, device=prefs.device,
+                                   **_budget(s), device=prefs.device,
                                    checkpoint_every=30.0, id=_request_id("train")))
         except EngineError as e:
             STATE.status = "error"

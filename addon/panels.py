@@ -45,7 +45,8 @@ class NGP_PT_main(bpy.types.Panel):
         box.label(text="Train", icon="PLAY")
         row = box.row(align=True)
         row.prop(s, "preset", text="")
-        row.prop(s, "train_seconds")
+        row.prop(s, "train_budget", text="")
+        row.prop(s, "train_steps" if s.train_budget == "STEPS" else "train_seconds")
         training = st.status in ("starting", "training")
         row = box.row(align=True)
         row.enabled = not training

@@ -27,8 +27,14 @@ class NGP_SceneSettings(bpy.types.PropertyGroup):
                              description="Render samples per view (Cycles)")
     run_folder: StringProperty(name="Run Folder", subtype="DIR_PATH",
                                description="Where datasets and results go (empty: the add-on's user folder)")
+    train_budget: EnumProperty(name="Budget", default="SECONDS",
+                               items=[("SECONDS", "Time", "Train for a number of seconds"),
+                                      ("STEPS", "Steps", "Train for a number of optimiser steps "
+                                       "(the same result on a slow or a fast machine)")])
     train_seconds: FloatProperty(name="Seconds", default=120.0, min=1.0, max=86400.0,
                                  description="Training time budget")
+    train_steps: IntProperty(name="Steps", default=2000, min=1, max=10_000_000,
+                             description="Training step budget")
     preset: EnumProperty(name="Preset", default="cpu-fast",
                          items=[("cpu-fast", "Fast (CPU)", "Smaller grid and batch; minutes on a CPU"),
                                 ("instant-ngp", "Instant-NGP", "The paper's configuration; for a GPU")])

@@ -184,7 +184,8 @@ def _tiny_scene(run_folder: Path):
     s = scene.ngp
     s.rig_count, s.rig_resolution, s.rig_samples, s.rig_sphere = 24, 40, 4, True
     s.run_folder = str(run_folder)
-    s.train_seconds = 25.0
+    # A step budget, not seconds: the same training on a loaded or an idle machine.
+    s.train_budget, s.train_steps = "STEPS", 150
     s.mesh_resolution = 64
     s.preview_resolution = 48
     return scene, sphere
@@ -217,7 +218,7 @@ def test_render_rig_writes_a_dataset_and_restores_the_scene(extension, trained_s
 
 def test_training_reported_progress_and_finished(extension, trained_scene):
     st = extension["module"].engine_link.STATE
-    assert st.summary["steps"] > 10 and st.summary["stopped"] is False
+    assert st.summary["steps"] == 150 and st.summary["stopped"] is False     # the step budget
     assert (trained_scene["run"] / "run" / "checkpoint.pt").is_file()
     assert st.max_tick_ms > 0.0          # the pump ran (its speed: scripts/bench_addon.py)
 
@@ -350,6 +351,8 @@ def test_panel_draws_in_every_state(extension, status, source):
         link.STATE.status, link.STATE.message = status, f"state {status}"
         link.STATE.step, link.STATE.fraction, link.STATE.psnr = 12, 0.4, 21.5
         bpy.context.scene.ngp.source = source
+        budget = "STEPS" if source == "RIG" else "SECONDS"       # both budgets drawn somewhere
+        bpy.context.scene.ngp.train_budget = budget
         log = []
         panel = type("P", (), {"layout": _Layout(log)})()
         bpy.types.NGP_PT_main.draw(panel, bpy.context)
@@ -359,5 +362,6 @@ def test_panel_draws_in_every_state(extension, status, source):
         assert ("ngp.stop" in ops) == (status in ("starting", "training"))
         assert ("label", f"state {status}") in log
         assert any(x[0] == "label" and x[1].startswith("Step 12") for x in log)
+        assert ("prop", "train_steps" if budget == "STEPS" else "train_seconds") in log
     finally:
         link.STATE.__dict__.update(saved)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import cli_nerf
+from . import cli_nerf, cli_sdf
 from . import config as cfgmod
 from .config import IMAGE_PRESETS, ConfigError, ImageFitConfig
 from .errors import UserError
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--seed", type=int, help="override the config's random seed")
     img.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
     cli_nerf.add_parser(sub)
+    cli_sdf.add_parser(sub)
     sub.add_parser(
         "serve", help="run as a service for the Blender add-on (JSON lines on stdin/stdout)",
         description="Serve requests (hello, train, preview, stop, export_mesh, status, shutdown) "
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_image(args)
         if args.command == "nerf":
             return cli_nerf.run(args)
+        if args.command == "sdf":
+            return cli_sdf.run(args)
     except (UserError, ConfigError, BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -6,7 +6,7 @@ numpy. Every config is a frozen dataclass; JSON is the only serialised form
 strict: unknown keys, missing required keys and wrong types are errors that
 name the offending field.
 
-Presets are named instances (`IMAGE_PRESETS`, `NERF_PRESETS`).
+Presets are named instances (`IMAGE_PRESETS`, `NERF_PRESETS`, `SDF_PRESETS`).
 """
 from __future__ import annotations
 
@@ -342,6 +342,63 @@ NERF_PRESETS: dict[str, NerfConfig] = {
                                 base_resolution=16, max_resolution=512),
         occupancy=OccupancyGridConfig(resolution=64),
         target_batch_samples=1 << 16, initial_rays=1 << 10),
+}
+
+
+# ----------------------------------------------------------------------------------
+# SDF
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SdfConfig:
+    """Everything that defines a signed-distance training run (instant-ngp's
+    configs/sdf/base.json and its sample generator)."""
+
+    encoding: HashGridConfig = field(default_factory=lambda: HashGridConfig(
+        n_levels=16, n_features_per_level=2, log2_hashmap_size=19, base_resolution=16,
+        per_level_scale=2.0))
+    """Position encoding over the unit cube the mesh is normalised into."""
+    network: MLPConfig = field(default_factory=lambda: MLPConfig(n_neurons=64, n_hidden_layers=2))
+    """Encoding -> signed distance (linear output, unit-cube units)."""
+    optimizer: AdamConfig = field(default_factory=lambda: AdamConfig(
+        learning_rate=1e-4, beta1=0.9, beta2=0.99, epsilon=1e-15, l2_reg=1e-6,
+        decay_start=10000, decay_interval=5000, decay_base=0.33))
+    batch_size: int = 1 << 18
+    """Samples per step: 4/8 on the surface, 3/8 near it, 1/8 uniform in the mesh's box."""
+    surface_offset_scale: float = 1.0
+    """Near-surface samples move by logistic noise of scale bounding radius / 1024 times this."""
+    ground_truth_pool: int = 1 << 22
+    """Near and uniform samples whose true signed distance is computed up front (libigl on
+    the CPU); each step draws from this pool. instant-ngp recomputes them every step on the
+    GPU; on a CPU one libigl query per step would cost more than the step itself."""
+    loss: Literal["MAPE", "L1", "L2"] = "MAPE"
+    """MAPE: |pred - d| / (|d| + 0.01), tiny-cuda-nn's; it weights the surface most."""
+    backend: Backend = "auto"
+    """Hash-grid implementation (see ImageFitConfig.backend)."""
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 8, "batch_size", self.batch_size, "must be >= 8")
+        _check(self.surface_offset_scale > 0, "surface_offset_scale", self.surface_offset_scale,
+               "must be > 0")
+        _check(self.ground_truth_pool >= 1024, "ground_truth_pool", self.ground_truth_pool,
+               "must be >= 1024")
+        _check(self.loss in ("MAPE", "L1", "L2"), "loss", self.loss, "must be MAPE, L1 or L2")
+        _check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
+               "must be auto, torch, cpu or tcnn")
+
+
+SDF_PRESETS: dict[str, SdfConfig] = {
+    # instant-ngp's configs/sdf/base.json (without its Ema wrapper around Adam).
+    "instant-ngp": SdfConfig(),
+    # Sized for a 2-core CPU and a two-minute budget: smaller tables, 2^14 samples per step,
+    # a higher learning rate for the few thousand steps a CPU gets through. Measured in
+    # scripts/bench_sdf.py.
+    "cpu-fast": SdfConfig(
+        encoding=HashGridConfig(n_levels=16, n_features_per_level=2, log2_hashmap_size=17,
+                                base_resolution=16, max_resolution=1024),
+        optimizer=AdamConfig(learning_rate=1e-2, decay_start=2000, decay_interval=1000,
+                             decay_base=0.5),
+        batch_size=1 << 14, ground_truth_pool=1 << 20),
 }
 
 

@@ -14,14 +14,14 @@ import torch
 
 from . import __version__
 from . import config as cfgmod
-from .config import IMAGE_PRESETS, NERF_PRESETS, ConfigError
+from .config import IMAGE_PRESETS, NERF_PRESETS, SDF_PRESETS, ConfigError
 from .errors import UserError
 from .files import check_writable_dir, save_torch, write_json
 from .protocol import Camera, Train
 
 log = logging.getLogger(__name__)
-MODES_IMPLEMENTED = ("nerf", "image")
-DEFAULT_PRESETS = {"nerf": "cpu-fast", "image": "seed"}
+MODES_IMPLEMENTED = ("nerf", "sdf", "image")
+DEFAULT_PRESETS = {"nerf": "cpu-fast", "sdf": "cpu-fast", "image": "seed"}
 PREVIEWS_KEPT = 16      # older preview files are deleted: a live preview would fill the disk
 
 
@@ -221,6 +221,70 @@ class NerfSession(Session):
                 "occupancy": t.model.grid.occupancy_fraction, "dataset": t.dataset_path}
 
 
+class SdfSession(Session):
+    mode = "sdf"
+
+    def __init__(self, req: Train, device: torch.device) -> None:
+        from .data.mesh import load_sdf_mesh  # noqa: PLC0415
+        from .sdf.trainer import SdfTrainer  # noqa: PLC0415
+
+        run_dir = _absolute(req.run_dir, "run_dir")
+        mesh = load_sdf_mesh(_absolute(req.data, "data"))
+        if req.resume:
+            if req.config is not None or req.preset is not None:
+                raise UserError("train.resume: a resumed run keeps its checkpoint's configuration "
+                                "(leave config and preset out)")
+            self.trainer = SdfTrainer.from_checkpoint(_absolute(req.resume, "resume"), device, mesh=mesh)
+        else:
+            cfg = _config("sdf", req, cfgmod.SdfConfig, SDF_PRESETS)
+            self.trainer = SdfTrainer(mesh, cfg, device)
+        check_writable_dir(run_dir, "train.run_dir")
+        if mesh.note:
+            log.warning("%s", mesh.note)
+        log.info("sdf: %d triangles on %s, backend %s, %d parameters; ground truth for %d samples",
+                 len(mesh.faces), device, self.trainer.model.backend, self.trainer.model.n_params,
+                 self.trainer.cfg.ground_truth_pool)
+        self.trainer.samples  # noqa: B018  (the ground truth, before the clock starts)
+        super().__init__(run_dir, req.steps, req.seconds)
+        write_json(run_dir / "config.json", cfgmod.to_dict(self.trainer.cfg))
+
+    @property
+    def steps_done(self) -> int:
+        return self.trainer.steps_done
+
+    @property
+    def seconds(self) -> float:
+        return self.trainer.seconds
+
+    def step(self) -> dict[str, Any]:
+        p = self.trainer.step()
+        return {"step": p.step, "seconds": p.seconds, "loss": p.loss}
+
+    def _render_preview(self, camera: Camera | None, passes: list[str],
+                        resolution: list[int] | None) -> dict[str, np.ndarray]:
+        raise UserError("preview: an SDF has no camera preview yet; export its mesh instead")
+
+    def export_mesh(self, resolution: int, threshold: float | None) -> tuple[list[Path], dict[str, Any]]:
+        from .mesh.io import save_mesh  # noqa: PLC0415
+
+        level = 0.0 if threshold is None else threshold
+        vertices, faces = self.trainer.extract(resolution, level)
+        paths = save_mesh({"vertices": vertices, "faces": faces}, self.run_dir)
+        return paths, {"n_vertices": int(len(vertices)), "n_faces": int(len(faces)),
+                       "resolution": resolution, "threshold": level}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return self.trainer.state_dict()
+
+    def metrics(self) -> dict[str, Any]:
+        m = self.trainer.metrics()
+        m.pop("steps", None)
+        m.pop("seconds", None)
+        if self.trainer.mesh.note:
+            m["note"] = self.trainer.mesh.note
+        return m
+
+
 class ImageSession(Session):
     mode = "image"
 
@@ -276,5 +340,7 @@ def open_session(req: Train, device: torch.device) -> Session:
         return NerfSession(req, device)
     if req.mode == "image":
         return ImageSession(req, device)
+    if req.mode == "sdf":
+        return SdfSession(req, device)
     raise UserError(f"train.mode: {req.mode!r} is not implemented by engine {__version__} yet "
                     f"(available: {', '.join(MODES_IMPLEMENTED)})")

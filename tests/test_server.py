@@ -217,7 +217,7 @@ def test_bad_requests_fail_alone_then_training_works(engine, photo_256, tmp_path
     engine.send(Stop(id="idle"))
     assert "no job is training" in engine.wait_for("error", timeout=30).message
     engine.send(Train(mode="sdf", data=str(photo_256), run_dir=str(tmp_path / "r0"), id="sdf"))
-    assert "not implemented" in engine.wait_for("error", timeout=30).message
+    assert "not a mesh file" in engine.wait_for("error", timeout=30).message     # a PNG is no mesh
     engine.send(Preview(id="nothing"))
     assert "no model yet" in engine.wait_for("error", timeout=30).message
     # Then a valid image run trains to its budget.

@@ -34,8 +34,10 @@ def _face_areas(v: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0,
-                   what: str = "mesh") -> np.ndarray:
-    """n points float64 [n, 3] uniform over the surface area (same seed, same points).
+                   what: str = "mesh", return_faces: bool = False
+                   ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """n points float64 [n, 3] uniform over the surface area (same seed, same points), and
+    with `return_faces` the index int64 [n] of the face each lies on.
 
     numpy rather than igl.random_points_on_mesh: igl's draws go through the C++ standard
     library's distributions, whose output differs between compilers; numpy's Generator is
@@ -52,7 +54,8 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 
     flip = u + w > 1.0                      # fold the far half of the square onto the triangle
     u[flip], w[flip] = 1.0 - u[flip], 1.0 - w[flip]
     a, b, c = v[f[face, 0]], v[f[face, 1]], v[f[face, 2]]
-    return a + u[:, None] * (b - a) + w[:, None] * (c - a)
+    points = a + u[:, None] * (b - a) + w[:, None] * (c - a)
+    return (points, face) if return_faces else points
 
 
 def point_to_mesh_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plyfile
@@ -93,6 +94,16 @@ def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
             np.savetxt(fh, f.astype(np.int64) + 1, fmt="f %d %d %d")
 
     atomic_write(Path(path), write)
+
+
+def save_mesh(mesh: dict[str, Any], out_dir: Path, stem: str = "mesh") -> list[Path]:
+    """Write `<stem>.ply` (binary, with colours when `mesh` has "colors") and `<stem>.obj`
+    from a dict with "vertices" [V, 3] and "faces" [F, 3]; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ply, obj = out_dir / f"{stem}.ply", out_dir / f"{stem}.obj"
+    write_ply(ply, mesh["vertices"], mesh["faces"], mesh.get("colors"))
+    write_obj(obj, mesh["vertices"], mesh["faces"], mesh.get("colors"))
+    return [ply, obj]
 
 
 # ----------------------------------------------------------------------------- reading

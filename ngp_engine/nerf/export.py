@@ -8,7 +8,8 @@ import numpy as np
 from ..data.image import save_png
 from ..files import atomic_write
 from ..data.transforms import Cameras
-from ..mesh import remove_floaters, write_obj, write_ply
+from ..mesh import remove_floaters
+from ..mesh.io import save_mesh  # noqa: F401  (re-exported: the NeRF commands use it from here)
 from ..mesh.marching_cubes import marching_cubes, sample_grid
 from .model import NerfModel
 from .visibility import fill_hidden, hidden_space
@@ -55,15 +56,6 @@ def nerf_mesh(model: NerfModel, resolution: int = 256, threshold: float = DEFAUL
     info.update(n_vertices=int(len(verts)), n_faces=int(len(faces)))
     return {"vertices": verts.astype(np.float32), "faces": faces.astype(np.int32), "colors": colors,
             "info": info}
-
-
-def save_mesh(mesh: dict[str, Any], out_dir: Path, stem: str = "mesh") -> list[Path]:
-    """Write `<stem>.ply` (binary, with colours) and `<stem>.obj`; returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ply, obj = out_dir / f"{stem}.ply", out_dir / f"{stem}.obj"
-    write_ply(ply, mesh["vertices"], mesh["faces"], mesh["colors"])
-    write_obj(obj, mesh["vertices"], mesh["faces"], mesh["colors"])
-    return [ply, obj]
 
 
 def save_passes(passes: dict[str, np.ndarray], out_dir: Path, stem: str) -> list[Path]:

@@ -1,0 +1,194 @@
+"""Training a signed distance field on a mesh (instant-ngp's SDF mode) and extracting its
+zero level set with marching cubes, back in the mesh's own coordinates."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import config as cfgmod
+from .. import files
+from ..config import SdfConfig
+from ..data.mesh import SdfMesh, load_sdf_mesh
+from ..errors import UserError
+from ..fields.sdf import SdfField
+from ..mesh.marching_cubes import extract_mesh
+from ..optim import TcnnAdam, param_groups
+from .samples import SdfSamples
+
+CHECKPOINT_FORMAT = "ngp-sdf-checkpoint"
+MAPE_EPSILON = 1e-2      # tiny-cuda-nn's MAPE: |pred - target| / (|target| + 0.01)
+
+
+@dataclass
+class SdfProgress:
+    """What a training callback hears after each step."""
+
+    step: int
+    loss: float
+    seconds: float
+
+
+def sdf_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Scalar loss of predictions [N] against true distances [N]."""
+    diff = pred - target
+    if kind == "MAPE":
+        return (diff.abs() / (target.abs() + MAPE_EPSILON)).mean()
+    if kind == "L1":
+        return diff.abs().mean()
+    return (diff * diff).mean()
+
+
+def lattice_resolution(box_min: np.ndarray, box_max: np.ndarray, resolution: int) -> tuple[int, int, int]:
+    """Points per axis for cubic cells with `resolution` points along the longest side."""
+    extent = np.asarray(box_max) - np.asarray(box_min)
+    res = np.maximum(2, np.round((resolution - 1) * extent / extent.max()).astype(int) + 1)
+    return int(res[0]), int(res[1]), int(res[2])
+
+
+class SdfTrainer:
+    """Owns the mesh's samples, the field and its optimiser; `step()` trains one batch."""
+
+    def __init__(self, mesh: SdfMesh, cfg: SdfConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.mesh = mesh
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.model = SdfField(cfg, generator=gen).to(device)
+        self.optimizer = TcnnAdam(param_groups([self.model.encoding], [self.model.network]),
+                                  cfg.optimizer)
+        self._samples: SdfSamples | None = None
+        self._sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.steps_done = 0
+        self.seconds = 0.0
+
+    @property
+    def samples(self) -> SdfSamples:
+        """The training samples, made on first use (the ground truth takes seconds; meshing a
+        checkpoint does not need it)."""
+        if self._samples is None:
+            self._samples = SdfSamples(self.mesh, self.cfg, self.device)
+        return self._samples
+
+    def step(self) -> SdfProgress:
+        """One optimisation step on a fresh batch."""
+        t0 = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.optimizer.learning_rate_at(self.steps_done)
+        points, target = self.samples.batch(self.cfg.batch_size, self._sampler)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = sdf_loss(self.cfg.loss, self.model(points), target)
+        loss.backward()
+        self.optimizer.step()
+        self.steps_done += 1
+        self.seconds += time.perf_counter() - t0
+        return SdfProgress(self.steps_done, float(loss.detach()), self.seconds)
+
+    def train(self, steps: int | None = None, seconds: float | None = None,
+              callback: Callable[[SdfProgress], None] | None = None) -> None:
+        """Train `steps` more steps or for `seconds` more seconds (exactly one of them)."""
+        if (steps is None) == (seconds is None):
+            raise ValueError("give exactly one of steps and seconds")
+        start_steps, start_seconds = self.steps_done, self.seconds
+        while not ((steps is not None and self.steps_done - start_steps >= steps)
+                   or (seconds is not None and self.seconds - start_seconds >= seconds)):
+            p = self.step()
+            if callback is not None:
+                callback(p)
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def distance(self, world_points: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+        """The field's signed distance float64 [N] at world points [N, 3], in world units."""
+        t = self.mesh.transform
+        unit = torch.from_numpy(t.to_unit(world_points)).float().to(self.device)
+        out = torch.cat([self.model(unit[i:i + chunk]) for i in range(0, len(unit), chunk)]) \
+            if len(unit) else torch.zeros(0)
+        return out.double().cpu().numpy() * t.scale
+
+    @torch.no_grad()
+    def extract(self, resolution: int = 256, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Marching cubes on the `threshold` level (world units; 0 is the surface) over the
+        mesh's box, `resolution` lattice points along its longest side. Returns vertices
+        float64 [V, 3] in world units and faces int32 [F, 3] (outward normals)."""
+        if resolution < 8:
+            raise UserError(f"resolution: {resolution} must be >= 8")
+        if not math.isfinite(threshold):
+            raise UserError(f"threshold: {threshold} must be a finite number")
+        m = self.mesh
+        res = lattice_resolution(m.box_min, m.box_max, resolution)
+        verts, faces = extract_mesh(lambda x: self.model(x), m.box_min, m.box_max, res,
+                                    threshold / m.transform.scale, device=self.device, inside="below")
+        if not len(faces):
+            raise UserError(f"no surface at level {threshold} yet (train longer)")
+        return m.transform.to_world(verts), faces
+
+    def metrics(self) -> dict[str, Any]:
+        return {"steps": self.steps_done, "seconds": round(self.seconds, 3),
+                "ground_truth_seconds": round(self._samples.ground_truth_seconds, 3)
+                if self._samples is not None else None,
+                "backend": self.model.backend, "device": str(self.device),
+                "n_params": self.model.n_params, "mesh": self.mesh.path,
+                "input_faces": int(len(self.mesh.faces)),
+                "input_boundary_edges": self.mesh.boundary_edges,
+                "batch_size": self.cfg.batch_size}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": cfgmod.to_dict(self.cfg),
+            "mesh_path": self.mesh.path,
+            "transform": self.mesh.transform.as_dict(),
+            "box": [self.mesh.box_min.tolist(), self.mesh.box_max.tolist()],
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": files.to_cpu(self.optimizer.state_dict()),
+            "sampler": self._sampler.get_state().cpu(),
+            "steps": self.steps_done,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: torch.device, mesh: SdfMesh | None = None,
+                        backend: str | None = None) -> "SdfTrainer":
+        """Rebuild a trainer from `checkpoint.pt`; the mesh is re-read from its recorded path
+        unless given. `backend` overrides the recorded one."""
+        ckpt = load_checkpoint(path)
+        try:
+            cfg = cfgmod.from_dict(SdfConfig, ckpt["config"])
+        except cfgmod.ConfigError as e:
+            raise UserError(f"{path}: {e}") from None
+        if backend is not None:
+            cfg = cfgmod.replace(cfg, backend=backend)
+        mesh = mesh if mesh is not None else load_sdf_mesh(ckpt["mesh_path"])
+        if mesh.transform.as_dict() != ckpt["transform"]:
+            raise UserError(f"{path}: was trained on another mesh than {mesh.path} "
+                            "(its bounding box differs)")
+        trainer = cls(mesh, cfg, device)
+        try:
+            trainer.model.load_state_dict(ckpt["model"])
+            trainer.optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{path}: checkpoint does not match its configuration ({first})") from None
+        try:
+            trainer._sampler.set_state(ckpt["sampler"])
+        except RuntimeError:  # generator state of another device type: reseed instead
+            pass
+        trainer.steps_done = int(ckpt["steps"])
+        trainer.seconds = float(ckpt["seconds"])
+        return trainer
+
+
+REQUIRED_KEYS = ("config", "mesh_path", "transform", "box", "model", "optimizer", "sampler",
+                 "steps", "seconds")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and check an SDF checkpoint (UserError naming the file otherwise)."""
+    return files.load_checkpoint(path, CHECKPOINT_FORMAT, REQUIRED_KEYS, "an SDF")

@@ -26,6 +26,7 @@ class EngineState:
     status: str = "idle"                 # idle | starting | training | done | stopped | error
     message: str = ""                    # one sentence for the panel and the status bar
     mode: str = ""
+    source_object: str = ""              # the mesh object an SDF is trained on
     run_dir: str = ""
     step: int = 0
     loss: float = 0.0

@@ -262,40 +262,34 @@ class NGP_OT_import_transforms(bpy.types.Operator, ImportHelper):
 
 
 # ---------------------------------------------------------------------------------- training
-class NGP_OT_train(bpy.types.Operator):
-    """Train a NeRF on the exported dataset in the engine process (Blender stays responsive)"""
-
-    bl_idname = "ngp.train"
-    bl_label = "Train"
+class _TrainingOperator:
+    """Starts a job in the engine and, in the UI, stays modal until it ends (ESC stops it),
+    so its result lands in the status bar. Headless Blender has no event loop: there the
+    operator returns at once and the caller pumps engine_link."""
 
     _timer = None
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        scene, s = context.scene, context.scene.ngp
-        if STATE.status in ("starting", "training"):
-            return _fail(self, "training is already running; stop it first")
-        data = data_folder(scene)
-        if not (data / "transforms.json").is_file():
-            return _fail(self, "no dataset yet: render a camera rig or export cameras first")
+    def start(self, context: bpy.types.Context, mode: str, data: Path, run_dir: Path) -> set[str]:
+        s = context.scene.ngp
         prefs = preferences.get(context)
         STATE.status, STATE.message = "starting", "starting the engine"
         try:
             engine_link.ensure_engine(preferences.engine_python(context))
-            STATE.mode, STATE.run_dir = "nerf", str(run_folder(scene) / "run")
+            STATE.mode, STATE.run_dir = mode, str(run_dir)
             STATE.step, STATE.fraction, STATE.psnr, STATE.eta_seconds = 0, 0.0, None, None
             STATE.artifacts.clear()
-            engine_link.send(Train(mode="nerf", data=str(data), run_dir=STATE.run_dir, preset=s.preset,
+            engine_link.send(Train(mode=mode, data=str(data), run_dir=STATE.run_dir, preset=s.preset,
                                    **_budget(s), device=prefs.device,
                                    checkpoint_every=30.0, id=_request_id("train")))
         except EngineError as e:
             STATE.status = "error"
             return _fail(self, str(e))
-        STATE.status, STATE.message = "training", "training"
+        STATE.status, STATE.message = "training", f"training ({mode})"
         if context.window_manager.windows and not bpy.app.background:
             self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
             context.window_manager.modal_handler_add(self)
             return {"RUNNING_MODAL"}
-        return {"FINISHED"}    # headless: the caller pumps engine_link
+        return {"FINISHED"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if event.type == "ESC":
@@ -306,6 +300,52 @@ class NGP_OT_train(bpy.types.Operator):
             self.report(level, STATE.message)
             return {"FINISHED"}
         return {"PASS_THROUGH"}
+
+
+class NGP_OT_train(_TrainingOperator, bpy.types.Operator):
+    """Train a NeRF on the exported dataset in the engine process (Blender stays responsive)"""
+
+    bl_idname = "ngp.train"
+    bl_label = "Train"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        if STATE.status in ("starting", "training"):
+            return _fail(self, "training is already running; stop it first")
+        data = data_folder(scene)
+        if not (data / "transforms.json").is_file():
+            return _fail(self, "no dataset yet: render a camera rig or export cameras first")
+        STATE.source_object = ""
+        return self.start(context, "nerf", data, run_folder(scene) / "run")
+
+
+class NGP_OT_train_sdf(_TrainingOperator, bpy.types.Operator):
+    """Learn a signed distance field of the active mesh object (modifiers applied) and, when
+    it is trained, import its marching-cubes mesh beside the object"""
+
+    bl_idname = "ngp.train_sdf"
+    bl_label = "Train SDF from Active Mesh"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        obj = context.active_object
+        if obj is None or obj.type != "MESH":
+            cls.poll_message_set("select a mesh object (it becomes the active object)")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if STATE.status in ("starting", "training"):
+            return _fail(self, "training is already running; stop it first")
+        obj = context.active_object
+        v, f = scene_io.object_triangles(obj, context.evaluated_depsgraph_get())
+        if len(f) == 0:
+            return _fail(self, f"{obj.name}: the mesh has no faces to learn a distance field of")
+        folder = run_folder(context.scene) / "sdf" / bpy.path.clean_name(obj.name)
+        data = folder / "input.ply"
+        scene_io.write_ply(data, v, f)
+        STATE.source_object = obj.name
+        return self.start(context, "sdf", data, folder / "run")
 
 
 def _send_stop() -> None:
@@ -387,6 +427,16 @@ class NGP_OT_preview(bpy.types.Operator):
 
 def on_event(ev) -> None:
     """Engine events that change the scene (main thread, from the pump)."""
+    if (ev.type == "done" and STATE.mode == "sdf" and ev.request == STATE.pending.get("train")
+            and not ev.summary.get("stopped")):
+        # A finished SDF comes into the scene by itself: that is what the button promised.
+        try:
+            engine_link.send(ExportMesh(resolution=bpy.context.scene.ngp.mesh_resolution,
+                                        id=_request_id("mesh")))
+            STATE.message = "extracting the SDF mesh"
+        except EngineError as e:
+            STATE.message = str(e)
+        return
     if ev.type != "artifact":
         return
     if ev.kind == "mesh" and ev.path.endswith(".ply") and ev.request == STATE.pending.get("mesh"):
@@ -402,9 +452,12 @@ def on_event(ev) -> None:
 
 
 def import_mesh_file(path: Path) -> bpy.types.Object:
+    """Add the engine's mesh to the scene: a NeRF mesh as "NGP Mesh" over the objects it came
+    from; an SDF mesh as "<object> SDF", moved beside its source along X."""
     v, f, colors = scene_io.read_ply(path)
     scene = bpy.context.scene
-    name = "NGP Mesh"
+    source = bpy.data.objects.get(STATE.source_object) if STATE.mode == "sdf" else None
+    name = f"{STATE.source_object} SDF" if STATE.mode == "sdf" else "NGP Mesh"
     old = bpy.data.objects.get(name)
     if old is not None:
         mesh = old.data
@@ -412,7 +465,10 @@ def import_mesh_file(path: Path) -> bpy.types.Object:
         if mesh.users == 0:
             bpy.data.meshes.remove(mesh)
     obj = scene_io.mesh_object(name, v, f, colors, scene.collection)
-    STATE.message = f"imported the mesh: {len(v):,} vertices, {len(f):,} triangles"
+    if source is not None:
+        lo, hi = objects_bounds([source])
+        obj.location.x += 1.2 * (hi.x - lo.x)          # vertices are in world units: shift beside
+    STATE.message = f"imported {name}: {len(v):,} vertices, {len(f):,} triangles"
     return obj
 
 
@@ -427,5 +483,5 @@ def _show_image(img: bpy.types.Image) -> None:
                 return
 
 
-classes = (NGP_OT_render_rig, NGP_OT_export_cameras, NGP_OT_import_transforms, NGP_OT_train, NGP_OT_stop,
-           NGP_OT_import_mesh, NGP_OT_preview)
+classes = (NGP_OT_render_rig, NGP_OT_export_cameras, NGP_OT_import_transforms, NGP_OT_train,
+           NGP_OT_train_sdf, NGP_OT_stop, NGP_OT_import_mesh, NGP_OT_preview)

@@ -70,7 +70,12 @@ class NGP_PT_main(bpy.types.Panel):
 
         box = layout.box()
         box.label(text="SDF from a mesh", icon="MOD_REMESH")
-        box.label(text="Arrives with the SDF mode of the engine (not in this version).")
+        obj = context.active_object
+        box.label(text=f"Active: {obj.name}" if obj is not None and obj.type == "MESH"
+                  else "Select a mesh object")
+        row = box.row(align=True)
+        row.enabled = not training
+        row.operator("ngp.train_sdf", icon="PLAY")
 
         if st.message:
             box = layout.box()

@@ -236,6 +236,45 @@ def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     return v, f, colors
 
 
+def object_triangles(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluated mesh of `obj` (modifiers applied) as triangles in world coordinates:
+    vertices float64 [V, 3], faces int64 [F, 3]."""
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        mesh.calc_loop_triangles()
+        v = np.empty(len(mesh.vertices) * 3, np.float64)
+        mesh.vertices.foreach_get("co", v)
+        f = np.empty(len(mesh.loop_triangles) * 3, np.int64)
+        mesh.loop_triangles.foreach_get("vertices", f)
+    finally:
+        evaluated.to_mesh_clear()
+    m = np.array(obj.matrix_world, dtype=np.float64)                         # [4, 4]
+    return v.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3], f.reshape(-1, 3)
+
+
+def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Binary little-endian triangle PLY (float x, y, z; uchar-counted int indices), written
+    beside `path` and renamed into place. numpy only: Blender ships no PLY library."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\n"
+              "property float x\nproperty float y\nproperty float z\n"
+              f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")
+    rows = np.empty(len(faces), dtype=[("n", "u1"), ("i", "<i4", (3,))])
+    rows["n"], rows["i"] = 3, faces
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ply", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header.encode("ascii"))
+            f.write(np.ascontiguousarray(vertices, dtype="<f4").tobytes())
+            f.write(rows.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None,
                 collection: bpy.types.Collection) -> bpy.types.Object:
     """A mesh object from numpy arrays (vertices [V, 3] world units, triangle faces [F, 3],

@@ -68,8 +68,8 @@ def pump_until(ext, predicate, timeout: float = 300.0):
 # ------------------------------------------------------------------------------ install / register
 def test_installed_extension_registers_its_operators_and_panel(extension):
     assert hasattr(bpy.types, "NGP_PT_main")
-    for op in ("render_rig", "export_cameras", "import_transforms", "train", "stop", "import_mesh",
-               "preview", "check_engine"):
+    for op in ("render_rig", "export_cameras", "import_transforms", "train", "train_sdf", "stop",
+               "import_mesh", "preview", "check_engine"):
         assert op in dir(bpy.ops.ngp), op
     assert hasattr(bpy.types.Scene, "ngp")
     # Installed as a zip: the engine is bundled inside the extension folder.
@@ -261,6 +261,42 @@ def test_preview_from_the_active_camera(extension, trained_scene):
     assert abs(np.median(depth[covered]) - (centre_dist - 0.4)) < 0.3
 
 
+# ------------------------------------------------------------------------------ SDF
+def test_sdf_of_the_active_object_lands_beside_it(extension, tmp_path):
+    link = extension["module"].engine_link
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    assert not bpy.ops.ngp.train_sdf.poll()                  # nothing selected: greyed out
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(1.0, -2.0, 0.5), segments=48, ring_count=24)
+    sphere = bpy.context.object
+    sphere.name = "Ball"
+    # A modifier counts: the SDF is of what the user sees (a 0.1 displacement outwards).
+    disp = sphere.modifiers.new("grow", "DISPLACE")
+    disp.strength, disp.mid_level = 0.1, 0.0
+    s = scene.ngp
+    s.run_folder, s.mesh_resolution = str(tmp_path), 64
+    s.train_budget, s.train_steps = "STEPS", 200
+    assert bpy.ops.ngp.train_sdf.poll()
+    assert bpy.ops.ngp.train_sdf() == {"FINISHED"}
+    assert link.STATE.mode == "sdf" and link.STATE.source_object == "Ball"
+    pump_until(extension, lambda st: "Ball SDF" in bpy.data.objects or st.status == "error", timeout=300)
+    assert link.STATE.status == "done", link.STATE.message
+    assert (tmp_path / "sdf" / "Ball" / "input.ply").is_file()
+    assert (tmp_path / "sdf" / "Ball" / "run" / "checkpoint.pt").is_file()
+    obj = bpy.data.objects["Ball SDF"]
+    v = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", v)
+    v = v.reshape(-1, 3)
+    assert len(obj.data.polygons) > 1000
+    # Mesh data in the source's world coordinates: the displaced sphere, radius 0.6 ...
+    r = np.linalg.norm(v - np.array([1.0, -2.0, 0.5]), axis=1)
+    assert np.median(np.abs(r - 0.6)) < 0.01, np.median(np.abs(r - 0.6))
+    # ... and the object moved beside the source by 1.2 x its width (1.2), untouched itself.
+    assert tuple(obj.location) == pytest.approx((1.2 * sphere.dimensions.x, 0.0, 0.0), abs=1e-4)
+    assert tuple(sphere.location) == pytest.approx((1.0, -2.0, 0.5))
+    assert "Ball SDF" in link.STATE.message
+
+
 # ------------------------------------------------------------------------------ errors
 def test_missing_interpreter_is_one_sentence(extension, tmp_path):
     link = extension["module"].engine_link
@@ -285,7 +321,7 @@ def test_engine_killed_mid_training_is_reported(extension, trained_scene, tmp_pa
     link = extension["module"].engine_link
     scene, _ = _tiny_scene(tmp_path)                     # a fresh file, the rig's dataset reused
     shutil.copytree(trained_scene["run"] / "data", tmp_path / "data")
-    scene.ngp.train_seconds = 600.0
+    scene.ngp.train_budget, scene.ngp.train_seconds = "SECONDS", 600.0
     assert bpy.ops.ngp.train() == {"FINISHED"}
     pump_until(extension, lambda st: st.status == "training" and st.step > 0, timeout=120)
     os.kill(link.client().pid, signal.SIGKILL)
@@ -357,7 +393,7 @@ def test_panel_draws_in_every_state(extension, status, source):
         panel = type("P", (), {"layout": _Layout(log)})()
         bpy.types.NGP_PT_main.draw(panel, bpy.context)
         ops = [x[1] for x in log if x[0] == "operator"]
-        assert "ngp.train" in ops and "ngp.import_mesh" in ops
+        assert "ngp.train" in ops and "ngp.import_mesh" in ops and "ngp.train_sdf" in ops
         assert ("ngp.render_rig" in ops) == (source == "RIG")
         assert ("ngp.stop" in ops) == (status in ("starting", "training"))
         assert ("label", f"state {status}") in log

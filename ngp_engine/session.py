@@ -144,6 +144,16 @@ def _absolute(path: str, what: str) -> Path:
     return p
 
 
+def _camera_args(camera: Camera | None, resolution: list[int] | None, what: str) -> tuple:
+    """(c2w [4, 4], fx, fy, cx, cy, w, h) of a preview camera at `resolution`."""
+    if camera is None:
+        raise UserError(f"preview.camera: {what} preview needs a camera")
+    c2w = np.asarray(camera.transform_matrix, dtype=np.float64)
+    # Blender's matrix_world may carry object scale: keep rotation columns unit length.
+    c2w[:3, :3] /= np.maximum(np.linalg.norm(c2w[:3, :3], axis=0, keepdims=True), 1e-12)
+    return (c2w, *camera.intrinsics(*(resolution or (None, None))))
+
+
 class NerfSession(Session):
     mode = "nerf"
 
@@ -192,13 +202,8 @@ class NerfSession(Session):
 
     def _render_preview(self, camera: Camera | None, passes: list[str],
                         resolution: list[int] | None) -> dict[str, np.ndarray]:
-        if camera is None:
-            raise UserError("preview.camera: a NeRF preview needs a camera")
-        c2w = np.asarray(camera.transform_matrix, dtype=np.float64)
-        # Blender's matrix_world may carry object scale: keep rotation columns unit length.
-        c2w[:3, :3] /= np.maximum(np.linalg.norm(c2w[:3, :3], axis=0, keepdims=True), 1e-12)
-        fx, fy, cx, cy, w, h = camera.intrinsics(*(resolution or (None, None)))
-        return self.trainer.model.render_camera(c2w, fx, fy, cx, cy, w, h, passes=tuple(passes))
+        return self.trainer.model.render_camera(*_camera_args(camera, resolution, "a NeRF"),
+                                                passes=tuple(passes))
 
     def export_mesh(self, resolution: int, threshold: float | None) -> tuple[list[Path], dict[str, Any]]:
         from .nerf.export import DEFAULT_MESH_THRESHOLD, nerf_mesh, save_mesh  # noqa: PLC0415
@@ -262,7 +267,8 @@ class SdfSession(Session):
 
     def _render_preview(self, camera: Camera | None, passes: list[str],
                         resolution: list[int] | None) -> dict[str, np.ndarray]:
-        raise UserError("preview: an SDF has no camera preview yet; export its mesh instead")
+        return self.trainer.render_camera(*_camera_args(camera, resolution, "an SDF"),
+                                          passes=tuple(passes))
 
     def export_mesh(self, resolution: int, threshold: float | None) -> tuple[list[Path], dict[str, Any]]:
         from .mesh.io import save_mesh  # noqa: PLC0415

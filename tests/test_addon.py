@@ -295,6 +295,19 @@ def test_sdf_of_the_active_object_lands_beside_it(extension, tmp_path):
     assert tuple(obj.location) == pytest.approx((1.2 * sphere.dimensions.x, 0.0, 0.0), abs=1e-4)
     assert tuple(sphere.location) == pytest.approx((1.0, -2.0, 0.5))
     assert "Ball SDF" in link.STATE.message
+    # Preview of the SDF (sphere traced) from a camera 3 units in front of the ball.
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam)
+    cam.location = (1.0, -5.0, 0.5)
+    cam.rotation_euler = (math.pi / 2, 0.0, 0.0)                 # looking along +Y
+    scene.camera = cam
+    scene.render.resolution_x = scene.render.resolution_y = 100
+    s.preview_resolution = 32
+    assert bpy.ops.ngp.preview() == {"FINISHED"}
+    pump_until(extension, lambda st: "NGP Depth" in bpy.data.images, 120)
+    depth = np.empty(32 * 32 * 4, np.float32)
+    bpy.data.images["NGP Depth"].pixels.foreach_get(depth)
+    assert depth.reshape(32, 32, 4)[16, 16, 0] == pytest.approx(3.0 - 0.6, abs=0.02)
 
 
 # ------------------------------------------------------------------------------ errors

@@ -213,10 +213,27 @@ def sphere_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_a_sphere_is_learned_and_meshed_in_its_own_coordinates(sphere_file):
-    mesh = load_sdf_mesh(sphere_file)
-    trainer = SdfTrainer(mesh, SMALL, CPU)
+@pytest.fixture(scope="module")
+def trained_sphere(sphere_file) -> SdfTrainer:
+    trainer = SdfTrainer(load_sdf_mesh(sphere_file), SMALL, CPU)
     trainer.train(steps=400)
+    return trainer
+
+
+def look_at(eye, target) -> np.ndarray:
+    """Camera-to-world [4, 4] looking from eye at target (-Z forward, +Y up-ish)."""
+    eye, target = np.asarray(eye, float), np.asarray(target, float)
+    back = eye - target
+    back /= np.linalg.norm(back)
+    right = np.cross([0.0, 0.0, 1.0], back)
+    right /= np.linalg.norm(right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, np.cross(back, right), back, eye
+    return c2w
+
+
+def test_a_sphere_is_learned_and_meshed_in_its_own_coordinates(trained_sphere):
+    trainer = trained_sphere
     v, f = trainer.extract(96)
     r = np.linalg.norm(v - np.array([1.0, 2.0, -0.5]), axis=1)
     # Measured: median 0.0005, max 0.0023 (the icosphere itself is within 0.0005 of r).
@@ -227,6 +244,23 @@ def test_a_sphere_is_learned_and_meshed_in_its_own_coordinates(sphere_file):
     # centre is 0.2 inside, 0.52 from it 0.02 outside. MAPE is relative: looser deep inside.
     d = trainer.distance(np.array([[1.3, 2.0, -0.5], [1.0, 2.52, -0.5]]))
     assert d[0] == pytest.approx(-0.2, abs=0.015) and d[1] == pytest.approx(0.02, abs=0.003)
+
+
+def test_sphere_traced_preview_sees_the_sphere(trained_sphere):
+    centre = np.array([1.0, 2.0, -0.5])
+    c2w = look_at(centre + np.array([2.0, 0.0, 0.0]), centre)          # 2 away, looking at it
+    out = trained_sphere.render_camera(c2w, 40.0, 40.0, 32.0, 24.0, 64, 48,
+                                       passes=("rgb", "depth", "opacity", "normals"))
+    assert out["rgb"].shape == (48, 64, 3) and out["depth"].shape == (48, 64)
+    # Centre pixel: the sphere's near point, z-depth 2 - 0.5, normal towards the camera.
+    assert out["depth"][24, 32] == pytest.approx(1.5, abs=0.005)
+    np.testing.assert_allclose(out["normals"][24, 32], [1.0, 0.0, 0.0], atol=0.02)
+    # Silhouette: angular radius asin(0.5 / 2), so a disc of radius f * tan(asin(0.25)) px.
+    radius_px = 40.0 * math.tan(math.asin(0.25))
+    assert out["opacity"].sum() == pytest.approx(math.pi * radius_px ** 2, rel=0.06)
+    # White background; grey 0.8 x (0.25 + 0.75 cos) where the surface faces the camera.
+    assert out["rgb"][0, 0].tolist() == [1.0, 1.0, 1.0] and out["rgb"][24, 32, 0] == pytest.approx(0.8, abs=0.01)
+    assert (out["depth"][out["opacity"] == 0] == 0).all()
 
 
 def test_resume_is_exact(sphere_file, tmp_path):
@@ -308,7 +342,7 @@ def test_cli_help_names_every_option():
 # ------------------------------------------------------------------------------ service
 def test_service_trains_an_sdf_and_exports_its_mesh(sphere_file, tmp_path):
     from ngp_engine.client import EngineClient
-    from ngp_engine.protocol import ExportMesh, Preview, Train
+    from ngp_engine.protocol import Camera, ExportMesh, Preview, Train
 
     run = tmp_path / "run"
     client = EngineClient()
@@ -320,8 +354,13 @@ def test_service_trains_an_sdf_and_exports_its_mesh(sphere_file, tmp_path):
         done = client.wait_for("done", timeout=120)
         assert done.summary["mode"] == "sdf" and done.summary["steps"] == 150
         assert done.summary["ground_truth_seconds"] > 0 and (run / "checkpoint.pt").is_file()
-        client.send(Preview(id="p"))
-        assert "no camera preview" in client.wait_for("error", timeout=30).message
+        client.send(Preview(id="nocam"))
+        assert "needs a camera" in client.wait_for("error", timeout=30).message
+        cam = Camera(transform_matrix=look_at([3.0, 2.0, -0.5], [1.0, 2.0, -0.5]).tolist(), w=32, h=32,
+                     fl_x=40.0)
+        client.send(Preview(camera=cam, passes=["rgb", "depth"], id="p"))
+        art = client.wait_for(lambda e: e.type == "artifact" and e.request == "p", timeout=60)
+        assert art.kind == "pass" and np.load(art.path).shape in {(32, 32, 3), (32, 32)}
         client.send(ExportMesh(resolution=48, id="m"))
         art = client.wait_for(lambda e: e.type == "artifact" and e.request == "m", timeout=60)
         v, f, _ = read_mesh(art.path)

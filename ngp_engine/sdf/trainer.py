@@ -133,6 +133,16 @@ class SdfTrainer:
             raise UserError(f"no surface at level {threshold} yet (train longer)")
         return m.transform.to_world(verts), faces
 
+    def render_camera(self, c2w: np.ndarray, fx: float, fy: float, cx: float, cy: float,
+                      width: int, height: int, passes: tuple[str, ...] = ("rgb", "depth")
+                      ) -> dict[str, np.ndarray]:
+        """Sphere-traced passes of the field seen by a world camera (see sdf.render)."""
+        from .render import sphere_trace  # noqa: PLC0415
+
+        m = self.mesh
+        return sphere_trace(self.model, m.transform, m.box_min, m.box_max, c2w, fx, fy, cx, cy,
+                            width, height, self.device, passes=passes)
+
     def metrics(self) -> dict[str, Any]:
         return {"steps": self.steps_done, "seconds": round(self.seconds, 3),
                 "ground_truth_seconds": round(self._samples.ground_truth_seconds, 3)

@@ -37,7 +37,10 @@ class EngineState:
     device: str = ""
     engine_info: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)   # kind / pass -> latest path
-    pending: dict[str, str] = field(default_factory=dict)     # request id -> what it is for
+    pending: dict[str, str] = field(default_factory=dict)     # what it is for -> latest request id
+    mesh_targets: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """export_mesh request id -> (mode, source object) at the time it was sent: a second
+    job started while a mesh is on its way must not rename or move the first one."""
     summary: dict[str, Any] = field(default_factory=dict)
     max_tick_ms: float = 0.0             # slowest pump tick so far (benchmark figure)
 

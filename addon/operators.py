@@ -388,12 +388,18 @@ class NGP_OT_import_mesh(bpy.types.Operator):
         if not _need_model(self):
             return {"CANCELLED"}
         try:
-            engine_link.send(ExportMesh(resolution=context.scene.ngp.mesh_resolution,
-                                        id=_request_id("mesh")))
+            _request_mesh(context.scene)
         except EngineError as e:
             return _fail(self, str(e))
         STATE.message = "extracting the mesh"
         return {"FINISHED"}
+
+
+def _request_mesh(scene: bpy.types.Scene) -> None:
+    """Ask the engine for the mesh, remembering where it is to go."""
+    rid = _request_id("mesh")
+    STATE.mesh_targets[rid] = (STATE.mode, STATE.source_object)
+    engine_link.send(ExportMesh(resolution=scene.ngp.mesh_resolution, id=rid))
 
 
 class NGP_OT_preview(bpy.types.Operator):
@@ -431,16 +437,15 @@ def on_event(ev) -> None:
             and not ev.summary.get("stopped")):
         # A finished SDF comes into the scene by itself: that is what the button promised.
         try:
-            engine_link.send(ExportMesh(resolution=bpy.context.scene.ngp.mesh_resolution,
-                                        id=_request_id("mesh")))
+            _request_mesh(bpy.context.scene)
             STATE.message = "extracting the SDF mesh"
         except EngineError as e:
             STATE.message = str(e)
         return
     if ev.type != "artifact":
         return
-    if ev.kind == "mesh" and ev.path.endswith(".ply") and ev.request == STATE.pending.get("mesh"):
-        import_mesh_file(Path(ev.path))
+    if ev.kind == "mesh" and ev.path.endswith(".ply") and ev.request in STATE.mesh_targets:
+        import_mesh_file(Path(ev.path), *STATE.mesh_targets.pop(ev.request))
     elif ev.kind == "pass" and ev.request == STATE.pending.get("preview"):
         arr = np.load(ev.path)
         if ev.info.get("pass") == "rgb":
@@ -451,13 +456,16 @@ def on_event(ev) -> None:
         _show_image(img)
 
 
-def import_mesh_file(path: Path) -> bpy.types.Object:
+def import_mesh_file(path: Path, mode: str, source_name: str) -> bpy.types.Object:
     """Add the engine's mesh to the scene: a NeRF mesh as "NGP Mesh" over the objects it came
-    from; an SDF mesh as "<object> SDF", moved beside its source along X."""
+    from; an SDF mesh as "<object> SDF", moved beside its source along X. An earlier import
+    of the same name is replaced."""
     v, f, colors = scene_io.read_ply(path)
     scene = bpy.context.scene
-    source = bpy.data.objects.get(STATE.source_object) if STATE.mode == "sdf" else None
-    name = f"{STATE.source_object} SDF" if STATE.mode == "sdf" else "NGP Mesh"
+    source = bpy.data.objects.get(source_name) if mode == "sdf" else None
+    # Blender names hold 63 bytes: shorten the source's so that " SDF" always fits.
+    short = source_name.encode()[:59].decode(errors="ignore")
+    name = f"{short} SDF" if mode == "sdf" else "NGP Mesh"
     old = bpy.data.objects.get(name)
     if old is not None:
         mesh = old.data

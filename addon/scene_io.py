@@ -251,7 +251,10 @@ def object_triangles(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph
     finally:
         evaluated.to_mesh_clear()
     m = np.array(obj.matrix_world, dtype=np.float64)                         # [4, 4]
-    return v.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3], f.reshape(-1, 3)
+    f = f.reshape(-1, 3)
+    if np.linalg.det(m[:3, :3]) < 0:
+        f = f[:, [0, 2, 1]]          # a mirrored object: keep the faces pointing outwards
+    return v.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3], f
 
 
 def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:

@@ -1,4 +1,5 @@
-"""Command line: `python -m ngp_engine image ...` and `... nerf ...` (see cli_nerf).
+"""Command line: `python -m ngp_engine image ...`, `... nerf ...` (cli_nerf), `... sdf ...`
+(cli_sdf) and `... serve` (server); shared pieces in cli_common.
 
 User mistakes (missing file, bad config value, unavailable backend) print one line
 `error: ...` on stderr and exit with status 2; nothing is half-written.
@@ -10,10 +11,10 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from . import cli_nerf, cli_sdf
-from . import config as cfgmod
+from .cli_common import check_budget, config_from_args, refuse_config_on_resume, train_with_progress
 from .config import IMAGE_PRESETS, ConfigError, ImageFitConfig
 from .errors import UserError
 
@@ -81,32 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
-def read_config_file(cls: type, path: str) -> Any:
-    """A config of type `cls` from a JSON file; problems are one-line UserErrors naming it."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"{file}: no such config file")
-    try:
-        return cfgmod.from_json(cls, file.read_text())
-    except ConfigError as e:
-        raise UserError(f"{file}: {e}") from None
-
-
-def _image_config(args: argparse.Namespace) -> ImageFitConfig:
-    if args.config:
-        cfg = read_config_file(ImageFitConfig, args.config)
-    else:
-        cfg = IMAGE_PRESETS[args.preset or "seed"]
-    changes = {}
-    if args.backend:
-        changes["backend"] = args.backend
-    if args.batch_size is not None:
-        changes["batch_size"] = args.batch_size
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    return cfgmod.replace(cfg, **changes) if changes else cfg
-
-
 def run_image(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415 (keep `--help` fast)
 
@@ -114,19 +89,11 @@ def run_image(args: argparse.Namespace) -> int:
     from .device import pick_device
     from .fields.image import ImageFitter
     from .files import check_writable_dir, save_torch, write_json
-    from .progress import ProgressBar
 
-    if args.steps is not None and args.steps < 0:
-        raise UserError(f"--steps: {args.steps} must be >= 0")
-    if args.seconds is not None and args.seconds < 0:
-        raise UserError(f"--seconds: {args.seconds} must be >= 0")
+    check_budget(args)
     device = pick_device(args.device)
     if args.resume:
-        fixed = [flag for flag, value in (("--preset", args.preset), ("--config", args.config),
-                                          ("--batch-size", args.batch_size), ("--seed", args.seed))
-                 if value is not None]
-        if fixed:
-            raise UserError(f"{fixed[0]}: a resumed run keeps its checkpoint's configuration")
+        refuse_config_on_resume(args, "batch_size")
         image = load_image(args.path) if args.path else None
         fitter = ImageFitter.from_checkpoint(args.resume, device, image=image, backend=args.backend)
         if args.path:
@@ -134,7 +101,7 @@ def run_image(args: argparse.Namespace) -> int:
     else:
         if not args.path:
             raise UserError("image: give an image PATH (or --resume CHECKPOINT)")
-        cfg = _image_config(args)
+        cfg = config_from_args(args, ImageFitConfig, IMAGE_PRESETS, "seed", batch_size=args.batch_size)
         image = load_image(args.path)
         fitter = ImageFitter(image, cfg, device, image_path=str(Path(args.path).resolve()))
     out = Path(args.out)
@@ -143,18 +110,7 @@ def run_image(args: argparse.Namespace) -> int:
         "fitting %dx%d image: %s on %s, backend %s, %d parameters", fitter.width, fitter.height,
         fitter.cfg.encoding.otype, device, fitter.backend, fitter.model.n_params)
 
-    steps = args.steps if args.steps is not None or args.seconds is not None else 1000
-    with ProgressBar(total=steps if args.seconds is None else args.seconds,
-                     unit="step" if args.seconds is None else "s",
-                     disable=args.quiet) as bar:
-        start_steps, start_seconds = fitter.steps_done, fitter.seconds
-
-        def on_step(p):
-            done = p.step - start_steps if args.seconds is None else p.seconds - start_seconds
-            bar.update_to(done, step=p.step, loss=p.loss)
-
-        fitter.train(steps=None if args.seconds is not None else steps, seconds=args.seconds,
-                     callback=on_step)
+    train_with_progress(fitter, args, 1000, lambda p: {"step": p.step, "loss": p.loss})
 
     rec = fitter.render()
     metrics = fitter.metrics(rec)

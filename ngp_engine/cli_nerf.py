@@ -13,6 +13,8 @@ from typing import Any
 
 from . import config as cfgmod
 from .config import NERF_PRESETS, NerfConfig
+from .cli_common import (add_common_options, check_budget, config_from_args, refuse_config_on_resume,
+                         train_with_progress)
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--mesh-resolution", type=int, default=256, help="marching-cubes grid per side (default 256)")
     tr.add_argument("--keep-hidden", action="store_true",
                     help="mesh the raw density (see `mesh --keep-hidden`)")
-    _common(tr)
+    add_common_options(tr)
 
     rd = cmds.add_parser(
         "render", help="render passes from a trained checkpoint",
@@ -69,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help=f"comma-separated passes (default {','.join(PASS_NAMES)})")
     rd.add_argument("--background", choices=["white", "black"], default="white",
                     help="colour behind the field in the rgb pass (default white)")
-    _common(rd)
+    add_common_options(rd)
 
     ev = cmds.add_parser(
         "eval", help="PSNR and SSIM on a split",
@@ -80,7 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", required=True, help="output folder")
     ev.add_argument("--data", help="dataset (default: the training dataset)")
     ev.add_argument("--split", default="test", help="split to evaluate (default test)")
-    _common(ev)
+    add_common_options(ev)
 
     me = cmds.add_parser(
         "mesh", help="marching-cubes mesh with vertex colours",
@@ -99,15 +101,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     me.add_argument("--keep-hidden", action="store_true",
                     help="mesh the raw density: do not fill the space that the training cameras "
                          "saw only from behind a surface (inside objects, under them)")
-    _common(me)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["auto", "torch", "cpu", "tcnn"],
-                   help="hash-grid implementation (default: the configuration's, normally auto)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="torch device (default: CUDA, then MPS, then CPU)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
+    add_common_options(me)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,49 +120,27 @@ def _out(args: argparse.Namespace) -> Path:
     return out
 
 
-def _config(args: argparse.Namespace) -> NerfConfig:
-    if args.config:
-        from .cli import read_config_file  # noqa: PLC0415 - cli imports this module
-
-        cfg = read_config_file(NerfConfig, args.config)
-    else:
-        cfg = NERF_PRESETS[args.preset or DEFAULT_PRESET]
-    changes: dict[str, Any] = {}
-    if args.backend:
-        changes["backend"] = args.backend
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    return cfgmod.replace(cfg, **changes) if changes else cfg
-
-
 def _train(args: argparse.Namespace) -> int:
     from .data.transforms import dataset_splits, load_nerf_dataset
     from .device import pick_device
     from .files import atomic_write, save_torch, write_json
     from .nerf.trainer import NerfTrainer, config_of, load_checkpoint
-    from .progress import ProgressBar
 
-    if args.steps is not None and args.steps < 0:
-        raise UserError(f"--steps: {args.steps} must be >= 0")
-    if args.seconds is not None and args.seconds < 0:
-        raise UserError(f"--seconds: {args.seconds} must be >= 0")
+    check_budget(args)
     if args.mesh_resolution < 8:
         raise UserError(f"--mesh-resolution: {args.mesh_resolution} must be >= 8")
     device = pick_device(args.device)
     out = Path(args.out)
     ckpt = None
     if args.resume:
-        fixed = [f for f, v in (("--preset", args.preset), ("--config", args.config), ("--seed", args.seed))
-                 if v is not None]
-        if fixed:
-            raise UserError(f"{fixed[0]}: a resumed run keeps its checkpoint's configuration")
+        refuse_config_on_resume(args)
         ckpt = load_checkpoint(args.resume)
         cfg = config_of(ckpt, args.resume, args.backend)
         data = args.data or ckpt["dataset"]
     else:
         if not args.data:
             raise UserError("nerf train: give a dataset (or --resume CHECKPOINT)")
-        cfg = _config(args)
+        cfg = config_from_args(args, NerfConfig, NERF_PRESETS, DEFAULT_PRESET)
         data = args.data
     dataset = load_nerf_dataset(data, "train")
     trainer = NerfTrainer(dataset, cfg, device, dataset_path=str(Path(data).resolve()))
@@ -182,17 +154,9 @@ def _train(args: argparse.Namespace) -> int:
              trainer.width, trainer.height, "RGBA" if trainer.has_alpha else "RGB", device,
              trainer.model.backend, trainer.model.field.n_params)
 
-    steps = args.steps if args.steps is not None or args.seconds is not None else 1000
-    by_time = args.seconds is not None
-    with ProgressBar(total=args.seconds if by_time else steps, unit="s" if by_time else "step",
-                     disable=args.quiet) as bar:
-        s0, t0 = trainer.steps_done, trainer.seconds
-
-        def on_step(p) -> None:
-            bar.update_to(p.seconds - t0 if by_time else p.step - s0, step=p.step, loss=p.loss,
-                          psnr=p.psnr, spr=p.samples_per_ray, rays_s=int(p.rays_per_second))
-
-        trainer.train(steps=None if by_time else steps, seconds=args.seconds, callback=on_step)
+    train_with_progress(trainer, args, 1000, lambda p: {
+        "step": p.step, "loss": p.loss, "psnr": p.psnr, "spr": p.samples_per_ray,
+        "rays_s": int(p.rays_per_second)})
 
     save_torch(out / "checkpoint.pt", trainer.state_dict())
     atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(cfgmod.to_json(trainer.cfg) + "\n"))
@@ -208,7 +172,8 @@ def _train(args: argparse.Namespace) -> int:
         metrics["eval"] = _evaluate(trainer.model, test, out, args.quiet)
         metrics["psnr"] = metrics["eval"]["psnr"]
     if args.mesh:
-        from .nerf.export import nerf_mesh, save_mesh
+        from .mesh.io import save_mesh
+        from .nerf.export import nerf_mesh
 
         mesh = nerf_mesh(trainer.model, resolution=args.mesh_resolution,
                          cameras=None if args.keep_hidden else trainer.cameras)
@@ -366,7 +331,8 @@ def read_camera_file(path: Path) -> tuple:
 
 def _mesh(args: argparse.Namespace) -> int:
     from .files import write_json
-    from .nerf.export import nerf_mesh, save_mesh
+    from .mesh.io import save_mesh
+    from .nerf.export import nerf_mesh
 
     if args.resolution < 8 or args.resolution > 2048:
         raise UserError(f"--resolution: {args.resolution} must be in 8..2048")

@@ -13,6 +13,8 @@ from typing import Any
 
 from . import config as cfgmod
 from .config import SDF_PRESETS, SdfConfig
+from .cli_common import (add_common_options, check_budget, config_from_args, refuse_config_on_resume,
+                         train_with_progress)
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="marching-cubes lattice points along the longest side (default 256)")
     tr.add_argument("--no-mesh", action="store_true", help="do not extract a mesh after training")
     tr.add_argument("--no-eval", action="store_true", help="skip the metrics against the input")
-    _common(tr)
+    add_common_options(tr)
 
     me = cmds.add_parser(
         "mesh", help="marching-cubes mesh of a trained SDF",
@@ -60,15 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="level to extract, in the mesh's units (0: the surface; > 0 grows it)")
     me.add_argument("--mesh", help="input mesh to compare with (default: the one trained on)")
     me.add_argument("--no-eval", action="store_true", help="skip the metrics against the input")
-    _common(me)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["auto", "torch", "cpu", "tcnn"],
-                   help="hash-grid implementation (default: the configuration's, normally auto)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="torch device (default: CUDA, then MPS, then CPU)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
+    add_common_options(me)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,44 +71,22 @@ def run(args: argparse.Namespace) -> int:
     return {"train": _train, "mesh": _mesh}[args.sdf_command](args)
 
 
-def _config(args: argparse.Namespace) -> SdfConfig:
-    if args.config:
-        from .cli import read_config_file  # noqa: PLC0415 - cli imports this module
-
-        cfg = read_config_file(SdfConfig, args.config)
-    else:
-        cfg = SDF_PRESETS[args.preset or DEFAULT_PRESET]
-    changes: dict[str, Any] = {}
-    if args.backend:
-        changes["backend"] = args.backend
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    return cfgmod.replace(cfg, **changes) if changes else cfg
-
-
 def _train(args: argparse.Namespace) -> int:
     from .data.mesh import load_sdf_mesh
     from .device import pick_device
     from .files import check_writable_dir, save_torch, write_json
-    from .progress import ProgressBar
     from .sdf.trainer import SdfTrainer
 
-    if args.steps is not None and args.steps < 0:
-        raise UserError(f"--steps: {args.steps} must be >= 0")
-    if args.seconds is not None and args.seconds < 0:
-        raise UserError(f"--seconds: {args.seconds} must be >= 0")
+    check_budget(args)
     device = pick_device(args.device)
     if args.resume:
-        fixed = [f for f, v in (("--preset", args.preset), ("--config", args.config), ("--seed", args.seed))
-                 if v is not None]
-        if fixed:
-            raise UserError(f"{fixed[0]}: a resumed run keeps its checkpoint's configuration")
+        refuse_config_on_resume(args)
         mesh = load_sdf_mesh(args.mesh) if args.mesh else None
         trainer = SdfTrainer.from_checkpoint(args.resume, device, mesh=mesh, backend=args.backend)
     else:
         if not args.mesh:
             raise UserError("sdf train: give a mesh file (or --resume CHECKPOINT)")
-        cfg = _config(args)
+        cfg = config_from_args(args, SdfConfig, SDF_PRESETS, DEFAULT_PRESET)
         trainer = SdfTrainer(load_sdf_mesh(args.mesh), cfg, device)
     out = Path(args.out)
     check_writable_dir(out, "--out")
@@ -123,16 +95,7 @@ def _train(args: argparse.Namespace) -> int:
              trainer.model.backend, trainer.model.n_params, trainer.cfg.ground_truth_pool)
     trainer.samples  # noqa: B018  (computed here, before the progress bar starts)
 
-    steps = args.steps if args.steps is not None or args.seconds is not None else 2000
-    by_time = args.seconds is not None
-    with ProgressBar(total=args.seconds if by_time else steps, unit="s" if by_time else "step",
-                     disable=args.quiet) as bar:
-        s0, t0 = trainer.steps_done, trainer.seconds
-
-        def on_step(p) -> None:
-            bar.update_to(p.seconds - t0 if by_time else p.step - s0, step=p.step, loss=p.loss)
-
-        trainer.train(steps=None if by_time else steps, seconds=args.seconds, callback=on_step)
+    train_with_progress(trainer, args, 2000, lambda p: {"step": p.step, "loss": p.loss})
 
     save_torch(out / "checkpoint.pt", trainer.state_dict())
     write_json(out / "config.json", cfgmod.to_dict(trainer.cfg))
@@ -174,17 +137,18 @@ def _mesh(args: argparse.Namespace) -> int:
     from .data.mesh import load_sdf_mesh
     from .device import pick_device
     from .files import check_writable_dir, write_json
-    from .sdf.trainer import SdfTrainer, load_checkpoint
+    from .sdf.trainer import SdfTrainer
 
     device = pick_device(args.device)
-    ckpt = load_checkpoint(args.checkpoint)
-    mesh = load_sdf_mesh(ckpt["mesh_path"])
     reference = load_sdf_mesh(args.mesh) if args.mesh else None
-    trainer = SdfTrainer.from_checkpoint(args.checkpoint, device, mesh=mesh, backend=args.backend)
+    trainer = SdfTrainer.from_checkpoint(args.checkpoint, device, backend=args.backend)
+    evaluate = not args.no_eval
+    if evaluate and reference is None and not len(trainer.mesh.faces):
+        log.warning("%s is gone: no metrics (give --mesh to compare with a mesh)", trainer.mesh.path)
+        evaluate = False
     out = Path(args.out)
     check_writable_dir(out, "--out")
-    info = _extract(trainer, out, args.resolution, args.threshold, not args.no_eval, args.quiet,
-                    reference)
+    info = _extract(trainer, out, args.resolution, args.threshold, evaluate, args.quiet, reference)
     write_json(out / "mesh.json", info)
     if not args.quiet:
         print(json.dumps({k: info[k] for k in ("n_vertices", "n_faces", "chamfer", "iou") if k in info}))

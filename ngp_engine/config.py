@@ -365,7 +365,8 @@ class SdfConfig:
     batch_size: int = 1 << 18
     """Samples per step: 4/8 on the surface, 3/8 near it, 1/8 uniform in the mesh's box."""
     surface_offset_scale: float = 1.0
-    """Near-surface samples move by logistic noise of scale bounding radius / 1024 times this."""
+    """Near-surface samples move by logistic noise whose standard deviation is bounding radius
+    / 1024 times this (per axis, unit-cube units)."""
     ground_truth_pool: int = 1 << 22
     """Near and uniform samples whose true signed distance is computed up front (libigl on
     the CPU); each step draws from this pool. instant-ngp recomputes them every step on the

@@ -51,6 +51,40 @@ def load_checkpoint(path: str | os.PathLike, fmt: str, required: Sequence[str], 
     return ckpt
 
 
+def config_from_checkpoint(cls: type, ckpt: dict[str, Any], where: str | os.PathLike,
+                           backend: str | None = None) -> Any:
+    """The checkpoint's config of type `cls` (UserError naming `where` if it is not one),
+    with `backend` overriding the recorded one: checkpoints move across backends."""
+    from . import config as cfgmod  # noqa: PLC0415
+
+    try:
+        cfg = cfgmod.from_dict(cls, ckpt["config"])
+    except cfgmod.ConfigError as e:
+        raise UserError(f"{where}: {e}") from None
+    return cfgmod.replace(cfg, backend=backend) if backend is not None else cfg
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, Any], where: str | os.PathLike) -> None:
+    """module.load_state_dict(state) (a module or an optimiser), or a one-line UserError."""
+    try:
+        module.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{where}: checkpoint does not match its configuration ({first})") from None
+
+
+def restore_training(ckpt: dict[str, Any], where: str | os.PathLike, model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, sampler: torch.Generator) -> None:
+    """Load model, optimiser and sampler state from a trainer checkpoint. A sampler state of
+    another device type (CPU checkpoint, CUDA run) cannot be set: the fresh one is kept."""
+    load_weights(model, ckpt["model"], where)
+    load_weights(optimizer, ckpt["optimizer"], where)
+    try:
+        sampler.set_state(ckpt["sampler"])
+    except RuntimeError:
+        pass
+
+
 def to_cpu(obj: Any) -> Any:
     """Tensors (nested in dicts, lists, tuples) detached and moved to the CPU, for saving."""
     if isinstance(obj, torch.Tensor):

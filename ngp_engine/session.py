@@ -136,6 +136,12 @@ def _config(mode: str, req: Train, cls: type, presets: dict[str, Any]) -> Any:
     return presets[name]
 
 
+def _refuse_config_on_resume(req: Train) -> None:
+    if req.config is not None or req.preset is not None:
+        raise UserError("train.resume: a resumed run keeps its checkpoint's configuration "
+                        "(leave config and preset out)")
+
+
 def _absolute(path: str, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_absolute():
@@ -165,9 +171,7 @@ class NerfSession(Session):
         data = _absolute(req.data, "data")
         ckpt = None
         if req.resume:
-            if req.config is not None or req.preset is not None:
-                raise UserError("train.resume: a resumed run keeps its checkpoint's configuration "
-                                "(leave config and preset out)")
+            _refuse_config_on_resume(req)
             ckpt = load_checkpoint(_absolute(req.resume, "resume"))
             cfg = config_of(ckpt, req.resume)
         else:
@@ -206,7 +210,8 @@ class NerfSession(Session):
                                                 passes=tuple(passes))
 
     def export_mesh(self, resolution: int, threshold: float | None) -> tuple[list[Path], dict[str, Any]]:
-        from .nerf.export import DEFAULT_MESH_THRESHOLD, nerf_mesh, save_mesh  # noqa: PLC0415
+        from .mesh.io import save_mesh  # noqa: PLC0415
+        from .nerf.export import DEFAULT_MESH_THRESHOLD, nerf_mesh  # noqa: PLC0415
 
         threshold = DEFAULT_MESH_THRESHOLD if threshold is None else threshold
         mesh = nerf_mesh(self.trainer.model, resolution=resolution, threshold=threshold,
@@ -236,16 +241,12 @@ class SdfSession(Session):
         run_dir = _absolute(req.run_dir, "run_dir")
         mesh = load_sdf_mesh(_absolute(req.data, "data"))
         if req.resume:
-            if req.config is not None or req.preset is not None:
-                raise UserError("train.resume: a resumed run keeps its checkpoint's configuration "
-                                "(leave config and preset out)")
+            _refuse_config_on_resume(req)
             self.trainer = SdfTrainer.from_checkpoint(_absolute(req.resume, "resume"), device, mesh=mesh)
         else:
             cfg = _config("sdf", req, cfgmod.SdfConfig, SDF_PRESETS)
             self.trainer = SdfTrainer(mesh, cfg, device)
         check_writable_dir(run_dir, "train.run_dir")
-        if mesh.note:
-            log.warning("%s", mesh.note)
         log.info("sdf: %d triangles on %s, backend %s, %d parameters; ground truth for %d samples",
                  len(mesh.faces), device, self.trainer.model.backend, self.trainer.model.n_params,
                  self.trainer.cfg.ground_truth_pool)
@@ -302,9 +303,7 @@ class ImageSession(Session):
         data = _absolute(req.data, "data")
         image = load_image(data)
         if req.resume:
-            if req.config is not None or req.preset is not None:
-                raise UserError("train.resume: a resumed run keeps its checkpoint's configuration "
-                                "(leave config and preset out)")
+            _refuse_config_on_resume(req)
             self.fitter = ImageFitter.from_checkpoint(_absolute(req.resume, "resume"), device, image=image)
         else:
             cfg = _config("image", req, cfgmod.ImageFitConfig, IMAGE_PRESETS)

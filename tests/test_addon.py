@@ -273,6 +273,8 @@ def test_sdf_of_the_active_object_lands_beside_it(extension, tmp_path):
     # A modifier counts: the SDF is of what the user sees (a 0.1 displacement outwards).
     disp = sphere.modifiers.new("grow", "DISPLACE")
     disp.strength, disp.mid_level = 0.1, 0.0
+    # Mirrored (negative scale, det < 0): the exported faces must still point outwards.
+    sphere.scale = (-1.0, 1.0, 1.0)
     s = scene.ngp
     s.run_folder, s.mesh_resolution = str(tmp_path), 64
     s.train_budget, s.train_steps = "STEPS", 200
@@ -282,6 +284,7 @@ def test_sdf_of_the_active_object_lands_beside_it(extension, tmp_path):
     pump_until(extension, lambda st: "Ball SDF" in bpy.data.objects or st.status == "error", timeout=300)
     assert link.STATE.status == "done", link.STATE.message
     assert (tmp_path / "sdf" / "Ball" / "input.ply").is_file()
+    assert "note" not in link.STATE.summary       # closed, and exported outwards though mirrored
     assert (tmp_path / "sdf" / "Ball" / "run" / "checkpoint.pt").is_file()
     obj = bpy.data.objects["Ball SDF"]
     v = np.empty(len(obj.data.vertices) * 3, np.float32)

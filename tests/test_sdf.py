@@ -97,6 +97,16 @@ def test_an_open_mesh_still_has_an_inside_and_says_so(tmp_path):
     assert inside.tolist() == [True, True, False]   # winding number 5/6 at the centre
 
 
+def test_an_inside_out_mesh_is_turned_outwards(tmp_path):
+    v, f = cube_mesh(1.0)
+    path = tmp_path / "inside_out.ply"
+    write_ply(path, v, f[:, [0, 2, 1]])                 # as a mirrored object exports
+    mesh = load_sdf_mesh(path)
+    assert mesh.flipped and "pointed inwards" in mesh.note
+    assert enclosed_volume(mesh.vertices, mesh.faces) == pytest.approx(8.0)
+    assert MeshDistance(mesh.vertices, mesh.faces).signed(np.zeros((1, 3)))[0] == pytest.approx(-1.0)
+
+
 def test_normalisation_into_the_unit_cube_round_trips(tmp_path):
     v, f = icosphere(2.0, 2)
     v = v * np.array([1.0, 0.5, 0.25]) + np.array([10.0, -3.0, 4.0])      # an ellipsoid off-centre
@@ -200,9 +210,12 @@ SMALL = SdfConfig(
     encoding=cfgmod.HashGridConfig(n_levels=8, n_features_per_level=2, log2_hashmap_size=14,
                                    base_resolution=8, max_resolution=128),
     optimizer=cfgmod.AdamConfig(learning_rate=1e-2),
-    batch_size=1 << 13, ground_truth_pool=1 << 17)
-"""Small and quick. The pool matters: with 2^15 ground-truth samples the field between the
-surface and the sparse uniform samples stays loose and marching cubes finds blobs there."""
+    batch_size=1 << 13, ground_truth_pool=1 << 17, surface_offset_scale=8.0)
+"""Small and quick. Its finest grid cell is 1/128 of the cube, so the near-surface band is
+widened to about one cell (8 x r/1024): instant-ngp's r/1024 suits its 1/2048 cells and
+leaves this coarse field loose beside the surface. The pool matters too: with 2^15
+ground-truth samples marching cubes finds blobs between the surface and the sparse uniform
+samples."""
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +257,19 @@ def test_a_sphere_is_learned_and_meshed_in_its_own_coordinates(trained_sphere):
     # centre is 0.2 inside, 0.52 from it 0.02 outside. MAPE is relative: looser deep inside.
     d = trainer.distance(np.array([[1.3, 2.0, -0.5], [1.0, 2.52, -0.5]]))
     assert d[0] == pytest.approx(-0.2, abs=0.015) and d[1] == pytest.approx(0.02, abs=0.003)
+
+
+def test_banded_extraction_of_a_trained_field_equals_the_full_lattice(trained_sphere):
+    from ngp_engine.mesh.marching_cubes import marching_cubes, sample_grid
+    from ngp_engine.sdf.trainer import lattice_resolution
+
+    m = trained_sphere.mesh
+    v, f = trained_sphere.extract(80)
+    full = sample_grid(trained_sphere.model, m.box_min, m.box_max,
+                       lattice_resolution(m.box_min, m.box_max, 80))
+    v2, f2 = marching_cubes(full, 0.0, m.box_min, m.box_max, inside="below")
+    assert np.array_equal(f, f2) and np.allclose(v, m.transform.to_world(v2), atol=1e-5)
+    assert trained_sphere.last_extract_fraction < 0.9       # a sphere filling its box: a wide band
 
 
 def test_sphere_traced_preview_sees_the_sphere(trained_sphere):
@@ -299,6 +325,21 @@ def test_cli_train_then_mesh(sphere_file, tmp_path):
     assert np.median(np.linalg.norm(v - np.array([1.0, 2.0, -0.5]), axis=1)) == pytest.approx(0.6, abs=0.02)
     info = json.loads((tmp_path / "m" / "mesh.json").read_text())
     assert info["threshold"] == 0.1 and info["n_faces"] == len(read_mesh(tmp_path / "m" / "mesh.obj")[1])
+    # The input mesh moved away: the checkpoint alone still meshes (no metrics, said once).
+    moved = sphere_file.with_name("moved.ply")
+    sphere_file.rename(moved)
+    try:
+        r = run_cli("sdf", "mesh", str(out / "checkpoint.pt"), "--out", str(tmp_path / "m2"),
+                    "--resolution", "48")
+        assert r.returncode == 0, r.stderr
+        assert "is gone: no metrics" in r.stderr
+        info = json.loads((tmp_path / "m2" / "mesh.json").read_text())
+        assert "iou" not in info and info["n_faces"] > 500
+        r = run_cli("sdf", "train", "--resume", str(out / "checkpoint.pt"), "--out", str(tmp_path / "r"),
+                    "--steps", "5")
+        assert r.returncode == 2 and "trained on is missing" in r.stderr
+    finally:
+        moved.rename(sphere_file)
 
 
 def test_cli_open_mesh_trains_with_a_note(tmp_path):

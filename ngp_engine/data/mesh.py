@@ -62,6 +62,8 @@ class SdfMesh:
     box_min: np.ndarray
     box_max: np.ndarray
     boundary_edges: int
+    flipped: bool = False
+    """True when the input's faces pointed inwards (negative enclosed volume) and were turned."""
 
     @property
     def diagonal(self) -> float:
@@ -71,10 +73,22 @@ class SdfMesh:
     @property
     def note(self) -> str | None:
         """A user-facing remark about the input, or None."""
+        notes = []
         if self.boundary_edges:
-            return (f"{self.path}: the mesh is not closed ({self.boundary_edges} boundary edges); "
-                    "inside and outside come from winding numbers, so small holes are bridged")
-        return None
+            notes.append(f"the mesh is not closed ({self.boundary_edges} boundary edges); inside "
+                         "and outside come from winding numbers, so small holes are bridged")
+        if self.flipped:
+            notes.append("its faces pointed inwards and were turned outwards")
+        return f"{self.path}: " + "; ".join(notes) if notes else None
+
+
+def box_only_mesh(path: str, transform: MeshTransform, box_min: np.ndarray, box_max: np.ndarray
+                  ) -> SdfMesh:
+    """A stand-in with no triangles for a mesh file that is gone: enough to mesh and render a
+    trained field (transform and box come from its checkpoint), not to train or compare."""
+    empty = np.zeros((0, 3))
+    return SdfMesh(path, empty, np.zeros((0, 3), np.int64), transform, empty,
+                   np.asarray(box_min, np.float64), np.asarray(box_max, np.float64), 0)
 
 
 def enclosed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
@@ -105,9 +119,9 @@ def load_sdf_mesh(path: str | Path) -> SdfMesh:
     areas = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
     if not areas.sum() > 1e-12 * diag * diag:
         raise UserError(f"{path}: the mesh is degenerate (its faces have no area)")
-    volume = abs(enclosed_volume(vertices, faces))
+    signed_volume = enclosed_volume(vertices, faces)
     extent = hi - lo
-    if extent.min() <= 1e-9 * diag or volume <= 1e-9 * diag ** 3:
+    if extent.min() <= 1e-9 * diag or abs(signed_volume) <= 1e-9 * diag ** 3:
         raise UserError(f"{path}: the mesh encloses no volume (flat or a single sheet); "
                         "a signed distance needs an inside")
     inflate = INFLATION * diag
@@ -117,8 +131,13 @@ def load_sdf_mesh(path: str | Path) -> SdfMesh:
     unit = transform.to_unit(vertices)
     box_min = np.clip(transform.to_unit(lo_i[None])[0], 0.0, 1.0)
     box_max = np.clip(transform.to_unit(hi_i[None])[0], 0.0, 1.0)
+    # Inside is where the winding number is +1: a mesh turned inside out (a mirrored export)
+    # would read as all outside.
+    flipped = signed_volume < 0
+    if flipped:
+        faces = np.ascontiguousarray(faces[:, [0, 2, 1]])
     mesh = SdfMesh(str(path.resolve()), vertices, faces, transform, unit, box_min, box_max,
-                   count_boundary_edges(faces))
+                   count_boundary_edges(faces), flipped)
     if mesh.note:
         log.warning("%s", mesh.note)
     return mesh

@@ -176,12 +176,7 @@ class ImageFitter:
         """Rebuild a fitter from `checkpoint.pt`; the image is re-read from its recorded path
         unless given. `backend` overrides the recorded one (checkpoints move across them)."""
         ckpt = load_checkpoint(path)
-        try:
-            cfg = cfgmod.from_dict(ImageFitConfig, ckpt["config"])
-        except cfgmod.ConfigError as e:
-            raise UserError(f"{path}: {e}") from None
-        if backend is not None:
-            cfg = cfgmod.replace(cfg, backend=backend)
+        cfg = files.config_from_checkpoint(ImageFitConfig, ckpt, path, backend)
         if image is None:
             from ..data.image import load_image  # noqa: PLC0415
             image = load_image(ckpt["image_path"])
@@ -189,16 +184,7 @@ class ImageFitter:
             raise UserError(f"{path}: checkpoint was trained on a {ckpt['image_shape']} image, "
                             f"this one is {list(image.shape)}")
         fitter = cls(image, cfg, device, image_path=ckpt["image_path"])
-        try:
-            fitter.model.load_state_dict(ckpt["model"])
-            fitter.optimizer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{path}: checkpoint does not match its configuration ({first})") from None
-        try:
-            fitter._sampler.set_state(ckpt["sampler"])
-        except RuntimeError:  # generator state of another device type: reseed instead
-            pass
+        files.restore_training(ckpt, path, fitter.model, fitter.optimizer, fitter._sampler)
         fitter.steps_done = int(ckpt["steps"])
         fitter.seconds = float(ckpt["seconds"])
         return fitter

@@ -9,7 +9,6 @@ from ..data.image import save_png
 from ..files import atomic_write
 from ..data.transforms import Cameras
 from ..mesh import remove_floaters
-from ..mesh.io import save_mesh  # noqa: F401  (re-exported: the NeRF commands use it from here)
 from ..mesh.marching_cubes import marching_cubes, sample_grid
 from .model import NerfModel
 from .visibility import fill_hidden, hidden_space

@@ -163,16 +163,7 @@ class NerfTrainer:
 
     def load_state_dict(self, ckpt: dict[str, Any], where: str = "checkpoint") -> None:
         """Continue from a checkpoint of the same configuration (training state included)."""
-        try:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{where}: checkpoint does not match its configuration ({first})") from None
-        try:
-            self._gen.set_state(ckpt["sampler"])
-        except RuntimeError:  # a generator state of another device type: keep the fresh one
-            pass
+        files.restore_training(ckpt, where, self.model, self.optimizer, self._gen)
         self.n_rays = int(ckpt["n_rays"])
         self.steps_done = int(ckpt["steps"])
         self.seconds = float(ckpt["seconds"])
@@ -198,18 +189,10 @@ def model_from_checkpoint(path: str | Path, device: torch.device,
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     model = NerfModel(cfg, transform, device)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: checkpoint does not match its configuration ({first})") from None
+    files.load_weights(model, ckpt["model"], path)
     return model, ckpt
 
 
 def config_of(ckpt: dict[str, Any], path: str | Path, backend: str | None = None) -> NerfConfig:
-    try:
-        cfg = cfgmod.from_dict(NerfConfig, ckpt["config"])
-    except cfgmod.ConfigError as e:
-        raise UserError(f"{path}: {e}") from None
-    return cfgmod.replace(cfg, backend=backend) if backend is not None else cfg
+    return files.config_from_checkpoint(NerfConfig, ckpt, path, backend)
 

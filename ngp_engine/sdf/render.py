@@ -24,7 +24,8 @@ NORMAL_EPS = 1.0 / 1024
 def sphere_trace(field: Callable[[torch.Tensor], torch.Tensor], transform: MeshTransform,
                  box_min: np.ndarray, box_max: np.ndarray, c2w: np.ndarray, fx: float, fy: float,
                  cx: float, cy: float, width: int, height: int, device: torch.device,
-                 passes: tuple[str, ...] = PASSES, max_steps: int = 128) -> dict[str, np.ndarray]:
+                 passes: tuple[str, ...] = PASSES, max_steps: int = 128,
+                 chunk: int = 1 << 14) -> dict[str, np.ndarray]:
     """Render `field` (unit-cube points [N, 3] -> signed distances [N]) seen by a world
     camera c2w [4, 4] with pixel intrinsics.
 
@@ -47,7 +48,25 @@ def sphere_trace(field: Callable[[torch.Tensor], torch.Tensor], transform: MeshT
     hi = torch.tensor(box_max, dtype=torch.float32, device=device)
     t, t_far = ray_box_intersect(o, d, lo, hi)
     hit = torch.zeros(n, dtype=torch.bool, device=device)
-    live = torch.nonzero(t < t_far).squeeze(1)
+    normals = torch.zeros(n, 3, device=device)
+    for start in range(0, n, chunk):           # bounded memory for any image size
+        rays = torch.arange(start, min(start + chunk, n), device=device)
+        _trace(field, o, d, t, t_far, hit, normals, rays, max_steps)
+    cos_axis = -(d @ c2w_t[:3, 2])                        # ray length -> z-depth
+    depth = torch.where(hit, t * transform.scale * cos_axis, torch.zeros_like(t))
+    shade = 0.8 * (0.25 + 0.75 * (-(normals * d).sum(1)).clamp_min(0.0))
+    rgb = torch.where(hit[:, None], shade[:, None].expand(n, 3), torch.ones(n, 3, device=device))
+    out = {"rgb": rgb.reshape(height, width, 3), "depth": depth.reshape(height, width),
+           "opacity": hit.float().reshape(height, width), "normals": normals.reshape(height, width, 3)}
+    return {k: out[k].cpu().numpy().astype(np.float32) for k in passes}
+
+
+def _trace(field: Callable[[torch.Tensor], torch.Tensor], o: torch.Tensor, d: torch.Tensor,
+           t: torch.Tensor, t_far: torch.Tensor, hit: torch.Tensor, normals: torch.Tensor,
+           rays: torch.Tensor, max_steps: int) -> None:
+    """Sphere trace the rays with indices `rays` [R], updating t [N], hit [N] and normals
+    [N, 3] in place (o, d [N, 3] unit-cube origins and unit directions)."""
+    live = rays[t[rays] < t_far[rays]]
     for _ in range(max_steps):
         if live.numel() == 0:
             break
@@ -56,17 +75,9 @@ def sphere_trace(field: Callable[[torch.Tensor], torch.Tensor], transform: MeshT
         hit[live[done]] = True
         t[live] += RELAX * s * (~done)
         live = live[~done & (t[live] < t_far[live])]
-    normals = torch.zeros(n, 3, device=device)
-    idx = torch.nonzero(hit).squeeze(1)
+    idx = rays[hit[rays]]
     if idx.numel():
         p = o[idx] + t[idx, None] * d[idx]
         grad = torch.stack([field(p + NORMAL_EPS * e) - field(p - NORMAL_EPS * e)
-                            for e in torch.eye(3, device=device)], dim=1)       # [h, 3]
+                            for e in torch.eye(3, device=o.device)], dim=1)      # [h, 3]
         normals[idx] = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    cos_axis = -(d @ c2w_t[:3, 2])                        # ray length -> z-depth
-    depth = torch.where(hit, t * transform.scale * cos_axis, torch.zeros_like(t))
-    shade = 0.8 * (0.25 + 0.75 * (-(normals * d).sum(1)).clamp_min(0.0))
-    rgb = torch.where(hit[:, None], shade[:, None].expand(n, 3), torch.ones(n, 3, device=device))
-    out = {"rgb": rgb.reshape(height, width, 3), "depth": depth.reshape(height, width),
-           "opacity": hit.float().reshape(height, width), "normals": normals.reshape(height, width, 3)}
-    return {k: out[k].cpu().numpy().astype(np.float32) for k in passes}

@@ -1,5 +1,6 @@
 """instant-ngp's SDF training samples: per batch 4/8 exactly on the surface (distance 0),
-3/8 near it (surface points moved by logistic noise of scale bounding radius / 1024) and 1/8
+3/8 near it (surface points moved by logistic noise of standard deviation bounding radius /
+1024 per axis) and 1/8
 uniform in the mesh's box, all in unit-cube coordinates.
 
 Surface points are drawn fresh every step on the device (area-weighted triangles, uniform
@@ -27,10 +28,11 @@ NEAR_SHARE = 3 / 4
 """Share of the pool near the surface (3/8 of a batch against 1/8 uniform)."""
 
 
-def logistic(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
-    """Logistic noise float64 with mean 0 and scale `scale` (inverse CDF of a uniform)."""
+def logistic(rng: np.random.Generator, shape: tuple[int, ...], stddev: float) -> np.ndarray:
+    """Logistic noise float64 with mean 0 and standard deviation `stddev` (inverse CDF of a
+    uniform; the logistic scale is stddev * sqrt(3) / pi, as tiny-cuda-nn's generator)."""
     u = rng.uniform(1e-7, 1.0 - 1e-7, shape)
-    return scale * np.log(u / (1.0 - u))
+    return stddev * math.sqrt(3.0) / math.pi * np.log(u / (1.0 - u))
 
 
 class SdfSamples:
@@ -44,7 +46,9 @@ class SdfSamples:
         tri = v[mesh.faces]                                                     # [F, 3, 3]
         areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
         self._triangles = torch.from_numpy(tri).float().to(device)              # [F, 3, 3]
-        self._cdf = torch.from_numpy(np.cumsum(areas) / areas.sum()).float().to(device)  # [F]
+        # float64 where the device has it: with a million faces float32 steps are too coarse.
+        cdf_dtype = torch.float32 if device.type == "mps" else torch.float64
+        self._cdf = torch.from_numpy(np.cumsum(areas) / areas.sum()).to(device, cdf_dtype)  # [F]
         self.box_min, self.box_max = mesh.box_min.copy(), mesh.box_max.copy()
 
         t0 = time.perf_counter()
@@ -63,7 +67,8 @@ class SdfSamples:
     def surface(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n points float32 [n, 3] uniform over the surface area."""
         r = torch.rand(n, 3, device=self.device, generator=generator)
-        face = torch.searchsorted(self._cdf, r[:, 0].contiguous()).clamp_(max=len(self._cdf) - 1)
+        face = torch.searchsorted(self._cdf, r[:, 0].to(self._cdf.dtype).contiguous()
+                                  ).clamp_(max=len(self._cdf) - 1)
         u, w = r[:, 1], r[:, 2]
         flip = u + w > 1.0
         u = torch.where(flip, 1.0 - u, u)

@@ -14,7 +14,7 @@ import torch
 from .. import config as cfgmod
 from .. import files
 from ..config import SdfConfig
-from ..data.mesh import SdfMesh, load_sdf_mesh
+from ..data.mesh import MeshTransform, SdfMesh, box_only_mesh, load_sdf_mesh
 from ..errors import UserError
 from ..fields.sdf import SdfField
 from ..mesh.marching_cubes import marching_cubes, sample_grid_near_level
@@ -73,6 +73,9 @@ class SdfTrainer:
         """The training samples, made on first use (the ground truth takes seconds; meshing a
         checkpoint does not need it)."""
         if self._samples is None:
+            if not len(self.mesh.faces):
+                raise UserError(f"{self.mesh.path}: the mesh this field was trained on is missing; "
+                                "training needs it")
             self._samples = SdfSamples(self.mesh, self.cfg, self.device)
         return self._samples
 
@@ -172,29 +175,20 @@ class SdfTrainer:
     def from_checkpoint(cls, path: str | Path, device: torch.device, mesh: SdfMesh | None = None,
                         backend: str | None = None) -> "SdfTrainer":
         """Rebuild a trainer from `checkpoint.pt`; the mesh is re-read from its recorded path
-        unless given. `backend` overrides the recorded one."""
+        unless given. Where that file is gone the trainer can still mesh and render (the
+        checkpoint holds the transform and box) but not train. `backend` overrides the
+        recorded one."""
         ckpt = load_checkpoint(path)
-        try:
-            cfg = cfgmod.from_dict(SdfConfig, ckpt["config"])
-        except cfgmod.ConfigError as e:
-            raise UserError(f"{path}: {e}") from None
-        if backend is not None:
-            cfg = cfgmod.replace(cfg, backend=backend)
+        cfg = files.config_from_checkpoint(SdfConfig, ckpt, path, backend)
+        if mesh is None and not Path(ckpt["mesh_path"]).is_file():
+            mesh = box_only_mesh(ckpt["mesh_path"], MeshTransform.from_dict(ckpt["transform"]),
+                                 *ckpt["box"])
         mesh = mesh if mesh is not None else load_sdf_mesh(ckpt["mesh_path"])
         if mesh.transform.as_dict() != ckpt["transform"]:
             raise UserError(f"{path}: was trained on another mesh than {mesh.path} "
                             "(its bounding box differs)")
         trainer = cls(mesh, cfg, device)
-        try:
-            trainer.model.load_state_dict(ckpt["model"])
-            trainer.optimizer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{path}: checkpoint does not match its configuration ({first})") from None
-        try:
-            trainer._sampler.set_state(ckpt["sampler"])
-        except RuntimeError:  # generator state of another device type: reseed instead
-            pass
+        files.restore_training(ckpt, path, trainer.model, trainer.optimizer, trainer._sampler)
         trainer.steps_done = int(ckpt["steps"])
         trainer.seconds = float(ckpt["seconds"])
         return trainer

@@ -15,7 +15,7 @@ a small textured scene and brings the result back into it.
    metrics.json (training summary, mesh distance to the true surfaces, SDF Chamfer / IoU
    against Suzanne, timings).
 
-    .venv/bin/python scripts/demo.py [--seconds 120] [--views 80] [--size 128] [--sdf-steps 600]
+    .venv/bin/python scripts/demo.py [--seconds 120] [--views 80] [--size 128] [--sdf-steps 1500]
         [--out out/demo]
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--views", type=int, default=80, help="camera rig size")
     ap.add_argument("--size", type=int, default=128, help="rig image size in pixels")
     ap.add_argument("--samples", type=int, default=32, help="Cycles samples per rig view")
-    ap.add_argument("--sdf-steps", type=int, default=600, help="SDF training steps (0: skip the SDF)")
+    ap.add_argument("--sdf-steps", type=int, default=1500, help="SDF training steps (0: skip the SDF)")
     ap.add_argument("--out", default=str(ROOT / "out" / "demo"), help="output folder")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()

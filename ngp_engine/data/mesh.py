@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..mesh.distance import face_areas
 from ..mesh.io import read_mesh
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,7 @@ def load_sdf_mesh(path: str | Path) -> SdfMesh:
     diag = float(np.linalg.norm(hi - lo))
     if not diag > 0:
         raise UserError(f"{path}: the mesh is degenerate (all vertices at one point)")
-    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    areas = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    if not areas.sum() > 1e-12 * diag * diag:
+    if not face_areas(vertices, faces).sum() > 1e-12 * diag * diag:
         raise UserError(f"{path}: the mesh is degenerate (its faces have no area)")
     signed_volume = enclosed_volume(vertices, faces)
     extent = hi - lo

@@ -7,7 +7,7 @@ point outward.
 from __future__ import annotations
 
 from .cleanup import remove_floaters
-from .distance import mesh_to_mesh_distance, point_to_mesh_distance, sample_surface
+from .distance import face_areas, mesh_to_mesh_distance, point_to_mesh_distance, sample_surface
 from .io import read_mesh, write_obj, write_ply
 from .marching_cubes import extract_mesh, marching_cubes, sample_grid
 
@@ -15,5 +15,5 @@ __all__ = [
     "extract_mesh", "marching_cubes", "sample_grid",
     "remove_floaters",
     "read_mesh", "write_obj", "write_ply",
-    "mesh_to_mesh_distance", "point_to_mesh_distance", "sample_surface",
+    "face_areas", "mesh_to_mesh_distance", "point_to_mesh_distance", "sample_surface",
 ]

@@ -27,7 +27,7 @@ def _mesh(vertices: np.ndarray, faces: np.ndarray, what: str) -> tuple[np.ndarra
     return v, f
 
 
-def _face_areas(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+def face_areas(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     """[F] float64 triangle areas."""
     return 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]),
                                 axis=1)
@@ -44,7 +44,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 
     reproducible everywhere.
     """
     v, f = _mesh(vertices, faces, what)
-    areas = _face_areas(v, f)
+    areas = face_areas(v, f)
     total = areas.sum()
     if not total > 0 or not np.isfinite(total):
         raise UserError(f"{what}: the surface has zero area")

@@ -24,15 +24,13 @@ def _face_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
 
 
-def _one_way(src: tuple[np.ndarray, np.ndarray], dst: MeshDistance, n: int, seed: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _one_way(src: MeshDistance, src_normals: np.ndarray, dst: MeshDistance,
+             dst_normals: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """From n area-uniform samples of mesh src: their distances to dst float64 [n] and |cos|
     between their face normal and the nearest dst face's normal float64 [n]."""
-    v, f = src
-    pts, face = sample_surface(v, f, n, seed, return_faces=True)
+    pts, face = sample_surface(src.vertices, src.faces, n, seed, return_faces=True)
     dist, nearest = dst.unsigned(pts)
-    ns, nd = _face_normals(v, f)[face], _face_normals(dst.vertices, dst.faces)[nearest]
-    return dist, np.abs(np.einsum("ij,ij->i", ns, nd))
+    return dist, np.abs(np.einsum("ij,ij->i", src_normals[face], dst_normals[nearest]))
 
 
 def compare_meshes(pred_v: np.ndarray, pred_f: np.ndarray, gt_v: np.ndarray, gt_f: np.ndarray,
@@ -46,8 +44,9 @@ def compare_meshes(pred_v: np.ndarray, pred_f: np.ndarray, gt_v: np.ndarray, gt_
     lo, hi = gv.min(0), gv.max(0)
     diag = float(np.linalg.norm(hi - lo))
     gt, pred = MeshDistance(gv, gf), MeshDistance(pv, pf)
-    forward, nc_forward = _one_way((pv, pf), gt, n_surface, seed)
-    backward, nc_backward = _one_way((gv, gf), pred, n_surface, seed + 1)
+    gn, pn = _face_normals(gv, gf), _face_normals(pv, pf)
+    forward, nc_forward = _one_way(pred, pn, gt, gn, n_surface, seed)
+    backward, nc_backward = _one_way(gt, gn, pred, pn, n_surface, seed + 1)
     chamfer = 0.5 * (forward.mean() + backward.mean())
     pad = 0.05 * (hi - lo)
     pts = np.random.default_rng(seed + 4).uniform(lo - pad, hi + pad, (n_volume, 3))

@@ -19,7 +19,7 @@ import torch
 
 from ..config import SdfConfig
 from ..data.mesh import SdfMesh
-from ..mesh.distance import sample_surface
+from ..mesh.distance import face_areas, sample_surface
 from .ground_truth import MeshDistance
 
 BOUNDING_RADIUS = math.sqrt(3.0) / 2.0
@@ -44,7 +44,7 @@ class SdfSamples:
         self.distance = MeshDistance(mesh.unit_vertices, mesh.faces)
         v = mesh.unit_vertices
         tri = v[mesh.faces]                                                     # [F, 3, 3]
-        areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+        areas = face_areas(v, mesh.faces)                                       # [F]
         self._triangles = torch.from_numpy(tri).float().to(device)              # [F, 3, 3]
         # float64 where the device has it: with a million faces float32 steps are too coarse.
         cdf_dtype = torch.float32 if device.type == "mps" else torch.float64

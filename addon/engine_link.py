@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .ngp_engine.client import EngineClient, EngineError, EngineExited
-from .ngp_engine.protocol import Message
+from .ngp_engine.service.client import EngineClient, EngineError, EngineExited
+from .ngp_engine.service.protocol import Message
 
 PUMP_INTERVAL = 0.1
 

@@ -17,7 +17,7 @@ from mathutils import Vector
 
 from . import engine_link, preferences, scene_io
 from .engine_link import STATE, EngineError
-from .ngp_engine.protocol import Camera, ExportMesh, Preview, Stop, Train
+from .ngp_engine.service.protocol import Camera, ExportMesh, Preview, Stop, Train
 from .properties import run_folder
 from .scene_io import SceneIOError
 

@@ -1,9 +1,9 @@
 """PSNR against training time for image fitting.
 
 Fits scikit-image's bundled astronaut photograph (`skimage.data.astronaut()`, 512x512
-RGB, float32 in [0, 1]) with `ImageFitter` using an image preset (default "seed"),
+RGB, float32 in [0, 1]) with `ImageTask` using an image preset (default "seed"),
 and at checkpoints of *training* time (default 1, 2, 5, 10, 20, 30 s) records
-{seconds, steps, psnr}. Training time is `fitter.seconds`, which counts only
+{seconds, steps, psnr}. Training time is `task.seconds`, which counts only
 optimisation steps: rendering the image for PSNR is not included. Unless
 `--no-baseline`, the "frequency" preset (NeRF positional encoding with a wider MLP)
 is run the same way for comparison. Before each measured run, a throwaway fitter of
@@ -33,7 +33,7 @@ from ngp_engine import config as cfgmod  # noqa: E402
 from ngp_engine.config import IMAGE_PRESETS  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.errors import UserError  # noqa: E402
-from ngp_engine.fields.image import ImageFitter  # noqa: E402
+from ngp_engine.tasks.image import ImageTask  # noqa: E402
 
 IMAGE_PATH = "skimage:astronaut"
 BASELINE = "frequency"
@@ -51,8 +51,8 @@ def fit_curve(image: np.ndarray, preset: str, device: torch.device,
     """Train `preset` until each checkpoint of training time; PSNR at each (not timed)."""
     cfg = IMAGE_PRESETS[preset]
     if warmup_steps > 0:  # a separate fitter: the measured one starts from step 0
-        ImageFitter(image, cfg, device, image_path=IMAGE_PATH).train(steps=warmup_steps)
-    fitter = ImageFitter(image, cfg, device, image_path=IMAGE_PATH)
+        ImageTask((image, IMAGE_PATH), cfg, device).train(steps=warmup_steps)
+    fitter = ImageTask((image, IMAGE_PATH), cfg, device)
     curve = []
     wall0 = time.perf_counter()
     for target in checkpoints:
@@ -63,7 +63,7 @@ def fit_curve(image: np.ndarray, preset: str, device: torch.device,
         print(f"  {preset:<10} t={fitter.seconds:7.2f}s steps={fitter.steps_done:6d} "
               f"psnr={curve[-1]['psnr']:.2f} dB", flush=True)
     return {"preset": preset, "config": cfgmod.to_dict(cfg), "backend": fitter.backend,
-            "n_params": fitter.model.n_params, "curve": curve,
+            "n_params": fitter.n_params, "curve": curve,
             "warmup_steps": warmup_steps,
             "wall_seconds_incl_eval": round(time.perf_counter() - wall0, 3)}
 

@@ -35,9 +35,9 @@ from ngp_engine.data.transforms import load_nerf_dataset  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.files import save_torch  # noqa: E402
 from ngp_engine.mesh import mesh_to_mesh_distance, read_mesh  # noqa: E402
-from ngp_engine.nerf.evaluate import evaluate  # noqa: E402
-from ngp_engine.nerf.export import nerf_mesh  # noqa: E402
-from ngp_engine.nerf.trainer import NerfTrainer  # noqa: E402
+from ngp_engine.tasks.nerf.evaluate import evaluate  # noqa: E402
+from ngp_engine.tasks.nerf.mesh import nerf_mesh  # noqa: E402
+from ngp_engine.tasks.nerf.task import NerfTask  # noqa: E402
 
 
 def peak_rss_gib() -> float:
@@ -45,7 +45,7 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def mesh_errors(trainer: NerfTrainer, gt_v: np.ndarray, gt_f: np.ndarray, resolution: int) -> dict[str, Any]:
+def mesh_errors(trainer: NerfTask, gt_v: np.ndarray, gt_f: np.ndarray, resolution: int) -> dict[str, Any]:
     mesh = nerf_mesh(trainer.model, resolution=resolution, cameras=trainer.cameras)
     lo, hi = trainer.model.scene_box_world()
     diag = float(np.linalg.norm(hi - lo))
@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = NERF_PRESETS[args.preset]
     # A throwaway trainer takes the one-off costs (loading or compiling the numba kernels,
     # thread pools) so they do not land in the measured run's first minute.
-    NerfTrainer(train, cfg, device).train(steps=3)
-    trainer = NerfTrainer(train, cfg, device, dataset_path=str(scene))
-    print(f"{args.preset}: {trainer.model.field.n_params} parameters, backend {trainer.model.backend}",
+    NerfTask(train, cfg, device).train(steps=3)
+    trainer = NerfTask(train, cfg, device)
+    print(f"{args.preset}: {trainer.n_params} parameters, backend {trainer.backend}",
           file=sys.stderr)
     curve = []
     for target in checkpoints:

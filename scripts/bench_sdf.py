@@ -41,8 +41,8 @@ from ngp_engine import config as cfgmod  # noqa: E402
 from ngp_engine.config import SDF_PRESETS  # noqa: E402
 from ngp_engine.data.mesh import load_sdf_mesh  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
-from ngp_engine.sdf.evaluate import compare_meshes  # noqa: E402
-from ngp_engine.sdf.trainer import SdfTrainer  # noqa: E402
+from ngp_engine.eval.mesh import compare_meshes  # noqa: E402
+from ngp_engine.tasks.sdf.task import SdfTask  # noqa: E402
 
 PYVISTA = "pyvista==0.49.1"
 SUZANNE = """
@@ -91,9 +91,9 @@ def run_mesh(path: Path, preset: str, device: torch.device, checkpoints: list[fl
              resolution: int) -> dict[str, Any]:
     mesh = load_sdf_mesh(path)
     cfg = SDF_PRESETS[preset]
-    warm = SdfTrainer(mesh, cfgmod.replace(cfg, ground_truth_pool=1 << 12), device)
+    warm = SdfTask(mesh, cfgmod.replace(cfg, ground_truth_pool=1 << 12), device)
     warm.train(steps=3)
-    trainer = SdfTrainer(mesh, cfg, device)
+    trainer = SdfTask(mesh, cfg, device)
     gt_seconds = trainer.samples.ground_truth_seconds
     curve = []
     for target in checkpoints:
@@ -112,8 +112,8 @@ def run_mesh(path: Path, preset: str, device: torch.device, checkpoints: list[fl
         print(f"  {path.name}: {json.dumps(row)}", flush=True)
     return {"mesh": path.name, "faces": int(len(mesh.faces)), "boundary_edges": mesh.boundary_edges,
             "diagonal": round(mesh.diagonal, 4), "ground_truth_seconds": round(gt_seconds, 2),
-            "ground_truth_pool": cfg.ground_truth_pool, "n_params": trainer.model.n_params,
-            "backend": trainer.model.backend, "curve": curve}
+            "ground_truth_pool": cfg.ground_truth_pool, "n_params": trainer.n_params,
+            "backend": trainer.backend, "curve": curve}
 
 
 def main() -> int:

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ngp_engine.client import EngineClient  # noqa: E402
-from ngp_engine.protocol import Camera, Preview, Stop, Train  # noqa: E402
+from ngp_engine.service.client import EngineClient  # noqa: E402
+from ngp_engine.service.protocol import Camera, Preview, Stop, Train  # noqa: E402
 
 
 def spawn_times(n: int) -> list[float]:

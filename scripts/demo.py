@@ -181,7 +181,7 @@ def run_sdf(bpy, link, scene_io, objs, steps: int, timings: dict) -> dict:
     result lands beside it. Returns Chamfer / IoU / normal consistency against Suzanne."""
     import numpy as np  # noqa: PLC0415
 
-    from ngp_engine.sdf.evaluate import compare_meshes  # noqa: PLC0415
+    from ngp_engine.eval.mesh import compare_meshes  # noqa: PLC0415
 
     monkey = next(o for o in objs if o.name.startswith("Suzanne"))
     for o in bpy.context.view_layer.objects:

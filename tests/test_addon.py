@@ -74,7 +74,7 @@ def test_installed_extension_registers_its_operators_and_panel(extension):
     assert hasattr(bpy.types.Scene, "ngp")
     # Installed as a zip: the engine is bundled inside the extension folder.
     folder = Path(extension["module"].__file__).parent
-    assert (folder / "ngp_engine" / "protocol.py").is_file()
+    assert (folder / "ngp_engine" / "service" / "protocol.py").is_file()
     assert "bl_info" not in vars(extension["module"])
 
 

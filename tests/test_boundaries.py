@@ -26,7 +26,7 @@ def test_config_and_package_root_are_standard_library_only():
 
 def test_protocol_and_client_are_standard_library_only():
     # The add-on imports both inside Blender, whose Python has no torch.
-    mods = _modules_after("import ngp_engine.protocol, ngp_engine.client")
+    mods = _modules_after("import ngp_engine.service.protocol, ngp_engine.service.client")
     assert not [m for m in HEAVY if m in mods]
 
 
@@ -41,7 +41,7 @@ def test_addon_never_imports_engine_libraries(tmp_path):
 
     build_extension.stage(tmp_path / "instant_ngp_fields")
     mods = _modules_after(f"sys.path.insert(0, {str(tmp_path)!r})\nimport instant_ngp_fields")
-    assert "instant_ngp_fields.engine_link" in mods and "instant_ngp_fields.ngp_engine.client" in mods
+    assert "instant_ngp_fields.engine_link" in mods and "instant_ngp_fields.ngp_engine.service.client" in mods
     assert not [m for m in ("torch", "numba", "tinycudann", "mcubes", "scipy", "PIL") if m in mods]
 
 

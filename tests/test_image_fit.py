@@ -6,7 +6,7 @@ import torch
 
 from ngp_engine.config import IMAGE_PRESETS, replace
 from ngp_engine.data.image import load_image
-from ngp_engine.fields.image import ImageFitter
+from ngp_engine.tasks.image import ImageTask
 from ngp_engine.files import save_torch
 
 CPU = torch.device("cpu")
@@ -17,9 +17,9 @@ def test_hash_grid_beats_frequency_encoding_at_equal_budget(photo_256):
     assert image.shape == (256, 256, 3)
     results = {}
     for name in ("seed", "frequency"):
-        fitter = ImageFitter(image, IMAGE_PRESETS[name], CPU)
+        fitter = ImageTask((image, ""), IMAGE_PRESETS[name], CPU)
         fitter.train(steps=300)
-        results[name] = (fitter.psnr(), fitter.model.n_params)
+        results[name] = (fitter.psnr(), fitter.n_params)
     (psnr_hash, n_hash), (psnr_freq, n_freq) = results["seed"], results["frequency"]
     # Same steps and batch, parameter counts within 5 % of each other.
     assert abs(n_hash - n_freq) / n_hash < 0.05
@@ -31,15 +31,15 @@ def test_hash_grid_beats_frequency_encoding_at_equal_budget(photo_256):
 
 def test_checkpoint_moves_between_backends(photo_256, tmp_path):
     image = load_image(photo_256)[::4, ::4]            # 64x64 is enough here
-    fitter = ImageFitter(image, replace(IMAGE_PRESETS["seed"], backend="cpu"), CPU,
-                         image_path=str(photo_256))
+    fitter = ImageTask((image, str(photo_256)), replace(IMAGE_PRESETS["seed"], backend="cpu"), CPU)
     fitter.train(steps=30)
     assert fitter.backend == "cpu"
-    before = fitter.render()
+    before = fitter.render_image()
     save_torch(tmp_path / "checkpoint.pt", fitter.state_dict())
-    moved = ImageFitter.from_checkpoint(tmp_path / "checkpoint.pt", CPU, image=image, backend="torch")
+    moved = ImageTask.from_checkpoint(tmp_path / "checkpoint.pt", CPU, data=(image, str(photo_256)),
+                                      backend="torch")
     assert moved.backend == "torch" and moved.steps_done == 30
-    np.testing.assert_allclose(moved.render(), before, atol=1e-5)
+    np.testing.assert_allclose(moved.render_image(), before, atol=1e-5)
     # Training continues from the saved optimiser state on the other backend.
     psnr0 = moved.psnr()
     moved.train(steps=30)
@@ -51,13 +51,13 @@ def test_resume_continues_exactly(photo_256, tmp_path):
     parameters, Adam moments, integer step counts and the sampler all survive the round trip."""
     image = load_image(photo_256)[::4, ::4]
     cfg = IMAGE_PRESETS["seed"]
-    straight = ImageFitter(image, cfg, CPU)
+    straight = ImageTask((image, ""), cfg, CPU)
     straight.train(steps=60)
-    first = ImageFitter(image, cfg, CPU, image_path=str(photo_256))
+    first = ImageTask((image, str(photo_256)), cfg, CPU)
     first.train(steps=30)
     save_torch(tmp_path / "checkpoint.pt", first.state_dict())
-    resumed = ImageFitter.from_checkpoint(tmp_path / "checkpoint.pt", CPU, image=image)
+    resumed = ImageTask.from_checkpoint(tmp_path / "checkpoint.pt", CPU, data=(image, str(photo_256)))
     steps = resumed.optimizer.state[resumed.model.encoding.params]["steps"]
     assert steps.dtype == torch.int32 and int(steps.max()) == 30
     resumed.train(steps=30)
-    np.testing.assert_allclose(resumed.render(), straight.render(), atol=1e-6)
+    np.testing.assert_allclose(resumed.render_image(), straight.render_image(), atol=1e-6)

@@ -29,13 +29,16 @@ from conftest import NERF_SCENE_ARGS, run_cli
 from ngp_engine import config as cfgmod
 from ngp_engine.cli import build_parser
 from ngp_engine.config import NERF_PRESETS, NerfConfig
-from ngp_engine.data.transforms import Cameras, load_nerf_dataset
+from ngp_engine.data.transforms import load_nerf_dataset
+from ngp_engine.formats.camera import Camera
 from ngp_engine.files import save_torch
 from ngp_engine.mesh import point_to_mesh_distance, read_mesh
-from ngp_engine.metrics import psnr
-from ngp_engine.nerf.evaluate import composite, evaluate
-from ngp_engine.nerf.export import nerf_mesh
-from ngp_engine.nerf.trainer import NerfTrainer, load_checkpoint
+from ngp_engine.eval.image import psnr
+from ngp_engine.tasks.nerf.evaluate import composite, evaluate
+from ngp_engine.tasks.nerf.mesh import nerf_mesh
+from ngp_engine.tasks.nerf.task import NerfTask
+
+load_checkpoint = NerfTask.read_checkpoint
 
 CPU = torch.device("cpu")
 PRESET = "cpu-fast"
@@ -51,7 +54,7 @@ CLI_STEPS = 60
 def trained(nerf_scene):
     """One cpu-fast run of TRAIN_STEPS steps through the Python API."""
     train = load_nerf_dataset(nerf_scene, "train")
-    trainer = NerfTrainer(train, CFG, CPU, dataset_path=str(nerf_scene))
+    trainer = NerfTask(train, CFG, CPU)
     trainer.train(steps=TRAIN_STEPS)
     return SimpleNamespace(trainer=trainer, model=trainer.model, train=train,
                            test=load_nerf_dataset(nerf_scene, "test"))
@@ -80,16 +83,16 @@ def cli_run(nerf_scene, tmp_path_factory):
 
 
 # ---------------------------------------------------------------------- helpers
-def cast_rays(cams: Cameras, i: int, u: np.ndarray, v: np.ndarray, truth) -> tuple[np.ndarray, ...]:
-    """Ray-cast the ground-truth mesh through image points (u, v) of camera i.
+def cast_rays(cam: Camera, u: np.ndarray, v: np.ndarray, truth) -> tuple[np.ndarray, ...]:
+    """Ray-cast the ground-truth mesh through image points (u, v) of a camera.
 
     Returns z-depth [P] (NaN on a miss), hit face [P] (-1 on a miss) and the world ray
     directions [P, 3]. Each direction has camera-space z = -1, so a hit's ray parameter t
     is its z-depth (what the depth pass holds).
     """
-    c2w = cams.c2w[i]
-    d_cam = np.stack([(u - cams.cx[i]) / cams.fx[i], -(v - cams.cy[i]) / cams.fy[i],
-                      -np.ones_like(u)], axis=-1)
+    c2w = cam.c2w
+    fx, fy, cx, cy = cam.intrinsics
+    d_cam = np.stack([(u - cx) / fx, -(v - cy) / fy, -np.ones_like(u)], axis=-1)
     dirs = d_cam @ c2w[:3, :3].T
     origin = np.ascontiguousarray(c2w[:3, 3], dtype=np.float64)
     depth = np.full(len(u), np.nan)
@@ -153,12 +156,12 @@ def test_windowed_inference_matches_two_pass_rendering(trained):
     from ngp_engine.render.rays import camera_rays, pixel_grid
     from ngp_engine.render.renderer import render_rays, render_rays_windowed
 
-    model, cams = trained.model, trained.test.cameras
-    c2w = model.unit_c2w(cams.c2w[0])[0]
+    model, cam = trained.model, trained.test.cameras[0]
+    c2w = model.unit_c2w(cam.c2w)[0]
     u, v = pixel_grid(SIZE, SIZE, CPU)
     m = u.numel()
     o, d = camera_rays(c2w.expand(m, 4, 4), *(torch.full((m,), float(a)) for a in
-                                              (cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0])), u, v)
+                                              cam.intrinsics), u, v)
     bg = torch.ones(3)
     with torch.no_grad():
         two_pass = render_rays(model.field, model.grid, o, d, model.settings, background=bg, want_normals=True)
@@ -199,7 +202,8 @@ class _SolidSphere:
     def scene_box_world(self):
         return np.asarray(self.box[0], float), np.asarray(self.box[1], float)
 
-    def render_camera(self, c2w, fx, fy, cx, cy, w, h, passes):
+    def render_camera(self, camera, passes):
+        c2w, (fx, fy, cx, cy), w, h = camera.c2w, camera.intrinsics, camera.w, camera.h
         u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
         d_cam = np.stack([(u - cx) / fx, -(v - cy) / fy, -np.ones_like(u)], axis=-1)   # z-depth 1
         d = d_cam @ c2w[:3, :3].T
@@ -214,7 +218,7 @@ class _SolidSphere:
 
 
 def test_hidden_space_is_the_inside_of_a_solid_and_the_shadow_under_it(trained):
-    from ngp_engine.nerf.visibility import hidden_space, lattice_points
+    from ngp_engine.tasks.nerf.visibility import hidden_space, lattice_points
 
     sphere = _SolidSphere((0.2, -0.1, 0.0), 0.6, ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)))
     cams = trained.train.cameras                    # upper hemisphere, radius 4, elevation >= 10
@@ -232,7 +236,7 @@ def test_hidden_space_is_the_inside_of_a_solid_and_the_shadow_under_it(trained):
 
 
 def test_fill_hidden_maps_the_coarse_lattice_onto_the_fine_one():
-    from ngp_engine.nerf.visibility import fill_hidden
+    from ngp_engine.tasks.nerf.visibility import fill_hidden
 
     volume = np.zeros((5, 5, 5), np.float32)
     volume[0, 0, 0] = 9.0
@@ -248,20 +252,20 @@ def test_fill_hidden_maps_the_coarse_lattice_onto_the_fine_one():
 
 
 def test_depth_and_normal_passes_match_the_geometry(trained, truth, nerf_scene):
-    cams, i = trained.test.cameras, 0
-    h, w = cams.height, cams.width
-    r = trained.model.render_camera(cams.c2w[i], cams.fx[i], cams.fy[i], cams.cx[i], cams.cy[i], w, h)
+    cam = trained.test.cameras[0]
+    h, w = cam.h, cam.w
+    r = trained.model.render_camera(cam)
     assert {k: a.shape for k, a in r.items()} == {"rgb": (h, w, 3), "depth": (h, w),
                                                   "opacity": (h, w), "normals": (h, w, 3)}
     assert all(a.dtype == np.float32 for a in r.values())
     # Opacity against the true silhouette (the alpha channel Blender rendered).
-    alpha = trained.test.images[i][..., 3] > 127
+    alpha = trained.test.images[0][..., 3] > 127
     solid = r["opacity"] > 0.5
     assert (alpha & solid).sum() / (alpha | solid).sum() > 0.8
 
     rows, cols = np.nonzero(r["opacity"] > 0.9)
     assert len(rows) > 0.1 * h * w
-    true_depth, face, dirs = cast_rays(cams, i, cols + 0.5, rows + 0.5, truth)
+    true_depth, face, dirs = cast_rays(cam, cols + 0.5, rows + 0.5, truth)
     hit = face >= 0
     assert hit.mean() > 0.95            # misses: silhouette pixels the field covers a bit wider
     depth = r["depth"][rows, cols][hit]
@@ -270,7 +274,7 @@ def test_depth_and_normal_passes_match_the_geometry(trained, truth, nerf_scene):
                                                                      np.percentile(rel, 90))
     # Coarse cross-check that needs no ray casting: every covered depth is within half the
     # box diagonal (plus 10% of it) of the camera's distance to the box centre.
-    dist_to_centre = np.linalg.norm(cams.c2w[i, :3, 3] - 0.5 * (truth.lo + truth.hi))
+    dist_to_centre = np.linalg.norm(cam.c2w[:3, 3] - 0.5 * (truth.lo + truth.hi))
     covered_depth = r["depth"][r["opacity"] >= 0.01]
     assert covered_depth.min() > dist_to_centre - 0.6 * truth.diag
     assert covered_depth.max() < dist_to_centre + 0.6 * truth.diag
@@ -292,8 +296,8 @@ def test_resume_from_a_checkpoint_is_exact(nerf_scene, tmp_path):
     half = RESUME_STEPS // 2
     train = load_nerf_dataset(nerf_scene, "train")
 
-    def trainer() -> NerfTrainer:
-        return NerfTrainer(train, cfg, CPU, dataset_path=str(nerf_scene))
+    def trainer() -> NerfTask:
+        return NerfTask(train, cfg, CPU)
 
     one_go = trainer()
     one_go.train(steps=RESUME_STEPS)

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ngp_engine.data.transforms import (Cameras, SceneTransform, dataset_splits,
+from ngp_engine.formats.camera import stack_cameras
+from ngp_engine.formats.unit_cube import UnitCube
+from ngp_engine.render.occupancy_grid import n_cascades_for
+from ngp_engine.data.transforms import (dataset_splits,
                                         load_nerf_dataset)
 from ngp_engine.errors import UserError
 
@@ -68,17 +71,18 @@ def test_nerf_synthetic_folder_loads(tmp_path):
     assert ds.images.shape == (3, 30, 40, 4) and ds.images.dtype == np.uint8 and ds.has_alpha
     assert np.array_equal(ds.images[1], _pattern(30, 40, 4, 1))        # PNG, straight alpha
     cams = ds.cameras
-    assert len(cams) == 3 and (cams.width, cams.height) == (40, 30)
-    assert cams.c2w.shape == (3, 4, 4) and cams.c2w.dtype == np.float64
-    np.testing.assert_allclose(cams.fx, 40.0)          # 0.5 * 40 / tan(atan(0.5)) = 40
-    np.testing.assert_allclose(cams.fy, 40.0)          # no camera_angle_y: square pixels
-    np.testing.assert_allclose(cams.cx, 20.0)          # W / 2
-    np.testing.assert_allclose(cams.cy, 15.0)          # H / 2
-    np.testing.assert_allclose(cams.c2w[2, :3, 3], [2, 0, 4])
+    assert len(cams) == 3 and {(c.w, c.h) for c in cams} == {(40, 30)}
+    c2w, k = stack_cameras(cams)
+    assert c2w.shape == (3, 4, 4) and c2w.dtype == np.float64
+    np.testing.assert_allclose(k[:, 0], 40.0)          # 0.5 * 40 / tan(atan(0.5)) = 40
+    np.testing.assert_allclose(k[:, 1], 40.0)          # no camera_angle_y: square pixels
+    np.testing.assert_allclose(k[:, 2], 20.0)          # W / 2
+    np.testing.assert_allclose(k[:, 3], 15.0)          # H / 2
+    np.testing.assert_allclose(c2w[2, :3, 3], [2, 0, 4])
     assert ds.file_paths[0] == (tmp_path / "train" / "r_0.png").resolve()
     assert ds.source == (tmp_path / "transforms_train.json").resolve()
     # Defaults: instant-ngp's scale 0.33, offset 0.5, aabb_scale 1.
-    assert ds.transform == SceneTransform(0.33, (0.5, 0.5, 0.5), 1.0)
+    assert ds.transform == UnitCube(0.33, (0.5, 0.5, 0.5), 1.0)
     assert len(load_nerf_dataset(tmp_path, "test").cameras) == 2
     assert dataset_splits(tmp_path) == ["train", "test"]
 
@@ -92,15 +96,16 @@ def test_instant_ngp_transforms_json(tmp_path):
     assert ds.images.shape == (3, 100, 160, 3) and not ds.has_alpha
     with Image.open(tmp_path / "images" / "0002.jpg") as jpg:              # decoded as Pillow does
         assert np.array_equal(ds.images[2], np.asarray(jpg))
-    np.testing.assert_allclose(ds.cameras.fx, [120, 150, 120])
-    np.testing.assert_allclose(ds.cameras.fy, 90)
-    np.testing.assert_allclose(ds.cameras.cx, 70)
-    np.testing.assert_allclose(ds.cameras.cy, 45)
+    k = stack_cameras(ds.cameras)[1]
+    np.testing.assert_allclose(k[:, 0], [120, 150, 120])
+    np.testing.assert_allclose(k[:, 1], 90)
+    np.testing.assert_allclose(k[:, 2], 70)
+    np.testing.assert_allclose(k[:, 3], 45)
     assert load_nerf_dataset(tmp_path).source == src.resolve()     # folder -> transforms.json
     assert dataset_splits(tmp_path) == ["train"]
 
     t = ds.transform
-    assert (t.scale, t.offset, t.aabb_scale) == (0.5, (0.1, 0.2, 0.3), 4.0)
+    assert (t.world_to_unit, t.offset, t.aabb_scale) == (0.5, (0.1, 0.2, 0.3), 4.0)
     # instant-ngp: rv = pos * scale + offset, then axes cycled to (rv.y, rv.z, rv.x); the json
     # offset is added before the cycle, so it is in world order already:
     # world (1, 2, 3) -> (0.5 + 0.1, 1.0 + 0.2, 1.5 + 0.3) = (0.6, 1.2, 1.8);
@@ -114,35 +119,39 @@ def test_instant_ngp_transforms_json(tmp_path):
     np.testing.assert_allclose(t.box_unit()[1], 2.5)
     np.testing.assert_allclose(t.box_world()[0], [-3.2, -3.4, -3.6])
     np.testing.assert_allclose(t.box_world()[1], [4.8, 4.6, 4.4])
-    assert [SceneTransform(1, (0, 0, 0), a).n_cascades for a in (1, 2, 16, 128)] == [1, 2, 5, 8]
-    assert SceneTransform.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+    assert [n_cascades_for(a) for a in (1, 2, 16, 128)] == [1, 2, 5, 8]
+    assert UnitCube.from_dict(json.loads(json.dumps(t.to_dict()))) == t
     with pytest.raises(UserError, match="unknown key 'shift'"):
-        SceneTransform.from_dict({**t.to_dict(), "shift": 1})
+        UnitCube.from_dict({**t.to_dict(), "shift": 1})
     with pytest.raises(UserError, match="power of two"):
-        SceneTransform.from_dict({**t.to_dict(), "aabb_scale": 3})
+        UnitCube.from_dict({**t.to_dict(), "aabb_scale": 3})
 
 
 def test_camera_projection_and_ray_round_trip(tmp_path):
-    cams = load_nerf_dataset(_ngp(tmp_path, n=1)).cameras
+    cam = load_nerf_dataset(_ngp(tmp_path, n=1)).cameras[0]
     # Object scale (2) removed: rotation columns have unit length, position kept.
-    np.testing.assert_allclose(cams.c2w[0], [[0, 0, 1, 4], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    np.testing.assert_allclose(cam.c2w, [[0, 0, 1, 4], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
     p = np.array([1.0, 0.5, -0.75])
     # p - eye = (-3, 0.5, -0.75); camera coords = (dot X, dot Y, dot Z) = (0.5, -0.75, -3).
     # u = cx + fx * 0.5 / 3 = 70 + 120 / 6 = 90; v = cy - fy * (-0.75) / 3 = 45 + 22.5 = 67.5.
-    uv = cams.project(0, p[None])
+    uv = cam.project(p[None])
     np.testing.assert_allclose(uv, [[90.0, 67.5]])
     # The renderer's ray: d_cam = ((u - cx) / fx, -(v - cy) / fy, -1) = (1/6, -0.25, -1);
     # d_world = R d_cam = (-1, 1/6, -0.25); eye + 3 * d_world = (1, 0.5, -0.75) = p.
-    (u, v), c2w = uv[0], cams.c2w[0]
-    d_cam = np.array([(u - cams.cx[0]) / cams.fx[0], -(v - cams.cy[0]) / cams.fy[0], -1.0])
+    (u, v), c2w = uv[0], cam.c2w
+    fx, fy, cx, cy = cam.intrinsics
+    d_cam = np.array([(u - cx) / fx, -(v - cy) / fy, -1.0])
     d_world = c2w[:3, :3] @ d_cam
     np.testing.assert_allclose(d_world, [-1, 1 / 6, -0.25])
     to_p = p - c2w[:3, 3]
     np.testing.assert_allclose(np.cross(d_world, to_p), 0, atol=1e-12)   # p lies on the ray
     assert to_p @ d_world > 0                                             # in front of the camera
-    assert np.isnan(cams.project(0, np.array([[8.0, 0, 0]]))).all()       # behind: no pixel
-    sub = cams.subset([0, 0])
-    assert isinstance(sub, Cameras) and len(sub) == 2 and len(cams.subset(0)) == 1
+    assert np.isnan(cam.project(np.array([[8.0, 0, 0]]))).all()           # behind: no pixel
+    # The camera's own rays (numpy) agree with the renderer's convention: the ray through
+    # (u, v) passes through p.
+    o, d = cam.rays(np.array([u]), np.array([v]))
+    np.testing.assert_allclose(o[0], c2w[:3, 3])
+    np.testing.assert_allclose(np.cross(d[0], to_p), 0, atol=1e-12)
 
 
 def test_mixed_rgb_rgba_grey_and_16_bit_become_rgba(tmp_path):

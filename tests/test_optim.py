@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ngp_engine.config import AdamConfig
-from ngp_engine.optim import TcnnAdam
+from ngp_engine.nn.optim import TcnnAdam
 
 
 def _setup(lr=1e-2, l2=1e-6):
@@ -76,7 +76,7 @@ def test_numba_sparse_adam_matches_torch_path():
     # (_adam_kernel.sparse_adam); the torch path is _adam_update at idx = nonzero(g). Over
     # several steps of random sparse gradients (half of them exact zeros, so entries reach
     # different step counts), both must agree to float32 rounding.
-    from ngp_engine.optim import _adam_update, _kernel_applies
+    from ngp_engine.nn.optim import _adam_update, _kernel_applies
 
     gen = torch.Generator().manual_seed(0)
     n = (1 << 16) + 4321                     # more than one of the kernel's 2^16-entry blocks

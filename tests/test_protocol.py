@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ngp_engine.protocol import (EVENTS, MAX_LINE_BYTES, REQUESTS, Artifact, Camera, Done, Error,
+from ngp_engine.service.protocol import (EVENTS, MAX_LINE_BYTES, REQUESTS, Artifact, Camera, Done, Error,
                                  ExportMesh, Hello, Log, Preview, Progress, ProtocolError, Ready,
                                  Shutdown, State, Status, Stop, Train, parse_event, parse_request)
 
@@ -50,8 +50,9 @@ def test_registries_cover_distinct_types():
 
 def test_camera_intrinsics_scale_with_the_rendered_size():
     # fl_y defaults to fl_x and cy to h / 2; at 80x60 every value halves.
-    assert CAMERA.intrinsics() == (200.0, 200.0, 81.0, 60.0, 160, 120)
-    assert CAMERA.intrinsics(80, 60) == (100.0, 100.0, 40.5, 30.0, 80, 60)
+    assert CAMERA.intrinsics == (200.0, 200.0, 81.0, 60.0) and (CAMERA.w, CAMERA.h) == (160, 120)
+    half = CAMERA.resized(80, 60)
+    assert half.intrinsics == (100.0, 100.0, 40.5, 30.0) and (half.w, half.h) == (80, 60)
 
 
 TRAIN = '"type":"train","mode":"nerf","data":"/d","run_dir":"/r"'
@@ -71,7 +72,7 @@ BAD_LINES = [
     ('{' + TRAIN + ',"seconds":1e999}', "expected a finite number"),
     ('{' + TRAIN + ',"seconds":' + "9" * 400 + '}', "train.seconds: " + "9" * 57 + "... is out of range"),
     ('{' + TRAIN + ',"config":{"a":[Infinity]}}', "Infinity is not a JSON number"),
-    ('{"type":"train","mode":"mesh","data":"/d","run_dir":"/r"}', "train.mode: 'mesh' is not one of"),
+    ('{"type":"train","mode":"","data":"/d","run_dir":"/r"}', "train.mode: '' must name a training mode"),
     ('{"type":"preview","passes":["beauty"]}', "passes: 'beauty' is not one of"),
     ('{"type":"preview","passes":[]}', "passes: [] must name at least one pass"),
     ('{"type":"preview","resolution":[64]}', "resolution: [64] must be [width, height]"),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ngp_engine.config import OccupancyGridConfig
-from ngp_engine.data.transforms import Cameras
+from ngp_engine.formats.camera import Camera
 from ngp_engine.render.occupancy_grid import OccupancyGrid, cascade_of, cell_of
 from ngp_engine.render.ray_marching import RaySamples, march_rays, step_bounds
 from ngp_engine.render.rays import camera_rays, pixel_grid, ray_box_intersect
@@ -210,13 +210,12 @@ def test_project_hand_worked_axes():
     # Camera at (1, 2, 3), no rotation (looks down -Z, +Y up). fl_x = 500, fl_y = 420,
     # cx = 310.3, cy = 190.7. A point at camera-space (x, y, -z) lands at
     # u = cx + fx x / z, v = cy - fy y / z.
-    cams = Cameras(_c2w(np.eye(3), [1, 2, 3])[None], np.array([500.0]), np.array([420.0]),
-                   np.array([310.3]), np.array([190.7]), 640, 400)
+    cam = Camera.from_arrays(_c2w(np.eye(3), [1, 2, 3]), 500.0, 420.0, 310.3, 190.7, 640, 400)
     pts = np.array([[1, 2, 1],          # on the axis, depth 2     -> (cx, cy)
                     [2, 2, 1],          # x = 1, depth 2            -> u = 310.3 + 250 = 560.3
                     [1, 3, 1],          # y = 1 (up), depth 2       -> v = 190.7 - 210 = -19.3
                     [1, 2, 5]], float)  # behind the camera         -> NaN
-    uv = cams.project(0, pts)
+    uv = cam.project(pts)
     np.testing.assert_allclose(uv[:3], [[310.3, 190.7], [560.3, 190.7], [310.3, -19.3]], atol=1e-9)
     assert np.isnan(uv[3]).all()
 
@@ -224,14 +223,13 @@ def test_project_hand_worked_axes():
 def test_project_then_camera_rays_round_trip():
     rot = _rotation([1.0, 2.0, 3.0], 0.7)
     c2w = _c2w(rot, [0.3, -1.2, 2.5])
-    cams = Cameras(c2w[None], np.array([500.0]), np.array([420.0]), np.array([310.3]),
-                   np.array([190.7]), 640, 400)
+    cam = Camera.from_arrays(c2w, 500.0, 420.0, 310.3, 190.7, 640, 400)
     rng = np.random.default_rng(0)
     n = 50
     z = rng.uniform(0.5, 6.0, n)                               # depth in front of the camera
     local = np.stack([rng.uniform(-0.6, 0.6, n) * z, rng.uniform(-0.5, 0.5, n) * z, -z], 1)
     pts = local @ rot.T + c2w[:3, 3]                           # world points
-    uv = cams.project(0, pts)
+    uv = cam.project(pts)
     assert np.isfinite(uv).all()
 
     t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731 - float32, as training

@@ -16,10 +16,12 @@ from ngp_engine.config import SDF_PRESETS, SdfConfig
 from ngp_engine.data.mesh import count_boundary_edges, enclosed_volume, load_sdf_mesh
 from ngp_engine.errors import UserError
 from ngp_engine.mesh.io import read_mesh, write_obj, write_ply
-from ngp_engine.sdf.evaluate import compare_meshes
-from ngp_engine.sdf.ground_truth import MeshDistance
-from ngp_engine.sdf.samples import BOUNDING_RADIUS, SdfSamples
-from ngp_engine.sdf.trainer import SdfTrainer, sdf_loss
+from ngp_engine.eval.mesh import compare_meshes
+from ngp_engine.mesh.signed_distance import MeshDistance
+from ngp_engine.tasks.sdf.samples import BOUNDING_RADIUS, SdfSamples
+from ngp_engine.formats.camera import Camera
+from ngp_engine.nn.losses import loss
+from ngp_engine.tasks.sdf.task import SdfTask
 
 CPU = torch.device("cpu")
 
@@ -171,8 +173,8 @@ def test_sample_mix_is_instant_ngps(tmp_path):
 def test_mape_loss_by_hand():
     pred, target = torch.tensor([0.01, -0.2, 0.5]), torch.tensor([0.0, -0.1, 0.49])
     # |0.01 - 0| / 0.01 = 1; |-0.2 + 0.1| / 0.11 = 0.909090...; 0.01 / 0.5 = 0.02 -> mean 0.643030...
-    assert float(sdf_loss("MAPE", pred, target)) == pytest.approx((1 + 0.1 / 0.11 + 0.02) / 3, rel=1e-6)
-    assert float(sdf_loss("L1", pred, target)) == pytest.approx((0.01 + 0.1 + 0.01) / 3, rel=1e-6)
+    assert float(loss("MAPE", pred, target)) == pytest.approx((1 + 0.1 / 0.11 + 0.02) / 3, rel=1e-6)
+    assert float(loss("L1", pred, target)) == pytest.approx((0.01 + 0.1 + 0.01) / 3, rel=1e-6)
 
 
 def test_compare_meshes_on_nested_spheres():
@@ -227,8 +229,8 @@ def sphere_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained_sphere(sphere_file) -> SdfTrainer:
-    trainer = SdfTrainer(load_sdf_mesh(sphere_file), SMALL, CPU)
+def trained_sphere(sphere_file) -> SdfTask:
+    trainer = SdfTask(load_sdf_mesh(sphere_file), SMALL, CPU)
     trainer.train(steps=400)
     return trainer
 
@@ -261,7 +263,7 @@ def test_a_sphere_is_learned_and_meshed_in_its_own_coordinates(trained_sphere):
 
 def test_banded_extraction_of_a_trained_field_equals_the_full_lattice(trained_sphere):
     from ngp_engine.mesh.marching_cubes import marching_cubes, sample_grid
-    from ngp_engine.sdf.trainer import lattice_resolution
+    from ngp_engine.mesh.marching_cubes import lattice_resolution
 
     m = trained_sphere.mesh
     v, f = trained_sphere.extract(80)
@@ -275,8 +277,8 @@ def test_banded_extraction_of_a_trained_field_equals_the_full_lattice(trained_sp
 def test_sphere_traced_preview_sees_the_sphere(trained_sphere):
     centre = np.array([1.0, 2.0, -0.5])
     c2w = look_at(centre + np.array([2.0, 0.0, 0.0]), centre)          # 2 away, looking at it
-    out = trained_sphere.render_camera(c2w, 40.0, 40.0, 32.0, 24.0, 64, 48,
-                                       passes=("rgb", "depth", "opacity", "normals"))
+    camera = Camera.from_arrays(c2w, 40.0, 40.0, 32.0, 24.0, 64, 48)
+    out = trained_sphere.render(camera, passes=("rgb", "depth", "opacity", "normals"))
     assert out["rgb"].shape == (48, 64, 3) and out["depth"].shape == (48, 64)
     # Centre pixel: the sphere's near point, z-depth 2 - 0.5, normal towards the camera.
     assert out["depth"][24, 32] == pytest.approx(1.5, abs=0.005)
@@ -291,12 +293,12 @@ def test_sphere_traced_preview_sees_the_sphere(trained_sphere):
 
 def test_resume_is_exact(sphere_file, tmp_path):
     mesh = load_sdf_mesh(sphere_file)
-    straight = SdfTrainer(mesh, SMALL, CPU)
+    straight = SdfTask(mesh, SMALL, CPU)
     straight.train(steps=30)
-    first = SdfTrainer(mesh, SMALL, CPU)
+    first = SdfTask(mesh, SMALL, CPU)
     first.train(steps=18)
     torch.save(first.state_dict(), tmp_path / "checkpoint.pt")
-    resumed = SdfTrainer.from_checkpoint(tmp_path / "checkpoint.pt", CPU)
+    resumed = SdfTask.from_checkpoint(tmp_path / "checkpoint.pt", CPU)
     resumed.train(steps=12)
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -382,8 +384,8 @@ def test_cli_help_names_every_option():
 
 # ------------------------------------------------------------------------------ service
 def test_service_trains_an_sdf_and_exports_its_mesh(sphere_file, tmp_path):
-    from ngp_engine.client import EngineClient
-    from ngp_engine.protocol import Camera, ExportMesh, Preview, Train
+    from ngp_engine.service.client import EngineClient
+    from ngp_engine.service.protocol import Camera, ExportMesh, Preview, Train
 
     run = tmp_path / "run"
     client = EngineClient()

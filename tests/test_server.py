@@ -23,10 +23,12 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ngp_engine.client import EngineClient, EngineError
+from ngp_engine.service.client import EngineClient, EngineError
 from ngp_engine.mesh import read_mesh
-from ngp_engine.nerf.trainer import load_checkpoint, model_from_checkpoint
-from ngp_engine.protocol import (Camera, ExportMesh, Hello, Preview, ProtocolError, Status, Stop,
+from ngp_engine.tasks.nerf.task import NerfTask
+
+load_checkpoint = NerfTask.read_checkpoint
+from ngp_engine.service.protocol import (Camera, ExportMesh, Hello, Preview, ProtocolError, Status, Stop,
                                  Train, parse_request)
 
 PASSES = ["rgb", "depth", "opacity", "normals"]
@@ -124,8 +126,8 @@ def test_stop_leaves_a_loadable_checkpoint(nerf_session):
     assert s["checkpoint"] == str(run / "checkpoint.pt")
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["steps"] == s["steps"] >= 60
-    model, _ = model_from_checkpoint(run / "checkpoint.pt", torch.device("cpu"))
-    assert model.field.n_params == s["n_params"]
+    task = NerfTask.from_checkpoint(run / "checkpoint.pt", torch.device("cpu"), for_training=False)
+    assert task.n_params == s["n_params"]
     assert json.loads((run / "metrics.json").read_text())["steps"] == s["steps"]
     assert json.loads((run / "config.json").read_text())["schema_version"] == 1
     kinds = [e.kind for e in events_of(nerf_session["client"], "artifact", "t")]
@@ -256,7 +258,7 @@ def test_kill_9_mid_training_is_reported_and_the_checkpoint_survives(nerf_scene,
         client.send(Status())
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["steps"] >= 1
-    model_from_checkpoint(run / "checkpoint.pt", torch.device("cpu"))
+    NerfTask.from_checkpoint(run / "checkpoint.pt", torch.device("cpu"), for_training=False)
     client.close()
 
 

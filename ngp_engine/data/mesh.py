@@ -2,7 +2,7 @@
 
 instant-ngp's rule: the mesh's bounding box, inflated on every side by a fraction of its
 diagonal, is scaled uniformly so that its longest side spans [0, 1] and centred at 0.5.
-The transform (`MeshTransform`) is recorded in checkpoints so that extracted meshes go
+The transform (a `formats.unit_cube.UnitCube`) is recorded in checkpoints so that extracted meshes go
 back to the input's own coordinates.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..formats.unit_cube import UnitCube
 from ..mesh.distance import face_areas
 from ..mesh.io import read_mesh
 
@@ -21,29 +22,6 @@ log = logging.getLogger(__name__)
 INFLATION = 0.02
 """Box inflation per side, as a fraction of the diagonal (instant-ngp: 0.005). A little more
 than instant-ngp so that marching cubes never meets the surface at the edge of its lattice."""
-
-
-@dataclass(frozen=True)
-class MeshTransform:
-    """world = (unit - 0.5) * scale + centre; unit = (world - centre) / scale + 0.5."""
-
-    centre: tuple[float, float, float]
-    scale: float
-
-    def to_unit(self, points: np.ndarray) -> np.ndarray:
-        """World points [N, 3] -> unit-cube points [N, 3] (float64)."""
-        return (np.asarray(points, np.float64) - np.asarray(self.centre)) / self.scale + 0.5
-
-    def to_world(self, points: np.ndarray) -> np.ndarray:
-        """Unit-cube points [N, 3] -> world points [N, 3] (float64)."""
-        return (np.asarray(points, np.float64) - 0.5) * self.scale + np.asarray(self.centre)
-
-    def as_dict(self) -> dict:
-        return {"centre": list(self.centre), "scale": self.scale}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MeshTransform":
-        return cls(tuple(float(c) for c in d["centre"]), float(d["scale"]))
 
 
 @dataclass
@@ -58,7 +36,7 @@ class SdfMesh:
     path: str
     vertices: np.ndarray
     faces: np.ndarray
-    transform: MeshTransform
+    transform: UnitCube
     unit_vertices: np.ndarray
     box_min: np.ndarray
     box_max: np.ndarray
@@ -83,7 +61,7 @@ class SdfMesh:
         return f"{self.path}: " + "; ".join(notes) if notes else None
 
 
-def box_only_mesh(path: str, transform: MeshTransform, box_min: np.ndarray, box_max: np.ndarray
+def box_only_mesh(path: str, transform: UnitCube, box_min: np.ndarray, box_max: np.ndarray
                   ) -> SdfMesh:
     """A stand-in with no triangles for a mesh file that is gone: enough to mesh and render a
     trained field (transform and box come from its checkpoint), not to train or compare."""
@@ -125,8 +103,7 @@ def load_sdf_mesh(path: str | Path) -> SdfMesh:
                         "a signed distance needs an inside")
     inflate = INFLATION * diag
     lo_i, hi_i = lo - inflate, hi + inflate
-    scale = float((hi_i - lo_i).max())
-    transform = MeshTransform(tuple(float(x) for x in 0.5 * (lo_i + hi_i)), scale)
+    transform = UnitCube.around(0.5 * (lo_i + hi_i), float((hi_i - lo_i).max()))
     unit = transform.to_unit(vertices)
     box_min = np.clip(transform.to_unit(lo_i[None])[0], 0.0, 1.0)
     box_max = np.clip(transform.to_unit(hi_i[None])[0], 0.0, 1.0)

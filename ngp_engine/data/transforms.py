@@ -7,7 +7,12 @@ Conventions (the renderer builds its rays on them):
   -Z, +Y is up and +X is right in the image.
 - Pixel (i, j) covers [i, i+1) x [j, j+1) from the image's top-left corner, centre (i+0.5, j+0.5);
   cx, cy are in that frame (instant-ngp stores cx / w, which is the same thing).
-- The engine's unit cube: u = world * scale + offset, world axis order kept (`SceneTransform`).
+- The engine's unit cube: u = world * scale + offset, world axis order kept
+  (`formats.unit_cube.UnitCube`; the json `scale` is its `world_to_unit`). instant-ngp's
+  internal point is this u cycled to (u.y, u.z, u.x) (`nerf_position_to_ngp`: `rv = pos *
+  scale + offset; return {rv.y, rv.z, rv.x}`), so its json `offset` is added *before* the
+  cycle and is already in world axis order. Its scene box is centred on 0.5 in every axis,
+  so the cycle does not change which points are inside.
 - Frames keep the json's order (instant-ngp sorts them by file name; the order matters nowhere
   in training, and keeping it lets test-split results be matched to files).
 """
@@ -26,11 +31,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
+from ..formats.camera import Camera
+from ..formats.unit_cube import UnitCube, check_aabb_scale
 
 DEFAULT_SCALE = 0.33                    # instant-ngp's NERF_SCALE
 DEFAULT_OFFSET = (0.5, 0.5, 0.5)
-MAX_AABB_SCALE = 128
-MAX_CASCADES = 8
 IMAGE_SUFFIXES = ("", ".png", ".jpg", ".jpeg", ".PNG", ".JPG")   # "" = the name as given
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 INTRINSIC_KEYS = ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h",
@@ -45,133 +50,37 @@ PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-@dataclass(frozen=True)
-class SceneTransform:
-    """World (dataset units) -> the engine's unit-cube coordinates: u = world * scale + offset.
-
-    Axes are not permuted. instant-ngp's internal point is this u cycled to (u.y, u.z, u.x)
-    (`nerf_position_to_ngp`: `rv = pos * scale + offset; return {rv.y, rv.z, rv.x}`), so its
-    json `offset` is added *before* the cycle and is already in world axis order. Its scene box
-    is centred on 0.5 in every axis, so the cycle does not change which points are inside.
-    """
-    scale: float
-    """Unit-cube length of one world unit (instant-ngp default 0.33)."""
-    offset: tuple[float, float, float]
-    """Unit-cube position of the world origin, in world axis order."""
-    aabb_scale: float
-    """Scene box edge in unit-cube lengths: [0.5 - a/2, 0.5 + a/2]^3; a power of two, 1..128."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "scale", float(self.scale))
-        object.__setattr__(self, "aabb_scale", float(self.aabb_scale))
-        object.__setattr__(self, "offset", tuple(float(v) for v in self.offset))
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise UserError(f"scene transform: scale must be a finite number > 0, got {self.scale}")
-        if len(self.offset) != 3 or not all(math.isfinite(v) for v in self.offset):
-            raise UserError(f"scene transform: offset must be 3 finite numbers, got {self.offset}")
-        _check_aabb_scale(self.aabb_scale, "scene transform")
-
-    def to_unit(self, points: np.ndarray) -> np.ndarray:
-        """[..., 3] world -> [..., 3] unit cube."""
-        return np.asarray(points, np.float64) * self.scale + np.asarray(self.offset)
-
-    def to_world(self, points: np.ndarray) -> np.ndarray:
-        """[..., 3] unit cube -> [..., 3] world."""
-        return (np.asarray(points, np.float64) - np.asarray(self.offset)) / self.scale
-
-    def box_unit(self) -> tuple[np.ndarray, np.ndarray]:
-        """(min [3], max [3]) of the scene box in unit-cube coordinates."""
-        half = 0.5 * self.aabb_scale
-        return np.full(3, 0.5 - half), np.full(3, 0.5 + half)
-
-    def box_world(self) -> tuple[np.ndarray, np.ndarray]:
-        """(min [3], max [3]) of the scene box in world units."""
-        lo, hi = self.box_unit()
-        return self.to_world(lo), self.to_world(hi)
-
-    @property
-    def n_cascades(self) -> int:
-        """Occupancy-grid cascades covering the box: cascade k spans 2**k unit cubes."""
-        if self.aabb_scale <= 1:
-            return 1
-        return min(MAX_CASCADES, 1 + math.ceil(math.log2(self.aabb_scale)))
-
-    def to_dict(self) -> dict:
-        return {"scale": self.scale, "offset": list(self.offset), "aabb_scale": self.aabb_scale}
-
-    @classmethod
-    def from_dict(cls, d: Any) -> SceneTransform:
-        """Strict inverse of `to_dict` (checkpoints are user files: UserError on anything else)."""
-        if not isinstance(d, dict):
-            raise UserError(f"scene transform: expected an object, got {type(d).__name__}")
-        for key in d:
-            if key not in ("scale", "offset", "aabb_scale"):
-                raise UserError(f"scene transform: unknown key '{key}'")
-        where = "scene transform"
-        missing = [k for k in ("scale", "offset", "aabb_scale") if k not in d]
-        if missing:
-            raise UserError(f"{where}: missing key '{missing[0]}'")
-        return cls(scale=_number(d, "scale", where), offset=_offset(d, where),
-                   aabb_scale=_number(d, "aabb_scale", where))
-
-
-@dataclass
-class Cameras:
-    """N pinhole cameras sharing one image size."""
-    c2w: np.ndarray
-    """[N, 4, 4] float64 camera-to-world, world units, rotation columns of unit length."""
-    fx: np.ndarray
-    """[N] float64 focal length along image x, pixels."""
-    fy: np.ndarray
-    """[N] float64 focal length along image y, pixels."""
-    cx: np.ndarray
-    """[N] float64 principal point x, pixels from the image's left edge."""
-    cy: np.ndarray
-    """[N] float64 principal point y, pixels from the image's top edge."""
-    width: int
-    height: int
-
-    def __len__(self) -> int:
-        return len(self.c2w)
-
-    def project(self, i: int, points_world: np.ndarray) -> np.ndarray:
-        """[P, 3] world points -> [P, 2] pixel coords (u right, v down) in camera i.
-
-        Points on or behind the camera plane have no image and come back as NaN.
-        """
-        p = np.asarray(points_world, np.float64).reshape(-1, 3)
-        w2c = np.linalg.inv(self.c2w[i])
-        xc = p @ w2c[:3, :3].T + w2c[:3, 3]            # [P, 3] camera space
-        depth = -xc[:, 2]                              # distance along the view axis (-Z)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = self.cx[i] + self.fx[i] * xc[:, 0] / depth
-            v = self.cy[i] - self.fy[i] * xc[:, 1] / depth   # +Y up in camera, v grows down
-        uv = np.stack([u, v], axis=-1)
-        uv[depth <= 0] = np.nan
-        return uv
-
-    def subset(self, idx: Any) -> Cameras:
-        """Cameras picked by an index, slice, index array or boolean mask (copies)."""
-        sel = np.atleast_1d(np.arange(len(self))[idx])
-        return Cameras(self.c2w[sel], self.fx[sel], self.fy[sel], self.cx[sel], self.cy[sel],
-                       self.width, self.height)
-
-
 @dataclass
 class NerfDataset:
     """One split of a NeRF dataset, images in memory."""
     images: np.ndarray
     """[N, H, W, C] uint8; C = 3 (RGB) or 4 (RGBA, straight alpha)."""
-    cameras: Cameras
-    transform: SceneTransform
+    cameras: list[Camera]
+    """One per image, all of the images' size, world units."""
+    transform: UnitCube
     file_paths: list[Path]
     """Resolved image files, one per frame."""
     source: Path
     """The json file read."""
+    path: Path
+    """The dataset as given (folder or json file), resolved: other splits are found from it."""
 
     @property
     def has_alpha(self) -> bool:
         return self.images.shape[-1] == 4
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[2])
+
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[1])
+
+    @classmethod
+    def views_only(cls, transform: UnitCube, width: int, height: int, path: str) -> "NerfDataset":
+        """A stand-in without images or cameras, for a trained model that only renders."""
+        return cls(np.zeros((0, height, width, 3), np.uint8), [], transform, [], Path(path), Path(path))
 
 
 def dataset_splits(path: str | os.PathLike) -> list[str]:
@@ -204,8 +113,8 @@ def load_nerf_dataset(path: str | os.PathLike, split: str = "train") -> NerfData
     if scale <= 0:
         raise UserError(f"{where}: 'scale' must be > 0, got {scale:g}")
     aabb_scale = _number(doc, "aabb_scale", where, 1.0)
-    _check_aabb_scale(aabb_scale, where)
-    transform = SceneTransform(scale, _offset(doc, where), aabb_scale)
+    check_aabb_scale(aabb_scale, where)
+    transform = UnitCube(scale, _offset(doc, where), aabb_scale)
     frames = doc.get("frames")
     if not isinstance(frames, list):
         raise UserError(f"{where}: 'frames' must be a list of frames")
@@ -263,8 +172,8 @@ def load_nerf_dataset(path: str | os.PathLike, split: str = "train") -> NerfData
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1, n)) as pool:
         # Pillow releases the GIL while decoding, so threads speed up large datasets.
         list(pool.map(lambda i: _decode(paths[i], images[i], labels[i]), range(n)))
-    cameras = Cameras(c2w, *(intr[:, k].copy() for k in range(4)), width=width, height=height)
-    return NerfDataset(images, cameras, transform, paths, src)
+    cameras = [Camera.from_arrays(c2w[i], *intr[i], width, height) for i in range(n)]
+    return NerfDataset(images, cameras, transform, paths, src, Path(path).resolve())
 
 
 # -- json ----------------------------------------------------------------------------------
@@ -318,7 +227,7 @@ def _number(d: dict, key: str, where: str, default: float | None = None) -> floa
 
 
 def _offset(d: dict, where: str) -> tuple[float, float, float]:
-    # instant-ngp adds the json offset before cycling axes (see SceneTransform), so it is taken
+    # instant-ngp adds the json offset before cycling axes (see the module docstring), so it is taken
     # as is, in world axis order. A single number means the same offset on every axis.
     v = d.get("offset", DEFAULT_OFFSET)
     if _is_number(v):
@@ -327,12 +236,6 @@ def _offset(d: dict, where: str) -> tuple[float, float, float]:
             and all(_is_number(x) and math.isfinite(x) for x in v)):
         raise UserError(f"{where}: 'offset' must be a list of 3 finite numbers, got {v!r}")
     return (float(v[0]), float(v[1]), float(v[2]))
-
-
-def _check_aabb_scale(a: float, where: str) -> None:
-    if not (1 <= a <= MAX_AABB_SCALE and a == 2 ** round(math.log2(a))):
-        raise UserError(f"{where}: 'aabb_scale' must be a power of two from 1 to "
-                        f"{MAX_AABB_SCALE}, got {a:g}")
 
 
 def _intrinsics(d: dict, where: str) -> dict[str, float]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..config import NerfConfig, replace
 from ..encoding import HashGrid, SphericalHarmonics
-from ..network import MLP
+from ..nn.mlp import MLP
 
 N_DENSITY_OUTPUTS = 16
 MAX_LOG_DENSITY = 15.0  # exp(15) ~ 3e6: opaque within any step; keeps exp finite

@@ -6,7 +6,7 @@ from torch import nn
 
 from ..config import SdfConfig
 from ..encoding import make_encoding
-from ..network import MLP
+from ..nn.mlp import MLP
 
 
 class SdfField(nn.Module):
@@ -19,13 +19,3 @@ class SdfField(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(self.encoding(x))[:, 0]
-
-    @property
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    @property
-    def backend(self) -> str:
-        enc = self.encoding
-        dev = next(self.parameters()).device
-        return enc.backend_for(dev) if hasattr(enc, "backend_for") else "torch"

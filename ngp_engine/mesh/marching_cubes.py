@@ -190,3 +190,10 @@ def extract_mesh(field_fn: FieldFn, box_min: Sequence[float], box_max: Sequence[
     """`sample_grid` then `marching_cubes`: vertices float32 [V, 3], faces int32 [F, 3]."""
     volume = sample_grid(field_fn, box_min, box_max, resolution, chunk_size, device)
     return marching_cubes(volume, threshold, box_min, box_max, inside=inside)
+
+
+def lattice_resolution(box_min: np.ndarray, box_max: np.ndarray, resolution: int) -> tuple[int, int, int]:
+    """Points per axis for cubic cells with `resolution` points along the longest side."""
+    extent = np.asarray(box_max) - np.asarray(box_min)
+    res = np.maximum(2, np.round((resolution - 1) * extent / extent.max()).astype(int) + 1)
+    return int(res[0]), int(res[1]), int(res[2])

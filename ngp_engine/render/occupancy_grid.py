@@ -21,6 +21,16 @@ import torch
 from ..config import OccupancyGridConfig
 
 
+MAX_CASCADES = 8
+
+
+def n_cascades_for(aabb_scale: float) -> int:
+    """Cascades covering a scene box of edge `aabb_scale`: cascade k spans 2**k unit cubes."""
+    if aabb_scale <= 1:
+        return 1
+    return min(MAX_CASCADES, 1 + math.ceil(math.log2(aabb_scale)))
+
+
 def cascade_of(points: torch.Tensor, n_cascades: int) -> torch.Tensor:
     """Finest cascade containing each point: [N, 3] float32 -> [N] int64.
 

@@ -1,0 +1,90 @@
+"""What the `image`, `nerf` and `sdf` commands share: the common options (declared here
+only), the training command (one Session, as the service uses) and its progress bar.
+
+Standard library and the engine's stdlib-only modules at import time (so `--help` stays
+fast); torch, the tasks and tqdm are imported when a command runs.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..service.session import Session
+    from ..tasks.base import Progress
+
+BACKENDS = ["auto", "torch", "cpu", "tcnn"]
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+def add_common_options(p: argparse.ArgumentParser, presets: dict[str, Any] | None = None,
+                       default_preset: str = "", default_steps: int = 0,
+                       preset_help: str = "") -> None:
+    """--backend, --device and --quiet, as every engine command takes them; with `presets`
+    (a training command) also --preset, --config, --steps/--seconds, --resume and --seed."""
+    if presets is not None:
+        p.add_argument("--preset", choices=sorted(presets),
+                       help=f"named configuration (default {default_preset}{preset_help})")
+        p.add_argument("--config", metavar="JSON",
+                       help="JSON file with a full configuration, instead of --preset")
+        budget = p.add_mutually_exclusive_group()
+        budget.add_argument("--steps", type=int, help=f"training steps (default {default_steps})")
+        budget.add_argument("--seconds", type=float, help="training time budget in seconds")
+        p.add_argument("--resume", metavar="CHECKPOINT",
+                       help="continue from a checkpoint.pt (same configuration); trains "
+                            "--steps/--seconds more")
+        p.add_argument("--seed", type=int, help="override the configuration's random seed")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="hash-grid implementation (default: the configuration's, normally auto)")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="torch device (default: CUDA, then MPS, then CPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
+
+
+def open_training(args: argparse.Namespace, mode: str, data: str | None,
+                  **overrides: Any) -> "Session":
+    """The Session of a `<mode> train` command (checks every input before --out exists)."""
+    from ..device import pick_device  # noqa: PLC0415
+    from ..service.session import RunSpec, Session, cli_label  # noqa: PLC0415
+
+    return Session.open(RunSpec(
+        mode=mode, run_dir=Path(args.out), data=data, config_file=args.config, preset=args.preset,
+        overrides={"backend": args.backend, "seed": args.seed, **overrides}, resume=args.resume,
+        steps=args.steps, seconds=args.seconds, device=pick_device(args.device), label=cli_label))
+
+
+def train_with_progress(session: "Session", args: argparse.Namespace, default_steps: int,
+                        postfix: Callable[["Progress"], dict[str, Any]]) -> None:
+    """Train for --seconds or --steps (default `default_steps`) more, with a progress bar
+    (unless --quiet) whose postfix comes from `postfix(progress)`."""
+    from ..progress import ProgressBar  # noqa: PLC0415
+    from ..tasks.base import Budget  # noqa: PLC0415
+
+    by_time = args.seconds is not None
+    if not by_time and args.steps is None:
+        session.budget = Budget.starting_at(session.task, default_steps, None)
+    total = args.seconds if by_time else session.budget.steps
+    with ProgressBar(total=total, unit="s" if by_time else "step", disable=args.quiet) as bar:
+        s0, t0 = session.steps_done, session.seconds
+
+        def on_step(p: "Progress") -> None:
+            bar.update_to(p.seconds - t0 if by_time else p.step - s0, **postfix(p))
+
+        session.train(callback=on_step)
+
+
+def check_resolution(value: int, option: str, lo: int = 8, hi: int = 2048) -> None:
+    if not lo <= value <= hi:
+        raise UserError(f"{option}: {value} must be in {lo}..{hi}")
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    """--out, created and checked writable (after the inputs are known to be good)."""
+    from ..files import check_writable_dir  # noqa: PLC0415
+
+    out = Path(args.out)
+    check_writable_dir(out, "--out")
+    return out

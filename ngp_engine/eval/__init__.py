@@ -1,0 +1,1 @@
+"""Quality metrics: images (PSNR, SSIM) and meshes (Chamfer, normal consistency, IoU)."""

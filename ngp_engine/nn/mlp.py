@@ -1,0 +1,43 @@
+"""The tiny MLP: bias-free linear layers, as tiny-cuda-nn's FullyFusedMLP."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import MLPConfig
+
+_ACTIVATIONS = {
+    "None": lambda t: t,
+    "ReLU": torch.relu,
+    "Sigmoid": torch.sigmoid,
+    "Exponential": torch.exp,
+}
+
+
+class MLP(nn.Module):
+    """[N, n_input] -> [N, n_output]; hidden layers of `n_neurons`, no biases.
+
+    Weights are Xavier-uniform initialised like tiny-cuda-nn's networks. Every weight
+    matrix is an "MLP weight" for the optimiser (L2 applies; see `optim.TcnnAdam`).
+    """
+
+    def __init__(self, n_input_dims: int, n_output_dims: int, cfg: MLPConfig,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        widths = [n_input_dims] + [cfg.n_neurons] * cfg.n_hidden_layers + [n_output_dims]
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(widths, widths[1:]))
+        for layer in self.layers:
+            fan_out, fan_in = layer.weight.shape
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            with torch.no_grad():
+                layer.weight.uniform_(-bound, bound, generator=generator)
+        self.activation = _ACTIVATIONS[cfg.activation]
+        self.output_activation = _ACTIVATIONS[cfg.output_activation]
+        self.n_output_dims = n_output_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = self.activation(layer(x))
+        return self.output_activation(self.layers[-1](x))

@@ -1,0 +1,325 @@
+"""The engine service protocol: JSON lines between the Blender add-on and `ngp_engine serve`.
+
+Standard library only: the add-on imports this module inside Blender.
+
+Every line is one JSON object with a `"type"` and the fields of one message dataclass.
+The client sends *requests* on the engine's stdin; the engine answers with *events* on its
+stdout (and nothing else goes to stdout; logs go to stderr). Bulk data never travels in a
+message: datasets, checkpoints, meshes and passes are files in the run folder, and
+messages carry their paths.
+
+    client                          engine
+    hello {protocol}          ->
+                              <-    ready {engine_version, protocol, device, backends, ...}
+    train {mode, data, run_dir, ...}
+                              <-    log / progress (<= ~10 per second) / artifact {checkpoint}
+    preview {camera, passes, resolution}
+                              <-    artifact {kind: "pass", path, info: {pass, ...}} per pass
+    stop                      ->
+                              <-    artifact {checkpoint}, done {summary}
+    export_mesh {resolution}  ->
+                              <-    artifact {kind: "mesh", path} (PLY, then OBJ)
+    status                    ->
+                              <-    state {job, mode, step, ...}
+    shutdown                  ->    (the engine stops any job, saves it and exits 0)
+
+Any request may carry an `id` (a string of the client's choosing); events that answer a
+request repeat it in `request`. A line that is not a valid request gets an `error` event
+naming what is wrong, and the engine keeps serving.
+
+Parsing is strict: unknown `type`, unknown field, missing field, wrong JSON type, NaN or
+infinity are all `ProtocolError`s whose message names the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from ..config import ConfigError, _check, _clip, from_dict
+from ..formats.camera import Camera
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 1 << 20            # longer lines are refused (with an error event), not read
+PASSES = ("rgb", "depth", "opacity", "normals")
+ARTIFACT_KINDS = ("checkpoint", "mesh", "pass", "metrics", "config")
+JOB_STATES = ("idle", "training", "finished", "stopped", "failed")
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message; the text names the field and the problem."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every message: `type` is the JSON tag of the concrete class."""
+
+    type: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        """One line of JSON, no NaN or infinity (they are not JSON)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests (client -> engine)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hello(Message):
+    """First request: the engine answers `ready` (or an `error` on a protocol mismatch)."""
+
+    type: ClassVar[str] = "hello"
+    protocol: int
+    client: str = ""
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Train(Message):
+    """Start a training job. `data`: a NeRF dataset folder or transforms json (nerf), an image
+    file (image), a mesh file (sdf). `run_dir`: where every output goes (created). `config`:
+    a full config document of the mode (see config.py), or `preset`, or neither (the mode's
+    default preset). Budget: `steps` or `seconds`, or neither to train until `stop`.
+    `resume`: a checkpoint to continue. A checkpoint is also written every
+    `checkpoint_every` seconds, so a killed engine loses little."""
+
+    type: ClassVar[str] = "train"
+    mode: str                          # a registered task (ngp_engine.tasks); checked on `train`
+    data: str
+    run_dir: str
+    config: dict[str, Any] | None = None
+    preset: str | None = None
+    steps: int | None = None
+    seconds: float | None = None
+    resume: str | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    checkpoint_every: float = 60.0
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(bool(self.mode), "mode", self.mode, "must name a training mode")
+        _check(bool(self.data), "data", self.data, "must name a file or folder")
+        _check(bool(self.run_dir), "run_dir", self.run_dir, "must name a folder")
+        _check(self.config is None or self.preset is None, "preset", self.preset,
+               "cannot be given together with config")
+        _check(self.steps is None or self.seconds is None, "seconds", self.seconds,
+               "cannot be given together with steps")
+        _check(self.steps is None or self.steps >= 0, "steps", self.steps, "must be >= 0")
+        _check(self.seconds is None or self.seconds >= 0, "seconds", self.seconds, "must be >= 0")
+        _check(self.checkpoint_every > 0, "checkpoint_every", self.checkpoint_every, "must be > 0")
+
+
+@dataclass(frozen=True)
+class Stop(Message):
+    """End the running job at the next step boundary; it saves a checkpoint and sends `done`."""
+
+    type: ClassVar[str] = "stop"
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Preview(Message):
+    """Render the current model (between training steps while a job runs): one `artifact`
+    of kind "pass" per pass, a float32 .npy (a viewable .png lies beside it). `resolution`
+    [width, height] rescales the camera's image (default: the camera's w x h). NeRF needs a
+    camera; an image field ignores it."""
+
+    type: ClassVar[str] = "preview"
+    camera: Camera | None = None
+    passes: list[str] = field(default_factory=lambda: ["rgb"])
+    resolution: list[int] | None = None
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(len(self.passes) > 0, "passes", self.passes, "must name at least one pass")
+        for p in self.passes:
+            _check(p in PASSES, "passes", _clip(p), f"is not one of {list(PASSES)}")
+        if self.resolution is not None:
+            _check(len(self.resolution) == 2 and all(1 <= v <= 8192 for v in self.resolution),
+                   "resolution", self.resolution, "must be [width, height], each in 1..8192")
+
+
+@dataclass(frozen=True)
+class ExportMesh(Message):
+    """Marching-cubes mesh of the current model (PLY with colours + OBJ, world units)."""
+
+    type: ClassVar[str] = "export_mesh"
+    resolution: int = 256
+    threshold: float | None = None
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(8 <= self.resolution <= 1024, "resolution", self.resolution, "must be in 8..1024")
+
+
+@dataclass(frozen=True)
+class Status(Message):
+    """Ask for a `state` event."""
+
+    type: ClassVar[str] = "status"
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Shutdown(Message):
+    """Stop any job (saving its checkpoint) and exit."""
+
+    type: ClassVar[str] = "shutdown"
+    id: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Events (engine -> client)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ready(Message):
+    """Answer to `hello`: what this engine is and can do."""
+
+    type: ClassVar[str] = "ready"
+    engine_version: str
+    protocol: int
+    device: str                        # the device "auto" picks on this machine
+    backends: list[str]                # hash-grid backends usable on that device
+    modes: list[str]                   # training modes this engine implements
+    pid: int
+    python: str
+    torch: str
+    request: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress(Message):
+    """Training progress of the running job (sent at most ~10 times per second)."""
+
+    type: ClassVar[str] = "progress"
+    mode: str
+    step: int
+    seconds: float                     # training time so far (previews and saves excluded)
+    loss: float
+    psnr: float | None = None          # training PSNR of the last batch
+    fraction: float | None = None      # of the budget, None when training until `stop`
+    eta_seconds: float | None = None
+    samples_per_ray: float | None = None
+    rays_per_second: float | None = None
+    request: str | None = None
+
+
+@dataclass(frozen=True)
+class Artifact(Message):
+    """A file the engine wrote in the run folder (complete: written atomically)."""
+
+    type: ClassVar[str] = "artifact"
+    kind: Literal["checkpoint", "mesh", "pass", "metrics", "config"]
+    path: str
+    info: dict[str, Any] = field(default_factory=dict)
+    request: str | None = None
+
+
+@dataclass(frozen=True)
+class Log(Message):
+    type: ClassVar[str] = "log"
+    level: Literal["debug", "info", "warning", "error"]
+    message: str
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    """A request failed (the engine keeps serving). `detail` holds a traceback for engine
+    bugs and is empty for user mistakes, whose `message` is one line naming the problem."""
+
+    type: ClassVar[str] = "error"
+    message: str
+    detail: str = ""
+    request: str | None = None
+
+
+@dataclass(frozen=True)
+class Done(Message):
+    """A training job ended: `summary` has steps, seconds, stopped, run_dir, checkpoint, ..."""
+
+    type: ClassVar[str] = "done"
+    summary: dict[str, Any]
+    request: str | None = None
+
+
+@dataclass(frozen=True)
+class State(Message):
+    """Answer to `status`."""
+
+    type: ClassVar[str] = "state"
+    job: Literal["idle", "training", "finished", "stopped", "failed"]
+    mode: str | None = None
+    step: int = 0
+    seconds: float = 0.0
+    run_dir: str | None = None
+    request: str | None = None
+
+
+REQUESTS: dict[str, type[Message]] = {c.type: c for c in (Hello, Train, Stop, Preview, ExportMesh,
+                                                          Status, Shutdown)}
+EVENTS: dict[str, type[Message]] = {c.type: c for c in (Ready, Progress, Artifact, Log, Error, Done,
+                                                        State)}
+
+
+def _no_constants(name: str) -> Any:
+    raise ProtocolError(f"{name} is not a JSON number")
+
+
+def parse(line: str | bytes, registry: dict[str, type[Message]]) -> Message:
+    """One JSON line -> the message it holds; ProtocolError naming the problem otherwise."""
+    if isinstance(line, bytes):
+        if len(line) > MAX_LINE_BYTES:
+            raise ProtocolError(f"line of {len(line)} bytes is longer than {MAX_LINE_BYTES}")
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ProtocolError(f"line is not UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        data = json.loads(line, parse_constant=_no_constants)
+    except json.JSONDecodeError as e:
+        raise ProtocolError(f"line is not JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise ProtocolError("line is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(data).__name__}")
+    if "type" not in data:
+        raise ProtocolError("type: missing (every message names its type)")
+    kind = data.pop("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(f"type: expected a string, got {_clip(repr(kind))}")
+    cls = registry.get(kind)
+    if cls is None:
+        raise ProtocolError(f"type: {_clip(repr(kind))} is not one of {', '.join(registry)}")
+    try:
+        msg = from_dict(cls, data, where=kind)
+        _check_finite(msg.to_dict(), kind)
+    except ConfigError as e:
+        raise ProtocolError(str(e)) from None
+    except RecursionError:
+        raise ProtocolError(f"{kind}: value nested too deeply") from None
+    return msg
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """Free-form fields (config, info, summary) must hold JSON numbers only, too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProtocolError(f"{where}: {value} is not a JSON number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for v in value:
+            _check_finite(v, where)
+
+
+def parse_request(line: str | bytes) -> Message:
+    return parse(line, REQUESTS)
+
+
+def parse_event(line: str | bytes) -> Message:
+    return parse(line, EVENTS)

@@ -1,0 +1,315 @@
+"""`python -m ngp_engine serve`: the engine as a subprocess speaking JSON lines (see protocol.py).
+
+One thread reads stdin into a queue; the main thread owns the model. While a job trains, the
+main thread answers every queued request between two training steps (so a preview never
+races a step), then trains one more step. Stdout carries protocol lines only: file
+descriptor 1 is pointed at stderr at start-up, so a stray print from any library lands in
+the log instead of corrupting the channel.
+
+Robustness rules: a bad line gets an `error` event and the server goes on; an exception in
+a job ends the job (error event with the traceback in `detail`), never the process; when
+stdin closes (the client quit or crashed) the job is stopped with a checkpoint and the
+process exits.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from .. import __version__
+from ..config import ConfigError
+from ..errors import UserError
+from .protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Artifact, Done, Error, ExportMesh, Hello, Log,
+                       Message, Preview, Progress, ProtocolError, Ready, Shutdown, State, Status, Stop,
+                       Train, parse_request)
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL = 0.1          # seconds between progress events (at most ~10 per second)
+EXIT_NO_TORCH = 3
+
+
+class _Exit(Exception):
+    """Raised by a handler to end the serve loop."""
+
+
+class Server:
+    """Serves requests read from file descriptor `inp_fd` (one JSON object per line), writes
+    events to `out`."""
+
+    def __init__(self, inp_fd: int, out: BinaryIO) -> None:
+        import torch  # noqa: F401,PLC0415 - fail here, before ready, when torch is missing
+
+        from ..device import pick_device  # noqa: PLC0415
+
+        self._inp_fd, self._out = inp_fd, out
+        self._out_lock = threading.Lock()
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.device = pick_device("auto")
+        self.session = None
+        self.job = "idle"
+        self.train_request: Train | None = None
+        self._last_progress = 0.0
+        self._progress: dict[str, Any] | None = None
+
+    # ---------------------------------------------------------------- output
+    def send(self, msg: Message) -> None:
+        """Write one event line. A vanished client is not an error: the stdin EOF that
+        follows will end the loop."""
+        line = msg.to_json().encode("utf-8") + b"\n"
+        with self._out_lock:
+            try:
+                self._out.write(line)
+                self._out.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+    def _fail(self, message: str, request: str | None, exc: BaseException | None = None) -> None:
+        detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
+        self.send(Error(message=message, detail=detail, request=request))
+
+    # ---------------------------------------------------------------- input
+    def _read_stdin(self) -> None:
+        """Reader thread: whole lines into the queue; an over-long line is skipped to its end
+        without being held in memory; EOF is queued last. Reads the raw file descriptor: a
+        daemon thread blocked inside a buffered reader would abort the interpreter at exit."""
+        pending = bytearray()
+        skipped = 0                        # > 0 while discarding an over-long line
+        while True:
+            try:
+                chunk = os.read(self._inp_fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if skipped:
+                    self._queue.put(("too_long", skipped))
+                elif pending:
+                    self._queue.put(("line", bytes(pending)))
+                self._queue.put(("eof", None))
+                return
+            while chunk:
+                nl = chunk.find(b"\n")
+                part, chunk = (chunk, b"") if nl < 0 else (chunk[:nl + 1], chunk[nl + 1:])
+                if skipped:
+                    skipped += len(part)
+                else:
+                    pending += part
+                    if len(pending) > MAX_LINE_BYTES:
+                        skipped, pending = len(pending), bytearray()
+                if nl >= 0:
+                    if skipped:
+                        self._queue.put(("too_long", skipped))
+                    else:
+                        self._queue.put(("line", bytes(pending)))
+                    skipped, pending = 0, bytearray()
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> int:
+        threading.Thread(target=self._read_stdin, name="stdin-reader", daemon=True).start()
+        try:
+            while True:
+                try:
+                    item = self._queue.get(block=self.job != "training")
+                except queue.Empty:
+                    self._train_step()
+                    continue
+                self._handle(*item)
+        except _Exit:
+            return 0
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        if kind == "eof":
+            if self.job == "training":
+                self._finish(stopped=True, reason="stdin closed")
+            raise _Exit
+        if kind == "too_long":
+            self._fail(f"line of {payload} bytes is longer than {MAX_LINE_BYTES}; ignored", None)
+            return
+        payload = payload.rstrip(b"\r\n")
+        if not payload.strip():
+            return
+        try:
+            msg = parse_request(payload)
+        except ProtocolError as e:
+            self._fail(str(e), None)
+            return
+        handler: Callable[[Any], None] = {
+            Hello: self._hello, Train: self._train, Stop: self._stop, Preview: self._preview,
+            ExportMesh: self._export_mesh, Status: self._status, Shutdown: self._shutdown,
+        }[type(msg)]
+        try:
+            handler(msg)
+        except _Exit:
+            raise
+        except (UserError, ConfigError) as e:
+            self._fail(str(e), msg.id)
+        except Exception as e:  # noqa: BLE001 - an engine bug ends the request, not the server
+            self._fail(f"{msg.type}: {type(e).__name__}: {e}", msg.id, e)
+
+    # ---------------------------------------------------------------- requests
+    def _hello(self, msg: Hello) -> None:
+        if msg.protocol != PROTOCOL_VERSION:
+            self._fail(f"hello.protocol: client speaks protocol {msg.protocol}, this engine "
+                       f"speaks {PROTOCOL_VERSION}; update the add-on or the engine", msg.id)
+            return
+        import torch  # noqa: PLC0415
+
+        from ..encoding.backends import available  # noqa: PLC0415
+        from ..tasks import modes  # noqa: PLC0415
+
+        self.send(Ready(engine_version=__version__, protocol=PROTOCOL_VERSION, device=str(self.device),
+                        backends=available(self.device), modes=modes(),
+                        pid=os.getpid(), python=sys.executable, torch=torch.__version__,
+                        request=msg.id))
+
+    def _train(self, msg: Train) -> None:
+        from ..device import pick_device  # noqa: PLC0415
+        from .session import RunSpec, Session  # noqa: PLC0415
+
+        if self.job == "training":
+            raise UserError("train: a job is already training; send stop first")
+        device = self.device if msg.device == "auto" else pick_device(msg.device)
+        self.session = None
+        self.job = "idle"
+        self.session = Session.open(RunSpec(
+            mode=msg.mode, run_dir=Path(msg.run_dir), data=msg.data, config=msg.config,
+            preset=msg.preset, resume=msg.resume, steps=msg.steps, seconds=msg.seconds,
+            device=device))
+        self.train_request = msg
+        self.job = "training"
+        self._last_progress = 0.0
+        self._progress = None
+        self.send(Log(level="info", message=f"training {msg.mode} from {msg.data} into {msg.run_dir}"))
+        self.send(Artifact(kind="config", path=str(self.session.run_dir / "config.json"), request=msg.id))
+        if self.session.budget_done:  # a zero budget: nothing to train
+            self._finish(stopped=False)
+
+    def _stop(self, msg: Stop) -> None:
+        if self.job != "training":
+            raise UserError(f"stop: no job is training (state: {self.job})")
+        self._finish(stopped=True, reason="stop requested")
+
+    def _preview(self, msg: Preview) -> None:
+        if self.session is None:
+            raise UserError("preview: no model yet; send train first")
+        t0 = time.perf_counter()
+        written = self.session.preview(msg.camera, list(msg.passes), msg.resolution)
+        seconds = time.perf_counter() - t0
+        for name, npy, png in written:
+            self.send(Artifact(kind="pass", path=str(npy), request=msg.id,
+                               info={"pass": name, "png": str(png), "step": self.session.steps_done,
+                                     "render_seconds": round(seconds, 4)}))
+
+    def _export_mesh(self, msg: ExportMesh) -> None:
+        if self.session is None:
+            raise UserError("export_mesh: no model yet; send train first")
+        paths, info = self.session.export_mesh(msg.resolution, msg.threshold)
+        for p in paths:
+            self.send(Artifact(kind="mesh", path=str(p), request=msg.id,
+                               info={**info, "format": Path(p).suffix[1:], "step": self.session.steps_done}))
+
+    def _status(self, msg: Status) -> None:
+        s = self.session
+        self.send(State(job=self.job, mode=s.mode if s else None, step=s.steps_done if s else 0,
+                        seconds=round(s.seconds, 3) if s else 0.0,
+                        run_dir=str(s.run_dir) if s else None, request=msg.id))
+
+    def _shutdown(self, msg: Shutdown) -> None:
+        if self.job == "training":
+            self._finish(stopped=True, reason="shutdown")
+        raise _Exit
+
+    # ---------------------------------------------------------------- training
+    def _train_step(self) -> None:
+        """Train until a request arrives or the budget is spent (the Session's one loop)."""
+        s, req = self.session, self.train_request
+
+        def on_step(p) -> None:
+            self._progress = p
+            now = time.monotonic()
+            if now - self._last_progress >= PROGRESS_INTERVAL:
+                self._send_progress()
+                self._last_progress = now
+
+        def on_checkpoint(path: Path) -> None:
+            self.send(Artifact(kind="checkpoint", path=str(path), info={"step": s.steps_done},
+                               request=req.id))
+
+        try:
+            s.train(callback=on_step, should_stop=lambda: not self._queue.empty(),
+                    checkpoint_every=req.checkpoint_every, on_checkpoint=on_checkpoint)
+            if s.budget_done:
+                self._finish(stopped=False)
+        except Exception as e:  # noqa: BLE001 - the job fails, the server keeps serving
+            self.job = "failed"
+            if isinstance(e, (UserError, ConfigError)):
+                self._fail(str(e), req.id)
+            else:
+                self._fail(f"training failed at step {s.steps_done}: {type(e).__name__}: {e}", req.id, e)
+
+    def _send_progress(self) -> None:
+        s, p = self.session, self._progress
+        if p is None:
+            return
+        fields = p.fields()
+        if fields.get("psnr") is not None and not math.isfinite(fields["psnr"]):
+            fields["psnr"] = None
+        self.send(Progress(mode=s.mode, fraction=s.fraction(), eta_seconds=s.eta_seconds(),
+                           request=self.train_request.id, **fields))
+
+    def _finish(self, stopped: bool, reason: str = "budget reached") -> None:
+        """End the training job: checkpoint, metrics, last progress, `done`."""
+        s, req = self.session, self.train_request
+        self.job = "stopped" if stopped else "finished"
+        try:
+            self._send_progress()
+            ckpt = s.save_checkpoint()
+            self.send(Artifact(kind="checkpoint", path=str(ckpt), info={"step": s.steps_done}, request=req.id))
+            metrics_path, summary = s.write_metrics()
+            self.send(Artifact(kind="metrics", path=str(metrics_path), request=req.id))
+        except Exception as e:  # noqa: BLE001
+            self.job = "failed"
+            self._fail(f"saving the run failed: {type(e).__name__}: {e}", req.id, e)
+            return
+        self.send(Done(summary={**summary, "stopped": stopped, "reason": reason, "checkpoint": str(ckpt)},
+                       request=req.id))
+
+
+class _EventLogHandler(logging.Handler):
+    """Engine log records at INFO and above also go to the client as `log` events."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(level=logging.INFO)
+        self.server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname.lower()
+        self.server.send(Log(level=level if level in ("debug", "info", "warning", "error") else "error",
+                             message=self.format(record)))
+
+
+def main() -> int:
+    """Entry point of `python -m ngp_engine serve`."""
+    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)               # fd 1 -> stderr: nothing but protocol lines on the real stdout
+    sys.stdout = sys.stderr
+    logging.basicConfig(level=logging.INFO, format="[engine] %(message)s", stream=sys.stderr)
+    try:
+        server = Server(sys.stdin.fileno(), protocol_out)
+    except ImportError as e:
+        msg = Error(message=f"the engine's Python {sys.executable} cannot import {e.name or 'torch'} "
+                            f"({e}); install the engine requirements into that Python")
+        protocol_out.write(msg.to_json().encode("utf-8") + b"\n")
+        return EXIT_NO_TORCH
+    logging.getLogger("ngp_engine").addHandler(_EventLogHandler(server))
+    try:
+        return server.run()
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,192 @@
+"""Training a NeRF on posed images (instant-ngp's recipe): random pixels of random training
+images, random background colours for RGBA data, occupancy-grid updates every 16 steps, the
+ray count adapted so that each step feeds about `target_batch_samples` samples to the network.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...config import NERF_PRESETS, NerfConfig
+from ...data.transforms import NerfDataset, load_nerf_dataset
+from ...errors import UserError
+from ...formats.camera import Camera, stack_cameras
+from ...formats.unit_cube import UnitCube
+from ...nn.losses import loss
+from ...nn.optim import TcnnAdam, param_groups
+from ...render.passes import PASSES
+from ...render.rays import camera_rays
+from ..base import Progress, Task
+from .mesh import DEFAULT_MESH_THRESHOLD, nerf_mesh
+from .model import NerfModel
+
+MIN_RAYS, MAX_RAYS = 64, 1 << 20
+
+
+class NerfTask(Task):
+    """Owns the training images (uint8, on the device), the model and its optimiser."""
+
+    mode = "nerf"
+    kind = "a NeRF"
+    config_type = NerfConfig
+    presets = NERF_PRESETS
+    default_preset = "cpu-fast"
+    default_steps = 1000
+    checkpoint_format = "ngp-nerf-checkpoint"
+    checkpoint_keys = ("transform", "dataset", "image_size", "n_rays")
+    passes = PASSES
+
+    def __init__(self, data: NerfDataset, cfg: NerfConfig, device: torch.device) -> None:
+        super().__init__(cfg, device)
+        self.dataset = data
+        self.dataset_path = str(data.path)
+        self.model = NerfModel(cfg, data.transform, device)
+        self.cameras = data.cameras                                        # world units
+        self.width, self.height = data.width, data.height
+        self.images = torch.from_numpy(data.images).to(device)             # [N, H, W, C] uint8
+        self.has_alpha = data.has_alpha
+        c2w, intr = stack_cameras(self.cameras)
+        self.c2w = self.model.unit_c2w(c2w)                                # [N, 4, 4]
+        self.intrinsics = torch.from_numpy(intr).float().to(device)        # [N, 4] fx, fy, cx, cy
+        if self.cameras:
+            self.model.grid.mark_unseen(self.c2w, *self.intrinsics.T, self.width, self.height)
+        self.optimizer = TcnnAdam(param_groups([self.model.field.encoding],
+                                               [self.model.field.density_net, self.model.field.rgb_net]),
+                                  cfg.optimizer)
+        self.sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.n_rays = cfg.initial_rays
+        self.rays_seen = 0
+
+    @property
+    def n_images(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def backend(self) -> str:
+        return self.model.backend
+
+    @property
+    def n_params(self) -> int:
+        return self.model.field.n_params
+
+    # ------------------------------------------------------------------ data
+    @classmethod
+    def load_data(cls, path: str | Path) -> NerfDataset:
+        return load_nerf_dataset(path, "train")
+
+    @classmethod
+    def data_from_checkpoint(cls, ckpt: dict[str, Any], where: str | Path, for_training: bool
+                             ) -> NerfDataset:
+        if for_training:
+            if not ckpt["dataset"]:
+                raise UserError(f"{where}: records no dataset; give one")
+            return load_nerf_dataset(ckpt["dataset"], "train")
+        # Rendering, evaluating and meshing need the model only: no images decoded.
+        try:
+            transform = UnitCube.from_dict(ckpt["transform"])
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        w, h = ckpt["image_size"]
+        return NerfDataset.views_only(transform, int(w), int(h), ckpt["dataset"])
+
+    @classmethod
+    def check_data(cls, ckpt: dict[str, Any], data: NerfDataset, where: str | Path) -> None:
+        if len(data.images) and list(ckpt["image_size"]) != [data.width, data.height]:
+            raise UserError(f"{where}: trained on {ckpt['image_size']} images, {data.path} has "
+                            f"{[data.width, data.height]}")
+
+    # ------------------------------------------------------------------ one step
+    def _batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n random training pixels: origins [n, 3], dirs [n, 3], target rgb [n, 3], alpha [n]."""
+        g, dev = self.sampler, self.device
+        img = torch.randint(0, self.n_images, (n,), device=dev, generator=g)
+        px = torch.randint(0, self.width, (n,), device=dev, generator=g)
+        py = torch.randint(0, self.height, (n,), device=dev, generator=g)
+        pix = self.images[img, py, px].float() / 255.0                         # [n, C]
+        k = self.intrinsics[img]
+        o, d = camera_rays(self.c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3],
+                           px.float() + 0.5, py.float() + 0.5)
+        alpha = pix[:, 3] if self.has_alpha else torch.ones(n, device=dev)
+        return o, d, pix[:, :3], alpha
+
+    def train_step(self) -> Progress:
+        if not self.n_images:
+            raise UserError(f"{self.dataset_path}: no training images were loaded")
+        cfg, model = self.cfg, self.model
+        if self.steps_done % cfg.occupancy.update_interval == 0:
+            model.grid.update(model.field.density, self.steps_done, generator=self.sampler)
+        n = self.n_rays
+        o, d, rgb, alpha = self._batch(n)
+        if self.has_alpha and cfg.random_background:
+            bg = torch.rand(n, 3, device=self.device, generator=self.sampler)
+        else:
+            bg = torch.ones(n, 3, device=self.device) if self.has_alpha else torch.zeros(n, 3, device=self.device)
+        target = rgb * alpha[:, None] + bg * (1.0 - alpha[:, None])
+        jitter = torch.rand(n, device=self.device, generator=self.sampler)
+        self.optimizer.zero_grad(set_to_none=True)
+        out = model.render_rays(o, d, background=bg, jitter=jitter)
+        value = loss(cfg.loss, out.rgb, target)
+        if out.n_samples:
+            value.backward()
+            self.optimizer.step()
+        mse = float(F.mse_loss(out.rgb.detach(), target))
+        # Adapt the ray count so the next step feeds about target_batch_samples samples.
+        per_ray = out.n_samples / n
+        want = cfg.target_batch_samples / max(per_ray, 1.0 / 16)
+        self.n_rays = int(min(MAX_RAYS, max(MIN_RAYS, round(0.5 * n + 0.5 * want))))
+        self.rays_seen += n
+        return Progress(loss=float(value.detach()), psnr=-10.0 * math.log10(max(mse, 1e-10)),
+                        samples_per_ray=per_ray)
+
+    def step(self) -> Progress:
+        p = super().step()
+        return replace(p, rays_per_second=self.rays_seen / max(self.seconds, 1e-9))
+
+    # ------------------------------------------------------------------ outputs
+    def render(self, camera: Camera | None, passes: tuple[str, ...],
+               resolution: tuple[int, int] | None = None,
+               background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, np.ndarray]:
+        if camera is None:
+            raise UserError("preview.camera: a NeRF preview needs a camera")
+        if resolution is not None:
+            camera = camera.resized(*resolution)
+        return self.model.render_camera(camera, passes=tuple(passes), background=background)
+
+    def extract_mesh(self, resolution: int, threshold: float | None,
+                     min_component_fraction: float | None = 0.05,
+                     fill_hidden: bool = True) -> dict[str, Any]:
+        """The density's level set (see nerf/mesh.py); with `fill_hidden`, space the training
+        cameras saw only from behind a surface is filled first."""
+        threshold = DEFAULT_MESH_THRESHOLD if threshold is None else threshold
+        if fill_hidden and not self.cameras:
+            raise UserError(f"{self.dataset_path}: the training cameras are needed to fill the "
+                            "hidden space (or mesh the raw density)")
+        mesh = nerf_mesh(self.model, resolution=resolution, threshold=threshold,
+                         min_component_fraction=min_component_fraction,
+                         cameras=self.cameras if fill_hidden else None)
+        if not len(mesh["faces"]):
+            raise UserError(f"export_mesh: no surface at density {threshold} yet "
+                            "(train longer or lower the threshold)")
+        return mesh
+
+    def metrics(self) -> dict[str, Any]:
+        return {"backend": self.backend, "device": str(self.device), "n_params": self.n_params,
+                "rays_per_second": round(self.rays_seen / max(self.seconds, 1e-9), 1),
+                "occupancy": self.model.grid.occupancy_fraction, "dataset": self.dataset_path}
+
+    # ------------------------------------------------------------------ checkpoints
+    def extra_state(self) -> dict[str, Any]:
+        return {"transform": self.model.transform.to_dict(), "dataset": self.dataset_path,
+                "image_size": [self.width, self.height], "n_rays": self.n_rays,
+                "rays_seen": self.rays_seen}
+
+    def load_state_dict(self, ckpt: dict[str, Any], where: str | Path = "checkpoint") -> None:
+        super().load_state_dict(ckpt, where)
+        self.n_rays = int(ckpt["n_rays"])
+        self.rays_seen = int(ckpt.get("rays_seen", 0))

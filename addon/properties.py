@@ -56,6 +56,11 @@ def run_folder(scene: bpy.types.Scene) -> Path:
     return folder
 
 
+def data_folder(scene: bpy.types.Scene) -> Path:
+    """Where the scene's NeRF dataset goes: `transforms.json` and `images/` (not created)."""
+    return run_folder(scene) / "data"
+
+
 classes = (NGP_SceneSettings,)
 
 

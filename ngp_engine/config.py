@@ -1,33 +1,24 @@
 """Typed, frozen configuration for the engine (standard library only).
 
 The add-on imports this module inside Blender, so it must never import torch or
-numpy. Every config is a frozen dataclass; JSON is the only serialised form
-(`to_dict` / `from_dict`, with a top-level `schema_version`). `from_dict` is
-strict: unknown keys, missing required keys and wrong types are errors that
-name the offending field.
+numpy. Every config is a frozen dataclass with a docstring per field; JSON is the
+only serialised form (`to_dict` / `from_dict` of `schema.py`, re-exported here, with
+a top-level `schema_version`; strict: unknown keys, missing required keys and wrong
+types are errors that name the offending field).
 
 Presets are named instances (`IMAGE_PRESETS`, `NERF_PRESETS`, `SDF_PRESETS`).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Literal, Union
 
-SCHEMA_VERSION = 1
+from .schema import (SCHEMA_VERSION, ConfigError, check, from_dict, from_json, replace, to_dict,
+                     to_json)
 
-
-class ConfigError(ValueError):
-    """A configuration value or document is invalid; the message names the field."""
-
-
-def _check(ok: bool, name: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: {value!r} {why}")
+__all__ = ["SCHEMA_VERSION", "ConfigError", "check", "from_dict", "from_json", "replace", "to_dict",
+           "to_json"]
 
 
 # ----------------------------------------------------------------------------------
@@ -55,22 +46,22 @@ class HashGridConfig:
     """How a level's corner features are blended."""
 
     def __post_init__(self) -> None:
-        _check(self.n_levels >= 1, "n_levels", self.n_levels, "must be >= 1")
-        _check(self.n_levels <= 32, "n_levels", self.n_levels, "must be <= 32")
-        _check(self.n_features_per_level in (1, 2, 4, 8), "n_features_per_level",
+        check(self.n_levels >= 1, "n_levels", self.n_levels, "must be >= 1")
+        check(self.n_levels <= 32, "n_levels", self.n_levels, "must be <= 32")
+        check(self.n_features_per_level in (1, 2, 4, 8), "n_features_per_level",
                self.n_features_per_level, "must be 1, 2, 4 or 8")
-        _check(1 <= self.log2_hashmap_size <= 30, "log2_hashmap_size", self.log2_hashmap_size,
+        check(1 <= self.log2_hashmap_size <= 30, "log2_hashmap_size", self.log2_hashmap_size,
                "must be in 1..30")
-        _check(self.base_resolution >= 1, "base_resolution", self.base_resolution, "must be >= 1")
-        _check((self.max_resolution is None) != (self.per_level_scale is None), "max_resolution",
+        check(self.base_resolution >= 1, "base_resolution", self.base_resolution, "must be >= 1")
+        check((self.max_resolution is None) != (self.per_level_scale is None), "max_resolution",
                self.max_resolution, "give exactly one of max_resolution and per_level_scale")
         if self.max_resolution is not None:
-            _check(self.max_resolution >= self.base_resolution, "max_resolution",
+            check(self.max_resolution >= self.base_resolution, "max_resolution",
                    self.max_resolution, "must be >= base_resolution")
         if self.per_level_scale is not None:
-            _check(self.per_level_scale >= 1.0, "per_level_scale", self.per_level_scale,
+            check(self.per_level_scale >= 1.0, "per_level_scale", self.per_level_scale,
                    "must be >= 1")
-        _check(self.interpolation in ("Linear", "Nearest", "Smoothstep"), "interpolation",
+        check(self.interpolation in ("Linear", "Nearest", "Smoothstep"), "interpolation",
                self.interpolation, "must be Linear, Nearest or Smoothstep")
 
     @property
@@ -95,7 +86,7 @@ class FrequencyConfig:
     """Number of octaves per input dimension."""
 
     def __post_init__(self) -> None:
-        _check(1 <= self.n_frequencies <= 32, "n_frequencies", self.n_frequencies, "must be in 1..32")
+        check(1 <= self.n_frequencies <= 32, "n_frequencies", self.n_frequencies, "must be in 1..32")
 
 
 @dataclass(frozen=True)
@@ -108,7 +99,7 @@ class SphericalHarmonicsConfig:
     """Number of bands, 1..4 (outputs: 1, 4, 9 or 16)."""
 
     def __post_init__(self) -> None:
-        _check(1 <= self.degree <= 4, "degree", self.degree, "must be in 1..4")
+        check(1 <= self.degree <= 4, "degree", self.degree, "must be in 1..4")
 
 
 EncodingConfig = Union[HashGridConfig, FrequencyConfig, SphericalHarmonicsConfig]
@@ -131,11 +122,11 @@ class MLPConfig:
     """Activation on the output layer."""
 
     def __post_init__(self) -> None:
-        _check(self.n_neurons >= 1, "n_neurons", self.n_neurons, "must be >= 1")
-        _check(self.n_hidden_layers >= 0, "n_hidden_layers", self.n_hidden_layers, "must be >= 0")
-        _check(self.activation in ("ReLU", "None"), "activation", self.activation,
+        check(self.n_neurons >= 1, "n_neurons", self.n_neurons, "must be >= 1")
+        check(self.n_hidden_layers >= 0, "n_hidden_layers", self.n_hidden_layers, "must be >= 0")
+        check(self.activation in ("ReLU", "None"), "activation", self.activation,
                "must be ReLU or None")
-        _check(self.output_activation in ("None", "Sigmoid", "Exponential"), "output_activation",
+        check(self.output_activation in ("None", "Sigmoid", "Exponential"), "output_activation",
                self.output_activation, "must be None, Sigmoid or Exponential")
 
 
@@ -158,12 +149,12 @@ class AdamConfig:
     """Factor applied at each decay."""
 
     def __post_init__(self) -> None:
-        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
-        _check(0 <= self.beta1 < 1, "beta1", self.beta1, "must be in [0, 1)")
-        _check(0 <= self.beta2 < 1, "beta2", self.beta2, "must be in [0, 1)")
-        _check(self.epsilon >= 0, "epsilon", self.epsilon, "must be >= 0")
-        _check(self.l2_reg >= 0, "l2_reg", self.l2_reg, "must be >= 0")
-        _check(self.decay_interval >= 1, "decay_interval", self.decay_interval, "must be >= 1")
+        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        check(0 <= self.beta1 < 1, "beta1", self.beta1, "must be in [0, 1)")
+        check(0 <= self.beta2 < 1, "beta2", self.beta2, "must be in [0, 1)")
+        check(self.epsilon >= 0, "epsilon", self.epsilon, "must be >= 0")
+        check(self.l2_reg >= 0, "l2_reg", self.l2_reg, "must be >= 0")
+        check(self.decay_interval >= 1, "decay_interval", self.decay_interval, "must be >= 1")
 
     def learning_rate_at(self, step: int) -> float:
         """Learning rate for 0-based `step` (instant-ngp's ExponentialDecay)."""
@@ -201,12 +192,12 @@ class ImageFitConfig:
     """Seed for parameter initialisation and sampling."""
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
-        _check(self.loss in ("L2", "RelativeL2", "Huber"), "loss", self.loss,
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        check(self.loss in ("L2", "RelativeL2", "Huber"), "loss", self.loss,
                "must be L2, RelativeL2 or Huber")
-        _check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
+        check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
                "must be auto, torch, cpu or tcnn")
-        _check(not isinstance(self.encoding, SphericalHarmonicsConfig), "encoding",
+        check(not isinstance(self.encoding, SphericalHarmonicsConfig), "encoding",
                "SphericalHarmonics", "encodes directions, not image positions")
 
 
@@ -254,12 +245,12 @@ class OccupancyGridConfig:
     cells at random plus a quarter of the occupied ones."""
 
     def __post_init__(self) -> None:
-        _check(4 <= self.resolution <= 512 and self.resolution % 4 == 0, "resolution",
+        check(4 <= self.resolution <= 512 and self.resolution % 4 == 0, "resolution",
                self.resolution, "must be a multiple of 4 in 4..512")
-        _check(0.0 < self.decay <= 1.0, "decay", self.decay, "must be in (0, 1]")
-        _check(self.threshold > 0, "threshold", self.threshold, "must be > 0")
-        _check(self.update_interval >= 1, "update_interval", self.update_interval, "must be >= 1")
-        _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        check(0.0 < self.decay <= 1.0, "decay", self.decay, "must be in (0, 1]")
+        check(self.threshold > 0, "threshold", self.threshold, "must be > 0")
+        check(self.update_interval >= 1, "update_interval", self.update_interval, "must be >= 1")
+        check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -276,13 +267,13 @@ class MarchingConfig:
     """Samples behind a transmittance below this are dropped (early ray termination)."""
 
     def __post_init__(self) -> None:
-        _check(16 <= self.steps_per_diagonal <= 8192, "steps_per_diagonal",
+        check(16 <= self.steps_per_diagonal <= 8192, "steps_per_diagonal",
                self.steps_per_diagonal, "must be in 16..8192")
         if self.cone_angle is not None:
-            _check(0.0 <= self.cone_angle < 1.0, "cone_angle", self.cone_angle, "must be in [0, 1)")
-        _check(self.max_samples_per_ray >= 1, "max_samples_per_ray", self.max_samples_per_ray,
+            check(0.0 <= self.cone_angle < 1.0, "cone_angle", self.cone_angle, "must be in [0, 1)")
+        check(self.max_samples_per_ray >= 1, "max_samples_per_ray", self.max_samples_per_ray,
                "must be >= 1")
-        _check(0.0 <= self.early_stop_transmittance < 1.0, "early_stop_transmittance",
+        check(0.0 <= self.early_stop_transmittance < 1.0, "early_stop_transmittance",
                self.early_stop_transmittance, "must be in [0, 1)")
 
 
@@ -321,13 +312,13 @@ class NerfConfig:
     seed: int = 1337
 
     def __post_init__(self) -> None:
-        _check(self.target_batch_samples >= 256, "target_batch_samples", self.target_batch_samples,
+        check(self.target_batch_samples >= 256, "target_batch_samples", self.target_batch_samples,
                "must be >= 256")
-        _check(self.initial_rays >= 1, "initial_rays", self.initial_rays, "must be >= 1")
-        _check(self.loss in ("L2", "Huber"), "loss", self.loss, "must be L2 or Huber")
-        _check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
+        check(self.initial_rays >= 1, "initial_rays", self.initial_rays, "must be >= 1")
+        check(self.loss in ("L2", "Huber"), "loss", self.loss, "must be L2 or Huber")
+        check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
                "must be auto, torch, cpu or tcnn")
-        _check(self.encoding.max_resolution is not None, "encoding.max_resolution", None,
+        check(self.encoding.max_resolution is not None, "encoding.max_resolution", None,
                "must be given for NeRF (it scales with aabb_scale)")
 
 
@@ -378,13 +369,13 @@ class SdfConfig:
     seed: int = 1337
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 8, "batch_size", self.batch_size, "must be >= 8")
-        _check(self.surface_offset_scale > 0, "surface_offset_scale", self.surface_offset_scale,
+        check(self.batch_size >= 8, "batch_size", self.batch_size, "must be >= 8")
+        check(self.surface_offset_scale > 0, "surface_offset_scale", self.surface_offset_scale,
                "must be > 0")
-        _check(self.ground_truth_pool >= 1024, "ground_truth_pool", self.ground_truth_pool,
+        check(self.ground_truth_pool >= 1024, "ground_truth_pool", self.ground_truth_pool,
                "must be >= 1024")
-        _check(self.loss in ("MAPE", "L1", "L2"), "loss", self.loss, "must be MAPE, L1 or L2")
-        _check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
+        check(self.loss in ("MAPE", "L1", "L2"), "loss", self.loss, "must be MAPE, L1 or L2")
+        check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
                "must be auto, torch, cpu or tcnn")
 
 
@@ -401,146 +392,3 @@ SDF_PRESETS: dict[str, SdfConfig] = {
                              decay_base=0.5),
         batch_size=1 << 14, ground_truth_pool=1 << 20),
 }
-
-
-# ----------------------------------------------------------------------------------
-# Strict (de)serialisation
-# ----------------------------------------------------------------------------------
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain-JSON dict of a config dataclass, with `schema_version` at the top."""
-    d = dataclasses.asdict(cfg)
-    return {"schema_version": SCHEMA_VERSION, **d}
-
-
-def to_json(cfg: Any) -> str:
-    return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
-
-
-def from_dict(cls: type, data: Any, *, where: str = "") -> Any:
-    """Build `cls` from a JSON-like dict, rejecting unknown keys and wrong types.
-
-    A top-level document may carry `schema_version`; any other version is an error.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected an object, got {type(data).__name__}")
-    data = dict(data)
-    if not where:
-        version = data.pop("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise ConfigError(f"schema_version: {version!r} is not supported "
-                              f"(this engine reads {SCHEMA_VERSION})")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{_join(where, _clip(unknown[0]))}: unknown key (known: {', '.join(fields)})")
-    missing = [name for name, f in fields.items() if name not in data and f.init
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"{_join(where, missing[0])}: missing (required)")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(hints[name], value, _join(where, name))
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{where + '.' if where else ''}{e}") from None
-    except TypeError as e:  # a required field is missing
-        raise ConfigError(f"{where or cls.__name__}: {e}") from None
-
-
-def from_json(cls: type, text: str) -> Any:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"config is not valid JSON: {e}") from None
-    return from_dict(cls, data)
-
-
-def replace(cfg: Any, **changes: Any) -> Any:
-    """`dataclasses.replace` that re-runs validation (frozen dataclasses)."""
-    return dataclasses.replace(cfg, **changes)
-
-
-def _join(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    """`text` cut to `limit` characters, so that error messages stay one short line."""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _short(value: Any) -> str:
-    return _clip(repr(value))
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        dataclass_options = [o for o in options if dataclasses.is_dataclass(o)]
-        if len(dataclass_options) == 1 and "otype" not in dataclass_options[0].__dataclass_fields__:
-            return from_dict(dataclass_options[0], value, where=where)
-        if dataclass_options and isinstance(value, dict):
-            otype = value.get("otype")
-            for o in dataclass_options:
-                if "otype" in {f.name for f in dataclasses.fields(o)} and \
-                        o.__dataclass_fields__["otype"].default == otype:
-                    return from_dict(o, value, where=where)
-            names = [o.__dataclass_fields__["otype"].default for o in dataclass_options]
-            raise ConfigError(f"{where}.otype: {otype!r} is not one of {names}")
-        errors = []
-        for o in options:
-            if o is type(None):
-                continue
-            try:
-                return _convert(o, value, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{where}: {_short(value)} is not one of {list(allowed)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where=where)
-    if tp is Any:
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
-        (item,) = typing.get_args(tp) or (Any,)
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected an object, got {_short(value)}")
-        _, item = typing.get_args(tp) or (str, Any)
-        return {k: _convert(item, v, _join(where, k)) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {_short(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {_short(value)}")
-        try:
-            value = float(value)
-        except OverflowError:  # an integer beyond float range
-            raise ConfigError(f"{where}: {_short(value)} is out of range") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {_short(value)}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp!r}")
-

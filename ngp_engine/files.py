@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import torch
 
 from .errors import UserError
+from .formats.atomic import atomic_write  # the one atomic writer; re-exported for the engine
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -18,18 +19,6 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) beside `path`, then rename onto it."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike, fmt: str, required: Sequence[str], kind: str) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         imports = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            obj = addon.operators.import_mesh_file(ply, "nerf", "")
+            obj = addon.operators.results.import_mesh_file(ply, "nerf", "")
             imports.append(time.perf_counter() - t0)
         n_tri = len(obj.data.polygons)
 

@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from ngp_engine import config as cfgmod  # noqa: E402
 from ngp_engine.config import NERF_PRESETS  # noqa: E402

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] {link.STATE.message}", flush=True)
 
     # Preview from a camera that is not in the rig: 30 degrees up, between rig views.
-    centre, _ = addon.operators.objects_box(objs)
+    centre = Vector(addon.rig_geometry.box_centre_half(*addon.blender_io.meshes.world_bounds(objs))[0])
     d = Vector((math.cos(math.radians(30)) * math.cos(0.4), math.cos(math.radians(30)) * math.sin(0.4),
                 math.sin(math.radians(30))))
     rig_cam = bpy.data.collections["NGP Rig"].objects[0]
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     to_gt = mesh_to_mesh_distance(v, f, gt_v, gt_f, n=100_000, seed=0)["mean"]
     from_gt = mesh_to_mesh_distance(gt_v, gt_f, v, f, n=100_000, seed=1)["mean"]
 
-    sdf_metrics = run_sdf(bpy, link, addon.scene_io, objs, args.sdf_steps, timings) if args.sdf_steps else None
+    mesh_io = addon.blender_io.meshes
+    sdf_metrics = run_sdf(bpy, link, mesh_io, objs, args.sdf_steps, timings) if args.sdf_steps else None
 
     bpy.ops.wm.save_as_mainfile(filepath=str(out / "demo.blend"))
     link.shutdown()
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_sdf(bpy, link, scene_io, objs, steps: int, timings: dict) -> dict:
+def run_sdf(bpy, link, mesh_io, objs, steps: int, timings: dict) -> dict:
     """Train SDF from Active Mesh on Suzanne (as displayed: its subdivision applied); the
     result lands beside it. Returns Chamfer / IoU / normal consistency against Suzanne."""
     import numpy as np  # noqa: PLC0415
@@ -204,7 +205,7 @@ def run_sdf(bpy, link, scene_io, objs, steps: int, timings: dict) -> dict:
     f = np.empty(len(sdf.data.polygons) * 3, np.int32)
     sdf.data.polygons.foreach_get("vertices", f)
     # The mesh data is in Suzanne's world coordinates (the object is only moved beside it).
-    source_v, source_f = scene_io.object_triangles(monkey, bpy.context.evaluated_depsgraph_get())
+    source_v, source_f = mesh_io.object_triangles(monkey, bpy.context.evaluated_depsgraph_get())
     m = compare_meshes(v.reshape(-1, 3), f.reshape(-1, 3), source_v, source_f)
     return {"object": monkey.name, "steps": steps, "source_triangles": int(len(source_f)),
             "triangles": int(len(f) // 3), "summary": dict(link.STATE.summary),

@@ -271,7 +271,8 @@ def render_split(out: Path, split: str, positions: np.ndarray, cam_obj, t0: floa
 def export_geometry(objs: list, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Merge evaluated, triangulated, world-space meshes into one PLY; return its bbox."""
     import bpy
-    from plyfile import PlyData, PlyElement
+
+    from ngp_engine.formats.ply import write_ply     # the engine's numpy PLY (pip install -e .)
 
     depsgraph = bpy.context.evaluated_depsgraph_get()
     all_v, all_f, base = [], [], 0
@@ -290,12 +291,7 @@ def export_geometry(objs: list, path: Path) -> tuple[np.ndarray, np.ndarray]:
         base += len(co)
         ev.to_mesh_clear()
     v, f = np.concatenate(all_v), np.concatenate(all_f)
-    verts = np.empty(len(v), [("x", "f4"), ("y", "f4"), ("z", "f4")])
-    verts["x"], verts["y"], verts["z"] = v.T
-    faces = np.empty(len(f), [("vertex_indices", "i4", (3,))])
-    faces["vertex_indices"] = f
-    PlyData([PlyElement.describe(verts, "vertex"), PlyElement.describe(faces, "face")]).write(
-        str(path))
+    write_ply(path, v, f)
     return v.min(0), v.max(0)
 
 

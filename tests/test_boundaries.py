@@ -20,8 +20,22 @@ def _modules_after(code: str) -> list[str]:
 
 
 def test_config_and_package_root_are_standard_library_only():
-    mods = _modules_after("import ngp_engine, ngp_engine.config")
+    mods = _modules_after("import ngp_engine, ngp_engine.config, ngp_engine.schema, ngp_engine.tasks, "
+                          "ngp_engine.formats.camera, ngp_engine.formats.unit_cube")
     assert not [m for m in HEAVY if m in mods]
+
+
+def test_formats_need_numpy_at_most():
+    # The add-on bundles formats/ and reads and writes the engine's files with it in Blender.
+    import pkgutil
+
+    import ngp_engine.formats
+
+    names = [f"ngp_engine.formats.{m.name}" for m in pkgutil.iter_modules(ngp_engine.formats.__path__)]
+    assert {"ngp_engine.formats.camera", "ngp_engine.formats.unit_cube"} <= set(names)
+    mods = _modules_after("import " + ", ".join(names))
+    assert not [m for m in ("torch", "numba", "tinycudann", "mcubes", "scipy", "PIL", "plyfile", "igl")
+                if m in mods]
 
 
 def test_protocol_and_client_are_standard_library_only():

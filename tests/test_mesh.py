@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import plyfile
 import pytest
 import torch
 
 from ngp_engine.errors import UserError
+from ngp_engine.formats import ply as ply_format
 from ngp_engine.mesh import (extract_mesh, marching_cubes, mesh_to_mesh_distance,
                              point_to_mesh_distance, read_mesh, remove_floaters, sample_grid,
                              sample_surface, write_obj, write_ply)
@@ -242,11 +242,11 @@ def test_obj_round_trip(tmp_path, sphere_mesh):
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
-    def write_half_then_fail(self, stream):
-        Path(stream).write_bytes(b"ply\nformat binary_little_endian 1.0\n")
+    def write_half_then_fail(path, *chunks):
+        Path(path).write_bytes(b"ply\nformat binary_little_endian 1.0\n")
         raise OSError("disk full")
 
-    monkeypatch.setattr(plyfile.PlyData, "write", write_half_then_fail)
+    monkeypatch.setattr(ply_format, "_write_file", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_ply(tmp_path / "half.ply", CUBE_V, CUBE_F)
     assert list(tmp_path.iterdir()) == []

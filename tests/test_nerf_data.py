@@ -14,8 +14,8 @@ from PIL import Image
 from ngp_engine.formats.camera import stack_cameras
 from ngp_engine.formats.unit_cube import UnitCube
 from ngp_engine.render.occupancy_grid import n_cascades_for
-from ngp_engine.data.transforms import (dataset_splits,
-                                        load_nerf_dataset)
+from ngp_engine.data.transforms import load_nerf_dataset
+from ngp_engine.formats.transforms import dataset_splits
 from ngp_engine.errors import UserError
 
 # tan(angle / 2) = 0.5, so fl = 0.5 * W / 0.5 = W exactly.

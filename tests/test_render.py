@@ -17,7 +17,7 @@ from ngp_engine.render.occupancy_grid import OccupancyGrid, cascade_of, cell_of
 from ngp_engine.render.ray_marching import RaySamples, march_rays, step_bounds
 from ngp_engine.render.rays import camera_rays, pixel_grid, ray_box_intersect
 from ngp_engine.render.renderer import MarchSettings, render_rays
-from ngp_engine.render.volume_rendering import accumulate, render_weights, transmittance
+from ngp_engine.render.volume_rendering import accumulate, composite, render_weights, transmittance
 
 CPU = torch.device("cpu")
 MIN_STEP = math.sqrt(3.0) / 1024          # instant-ngp's NERF_STEPS = 1024: 0.00169145586...
@@ -90,6 +90,33 @@ def test_packed_rays_do_not_leak():
     assert trans2[2].item() == 1.0
     torch.testing.assert_close(trans2[3], torch.tensor(E(-3.0)))
     torch.testing.assert_close(w2[2:], torch.tensor([1 - E(-3.0), E(-3.0) * (1 - E(-1.0))]))
+
+
+def test_composite_in_windows_equals_all_at_once():
+    # One ray, samples sigma = (1, 2, 4), dt = 0.5, t = (1, 1.5, 2), grey levels (0.2, 0.6, 1).
+    # All at once: T = (1, e^-0.5, e^-1.5), alpha = 1 - e^(-sigma dt) = (1 - e^-0.5, 1 - e^-1,
+    # 1 - e^-2), w = T alpha; transmittance behind the ray e^-3.5.
+    # In two windows, (sample 0) then (samples 1, 2) with the transmittance after the first
+    # window (e^-0.5) carried in as prefix_trans: the same weights, so the same sums.
+    sigma, dt = torch.tensor([1.0, 2.0, 4.0]), torch.full((3,), 0.5)
+    t, grey = torch.tensor([1.0, 1.5, 2.0]), torch.tensor([0.2, 0.6, 1.0])
+    rgb = grey[:, None].expand(3, 3)
+    e = math.exp
+    w = [1 - e(-0.5), e(-0.5) * (1 - e(-1.0)), e(-1.5) * (1 - e(-2.0))]
+    whole = composite(sigma, rgb, t, dt, torch.zeros(3, dtype=torch.long), torch.tensor([0, 3]), 1,
+                      want_transmittance=True)
+    assert float(whole.opacity) == pytest.approx(sum(w), rel=1e-6)
+    assert float(whole.depth) == pytest.approx(w[0] * 1 + w[1] * 1.5 + w[2] * 2, rel=1e-6)
+    assert float(whole.rgb[0, 1]) == pytest.approx(w[0] * 0.2 + w[1] * 0.6 + w[2], rel=1e-6)
+    assert float(whole.transmittance) == pytest.approx(e(-3.5), rel=1e-6)
+    one = torch.zeros(1, dtype=torch.long)
+    first = composite(sigma[:1], rgb[:1], t[:1], dt[:1], one, torch.tensor([0, 1]), 1,
+                      want_transmittance=True)
+    rest = composite(sigma[1:], rgb[1:], t[1:], dt[1:], one.expand(2), torch.tensor([0, 2]), 1,
+                     prefix_trans=first.transmittance, want_transmittance=True)
+    for name in ("opacity", "depth", "rgb"):
+        torch.testing.assert_close(getattr(first, name) + getattr(rest, name), getattr(whole, name))
+    torch.testing.assert_close(rest.transmittance, whole.transmittance)
 
 
 def test_no_samples_at_all():

@@ -24,7 +24,9 @@ def add_common_options(p: argparse.ArgumentParser, presets: dict[str, Any] | Non
                        default_preset: str = "", default_steps: int = 0,
                        preset_help: str = "") -> None:
     """--backend, --device and --quiet, as every engine command takes them; with `presets`
-    (a training command) also --preset, --config, --steps/--seconds, --resume and --seed."""
+    (a training command) also --preset, --config, --steps/--seconds, --resume and --seed.
+    `default_preset` and `default_steps` only word the help: the task class holds the
+    defaults (read without importing torch, so that --help stays fast)."""
     if presets is not None:
         p.add_argument("--preset", choices=sorted(presets),
                        help=f"named configuration (default {default_preset}{preset_help})")
@@ -56,16 +58,16 @@ def open_training(args: argparse.Namespace, mode: str, data: str | None,
         steps=args.steps, seconds=args.seconds, device=pick_device(args.device), label=cli_label))
 
 
-def train_with_progress(session: "Session", args: argparse.Namespace, default_steps: int,
+def train_with_progress(session: "Session", args: argparse.Namespace,
                         postfix: Callable[["Progress"], dict[str, Any]]) -> None:
-    """Train for --seconds or --steps (default `default_steps`) more, with a progress bar
-    (unless --quiet) whose postfix comes from `postfix(progress)`."""
-    from ..progress import ProgressBar  # noqa: PLC0415
+    """Train for --seconds or --steps (default: the task's `default_steps`) more, with a
+    progress bar (unless --quiet) whose postfix comes from `postfix(progress)`."""
+    from .progress import ProgressBar  # noqa: PLC0415
     from ..tasks.base import Budget  # noqa: PLC0415
 
     by_time = args.seconds is not None
     if not by_time and args.steps is None:
-        session.budget = Budget.starting_at(session.task, default_steps, None)
+        session.budget = Budget.starting_at(session.task, session.task.default_steps, None)
     total = args.seconds if by_time else session.budget.steps
     with ProgressBar(total=total, unit="s" if by_time else "step", disable=args.quiet) as bar:
         s0, t0 = session.steps_done, session.seconds

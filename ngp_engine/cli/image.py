@@ -7,8 +7,6 @@ import json
 from ..config import IMAGE_PRESETS
 from .common import add_common_options, open_training, train_with_progress
 
-DEFAULT_STEPS = 1000
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     img = sub.add_parser(
@@ -18,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     img.add_argument("path", nargs="?", help="image file (PNG, JPEG, ...); not needed with --resume")
     img.add_argument("--out", required=True, help="output folder (created if missing)")
     img.add_argument("--batch-size", type=int, help="override the config's batch size")
-    add_common_options(img, IMAGE_PRESETS, "seed", DEFAULT_STEPS,
+    add_common_options(img, IMAGE_PRESETS, "seed", 1000,
                        ", the article's L=16, T=2^12 grid")
 
 
@@ -29,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..files import save_torch, write_json  # noqa: PLC0415
 
     session = open_training(args, "image", args.path, batch_size=args.batch_size)
-    train_with_progress(session, args, DEFAULT_STEPS, lambda p: {"step": p.step, "loss": p.loss})
+    train_with_progress(session, args, lambda p: {"step": p.step, "loss": p.loss})
     task, out = session.task, session.run_dir
     rec = task.render_image()
     metrics = session.summary(task.metrics(rec))

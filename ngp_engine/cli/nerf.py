@@ -18,8 +18,6 @@ from ..service.protocol import PASSES
 from .common import add_common_options, check_resolution, open_training, out_dir, train_with_progress
 
 log = logging.getLogger(__name__)
-DEFAULT_PRESET = "cpu-fast"
-DEFAULT_STEPS = 1000
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--mesh-resolution", type=int, default=256, help="marching-cubes grid per side (default 256)")
     tr.add_argument("--keep-hidden", action="store_true",
                     help="mesh the raw density (see `mesh --keep-hidden`)")
-    add_common_options(tr, NERF_PRESETS, DEFAULT_PRESET, DEFAULT_STEPS,
+    add_common_options(tr, NERF_PRESETS, "cpu-fast", 1000,
                        "; instant-ngp is the paper's GPU-sized one")
 
     rd = cmds.add_parser(
@@ -101,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
-    from ..data.transforms import dataset_splits, load_nerf_dataset  # noqa: PLC0415
+    from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
     from ..files import save_torch, write_json  # noqa: PLC0415
+    from ..formats.transforms import dataset_splits  # noqa: PLC0415
 
     if args.mesh_resolution < 8:
         raise UserError(f"--mesh-resolution: {args.mesh_resolution} must be >= 8")
@@ -110,7 +109,7 @@ def _train(args: argparse.Namespace) -> int:
     task = session.task
     log.info("NeRF: %d images %dx%d, %s", task.n_images, task.width, task.height,
              "RGBA" if task.has_alpha else "RGB")
-    train_with_progress(session, args, DEFAULT_STEPS, lambda p: {
+    train_with_progress(session, args, lambda p: {
         "step": p.step, "loss": p.loss, "psnr": p.psnr, "spr": p.samples_per_ray,
         "rays_s": int(p.rays_per_second)})
 
@@ -133,7 +132,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(model, dataset, out: Path, quiet: bool) -> dict[str, Any]:
     from ..data.image import save_png  # noqa: PLC0415
-    from ..progress import ProgressBar  # noqa: PLC0415
+    from .progress import ProgressBar  # noqa: PLC0415
     from ..tasks.nerf.evaluate import evaluate  # noqa: PLC0415
 
     renders = out / "renders"

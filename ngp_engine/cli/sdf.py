@@ -17,8 +17,6 @@ from ..config import SDF_PRESETS
 from .common import add_common_options, check_resolution, open_training, out_dir, train_with_progress
 
 log = logging.getLogger(__name__)
-DEFAULT_PRESET = "cpu-fast"
-DEFAULT_STEPS = 2000
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="marching-cubes lattice points along the longest side (default 256)")
     tr.add_argument("--no-mesh", action="store_true", help="do not extract a mesh after training")
     tr.add_argument("--no-eval", action="store_true", help="skip the metrics against the input")
-    add_common_options(tr, SDF_PRESETS, DEFAULT_PRESET, DEFAULT_STEPS,
+    add_common_options(tr, SDF_PRESETS, "cpu-fast", 2000,
                        "; instant-ngp is the paper's GPU-sized one")
 
     me = cmds.add_parser(
@@ -65,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..files import save_torch, write_json  # noqa: PLC0415
 
     session = open_training(args, "sdf", args.mesh)
-    train_with_progress(session, args, DEFAULT_STEPS, lambda p: {"step": p.step, "loss": p.loss})
+    train_with_progress(session, args, lambda p: {"step": p.step, "loss": p.loss})
     task, out = session.task, session.run_dir
     save_torch(out / "checkpoint.pt", task.state_dict())
     metrics = session.summary()

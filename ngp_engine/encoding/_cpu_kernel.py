@@ -207,7 +207,6 @@ def _backward_params(x, dy_t, scales, sizes, offsets, hashed, strides, n_feature
         size = sizes[level]
         offset = offsets[level]
         lh = hashed[level]
-        col = level * n_features
         for start in range(0, n, _CHUNK):
             stop = min(start + _CHUNK, n)
             if interp == 1:

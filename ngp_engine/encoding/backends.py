@@ -20,7 +20,7 @@ class BackendUnavailable(RuntimeError):
 
 
 @functools.lru_cache(maxsize=None)
-def _try_import(name: str) -> tuple[ModuleType | None, str]:
+def try_import(name: str) -> tuple[ModuleType | None, str]:
     try:
         return importlib.import_module(name), ""
     except Exception as e:  # ImportError, or tinycudann's EnvironmentError without CUDA
@@ -29,7 +29,7 @@ def _try_import(name: str) -> tuple[ModuleType | None, str]:
 
 def cpu_kernel() -> ModuleType:
     """The compiled CPU kernel module (numba)."""
-    mod, why = _try_import("ngp_engine.encoding._cpu_kernel")
+    mod, why = try_import("ngp_engine.encoding._cpu_kernel")
     if mod is None:
         raise BackendUnavailable(
             f"the compiled CPU backend needs numba (pip install numba): {why}")
@@ -38,7 +38,7 @@ def cpu_kernel() -> ModuleType:
 
 def tcnn_module() -> ModuleType:
     """tiny-cuda-nn's PyTorch bindings."""
-    mod, why = _try_import("tinycudann")
+    mod, why = try_import("tinycudann")
     if mod is None:
         raise BackendUnavailable(
             "the tcnn backend needs tiny-cuda-nn's PyTorch bindings on a CUDA machine "
@@ -55,9 +55,9 @@ def available(device: torch.device | str, n_input_dims: int = 3) -> list[str]:
     device = torch.device(device)
     names = ["torch"]
     if device.type == "cpu" and n_input_dims in CPU_KERNEL_DIMS and \
-            _try_import("ngp_engine.encoding._cpu_kernel")[0] is not None:
+            try_import("ngp_engine.encoding._cpu_kernel")[0] is not None:
         names.append("cpu")
-    if device.type == "cuda" and torch.cuda.is_available() and _try_import("tinycudann")[0] is not None:
+    if device.type == "cuda" and torch.cuda.is_available() and try_import("tinycudann")[0] is not None:
         names.append("tcnn")
     return names
 

@@ -9,7 +9,7 @@ Pixel (column i, row j) covers [i, i+1) x [j, j+1) from the image's top-left cor
 centre is (i + 0.5, j + 0.5). The ray through image point (u, v) has camera-space direction
 ((u - cx) / fx, -(v - cy) / fy, -1), and `project` inverts `rays` exactly.
 
-Fields are plain JSON values (the protocol parses them strictly with `config.from_dict`);
+Fields are plain JSON values (the protocol parses them strictly with `schema.from_dict`);
 numpy is imported only by the methods that compute with arrays, so the service protocol can
 use this class without importing numpy.
 """
@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError, _check
+from ..schema import ConfigError, check
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -54,11 +54,11 @@ class Camera:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                    for r in m for v in r):
             raise ConfigError("transform_matrix: must be a finite 4x4 matrix")
-        _check(1 <= self.w <= MAX_SIZE, "w", self.w, f"must be in 1..{MAX_SIZE}")
-        _check(1 <= self.h <= MAX_SIZE, "h", self.h, f"must be in 1..{MAX_SIZE}")
+        check(1 <= self.w <= MAX_SIZE, "w", self.w, f"must be in 1..{MAX_SIZE}")
+        check(1 <= self.h <= MAX_SIZE, "h", self.h, f"must be in 1..{MAX_SIZE}")
         for name in ("fl_x", "fl_y"):
             v = getattr(self, name)
-            _check(v is None or v > 0, name, v, "must be positive")
+            check(v is None or v > 0, name, v, "must be positive")
 
     # ------------------------------------------------------------------ constructors
     @classmethod

@@ -65,8 +65,8 @@ def _kernel_applies(p: torch.Tensor) -> bool:
     """The numba sparse update runs for contiguous float32 CPU tables when numba imports."""
     if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
         return False
-    from ..encoding.backends import _try_import  # noqa: PLC0415
-    return _try_import("ngp_engine.nn._adam_kernel")[0] is not None
+    from ..encoding.backends import try_import  # noqa: PLC0415
+    return try_import("ngp_engine.nn._adam_kernel")[0] is not None
 
 
 def _adam_update(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,

@@ -1,9 +1,10 @@
 """Camera rays and ray/box intersection (pure functions, any torch device).
 
-Convention (NeRF/Blender, as `ngp_engine.data.transforms`): the camera looks down -Z, +Y up,
+Convention (NeRF/Blender, as `ngp_engine.formats.camera`): the camera looks down -Z, +Y up,
 +X right; pixel (column i, row j) has its centre at (i + 0.5, j + 0.5) from the image's
 top-left corner. The ray through image point (u, v) has camera-space direction
-((u - cx) / fx, -(v - cy) / fy, -1), so `Cameras.project` inverts it exactly.
+((u - cx) / fx, -(v - cy) / fy, -1), so `Camera.project` inverts it exactly. These are the
+batched torch twins of `Camera.rays` (many cameras, on the device, in the unit cube).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import torch
 from .occupancy_grid import OccupancyGrid
 from .ray_marching import RaySamples, march_rays
 from .rays import ray_box_intersect
-from .volume_rendering import accumulate, render_weights, transmittance
+from .volume_rendering import composite, transmittance
 
 
 class RadianceField(Protocol):
@@ -70,23 +70,12 @@ def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor
             trans = transmittance(sigma * samples.dt, samples.ray_idx, samples.offsets)
             samples = samples.select(trans > settings.early_stop)
     pos = _positions(origins, dirs, samples)
-    d = dirs[samples.ray_idx]
-    normals = None
-    if want_normals and samples.n_samples:
-        sigma, rgb, grad = _with_input_gradient(field, pos, d)
-        n = -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    else:
-        sigma, rgb = field(pos, d)
-    weights, _ = render_weights(sigma, samples.dt, samples.ray_idx, samples.offsets)
-    opacity = accumulate(weights, None, samples.ray_idx, n_rays)
-    color = accumulate(weights, rgb, samples.ray_idx, n_rays)
-    if background is not None:
-        color = color + (1.0 - opacity)[:, None] * background
-    depth = accumulate(weights, samples.t, samples.ray_idx, n_rays)
-    if want_normals:
-        normals = (accumulate(weights.detach(), n, samples.ray_idx, n_rays) if samples.n_samples
-                   else origins.new_zeros(n_rays, 3))
-    return RenderedRays(color, opacity, depth, normals, n_marched, samples.n_samples)
+    sigma, rgb, nrm = shade(field, pos, dirs[samples.ray_idx], want_normals and samples.n_samples > 0)
+    c = composite(sigma, rgb, samples.t, samples.dt, samples.ray_idx, samples.offsets, n_rays,
+                  normals=nrm)
+    color = c.rgb if background is None else c.rgb + (1.0 - c.opacity)[:, None] * background
+    normals = (c.normals if c.normals is not None else origins.new_zeros(n_rays, 3)) if want_normals else None
+    return RenderedRays(color, c.opacity, c.depth, normals, n_marched, samples.n_samples)
 
 
 def _positions(origins: torch.Tensor, dirs: torch.Tensor, s: RaySamples) -> torch.Tensor:
@@ -98,6 +87,17 @@ def _to(s: RaySamples, dev: torch.device) -> RaySamples:
     if s.t.device == dev:
         return s
     return RaySamples(s.ray_idx.to(dev), s.t.to(dev), s.dt.to(dev), s.offsets.to(dev))
+
+
+def shade(field: RadianceField, pos: torch.Tensor, d: torch.Tensor, want_normals: bool
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Density [S], colour [S, 3] and, with `want_normals`, unit normals [S, 3] (minus the
+    normalised density gradient) of the field at positions pos [S, 3] seen along d [S, 3]."""
+    if not want_normals:
+        sigma, rgb = field(pos, d)
+        return sigma, rgb, None
+    sigma, rgb, grad = _with_input_gradient(field, pos, d)
+    return sigma, rgb, -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _with_input_gradient(field: RadianceField, pos: torch.Tensor, d: torch.Tensor):
@@ -155,22 +155,15 @@ def render_rays_windowed(field: RadianceField, grid: OccupancyGrid, origins: tor
             break
         n_total += s.n_samples
         o, d = origins[alive][s.ray_idx], dirs[alive][s.ray_idx]
-        pos = o + s.t[:, None] * d
-        if want_normals:
-            sigma, rgb, grad = _with_input_gradient(field, pos, d)
-            nrm = -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        else:
-            sigma, rgb = field(pos, d)
-        w_local, _ = render_weights(sigma, s.dt, s.ray_idx, s.offsets)
-        w = w_local * trans[s.ray_idx]                                  # [S] global weights
-        n_alive = alive.numel()
-        opacity.index_add_(0, alive, accumulate(w, None, s.ray_idx, n_alive))
-        rgb_acc.index_add_(0, alive, accumulate(w, rgb, s.ray_idx, n_alive))
-        depth.index_add_(0, alive, accumulate(w, s.t, s.ray_idx, n_alive))
+        sigma, rgb, nrm = shade(field, o + s.t[:, None] * d, d, want_normals)
+        c = composite(sigma, rgb, s.t, s.dt, s.ray_idx, s.offsets, alive.numel(),
+                      prefix_trans=trans, normals=nrm, want_transmittance=True)
+        opacity.index_add_(0, alive, c.opacity)
+        rgb_acc.index_add_(0, alive, c.rgb)
+        depth.index_add_(0, alive, c.depth)
         if normals is not None:
-            normals.index_add_(0, alive, accumulate(w, nrm, s.ray_idx, n_alive))
-        optical = accumulate(sigma * s.dt, None, s.ray_idx, n_alive)   # [A]
-        trans = trans * torch.exp(-optical)
+            normals.index_add_(0, alive, c.normals)
+        trans = c.transmittance
         counts = s.offsets[1:] - s.offsets[:-1]                          # [A]
         used = used + counts
         last = (s.offsets[1:] - 1).clamp_min(0)

@@ -6,8 +6,15 @@ For the samples i = 0, 1, ... of one ray with densities sigma_i and interval len
     w_i     = T_i * alpha_i                          (weight; sum_i w_i = opacity <= 1)
 Sums per ray run in a padded [R, max samples] layout, so that float32 cumulative sums never
 mix the samples of different rays.
+
+`composite` is the one compositing path: training renders all of a ray's samples at once,
+inference renders them a window at a time and carries the transmittance in front of each
+window in (`prefix_trans`, as nerfacc's `render_weight_from_density`), so both give the
+same weights.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -48,3 +55,41 @@ def accumulate(weights: torch.Tensor, values: torch.Tensor | None, ray_idx: torc
         return weights.new_zeros(n_rays).index_add(0, ray_idx, weights * values)
     out = weights.new_zeros(n_rays, values.shape[1])
     return out.index_add(0, ray_idx, weights[:, None] * values)
+
+
+@dataclass
+class Composited:
+    """Per-ray sums of `composite` (R rays)."""
+
+    opacity: torch.Tensor              # [R] sum of weights
+    rgb: torch.Tensor                  # [R, 3] sum of w_i rgb_i (no background yet)
+    depth: torch.Tensor                # [R] sum of w_i t_i
+    normals: torch.Tensor | None       # [R, 3] sum of w_i n_i (weights detached), when given
+    transmittance: torch.Tensor | None  # [R] behind the last sample, when asked for
+
+
+def composite(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, dt: torch.Tensor,
+              ray_idx: torch.Tensor, offsets: torch.Tensor, n_rays: int,
+              prefix_trans: torch.Tensor | None = None, normals: torch.Tensor | None = None,
+              want_transmittance: bool = False) -> Composited:
+    """Volume-render packed samples: densities sigma [S], colours rgb [S, 3], distances t
+    [S] and intervals dt [S] of `n_rays` rays (ray_idx [S], offsets [R + 1]).
+
+    `prefix_trans` [R] is the transmittance in front of each ray's first sample here (1 when
+    None); `normals` [S, 3] are summed with detached weights (they shade, they do not train).
+    Differentiable in sigma and rgb.
+    """
+    weights, _ = render_weights(sigma, dt, ray_idx, offsets)
+    if prefix_trans is not None:
+        weights = weights * prefix_trans[ray_idx]
+    out = Composited(opacity=accumulate(weights, None, ray_idx, n_rays),
+                     rgb=accumulate(weights, rgb, ray_idx, n_rays),
+                     depth=accumulate(weights, t, ray_idx, n_rays),
+                     normals=None, transmittance=None)
+    if normals is not None:
+        out.normals = accumulate(weights.detach(), normals, ray_idx, n_rays)
+    if want_transmittance:
+        with torch.no_grad():
+            optical = accumulate(sigma.detach() * dt, None, ray_idx, n_rays)
+            out.transmittance = torch.exp(-optical) if prefix_trans is None else prefix_trans * torch.exp(-optical)
+    return out

@@ -38,14 +38,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ..config import ConfigError, _check, _clip, from_dict
+from ..schema import ConfigError, check, clip, from_dict
 from ..formats.camera import Camera
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20            # longer lines are refused (with an error event), not read
 PASSES = ("rgb", "depth", "opacity", "normals")
-ARTIFACT_KINDS = ("checkpoint", "mesh", "pass", "metrics", "config")
-JOB_STATES = ("idle", "training", "finished", "stopped", "failed")
 
 
 class ProtocolError(ValueError):
@@ -102,16 +100,16 @@ class Train(Message):
     id: str | None = None
 
     def __post_init__(self) -> None:
-        _check(bool(self.mode), "mode", self.mode, "must name a training mode")
-        _check(bool(self.data), "data", self.data, "must name a file or folder")
-        _check(bool(self.run_dir), "run_dir", self.run_dir, "must name a folder")
-        _check(self.config is None or self.preset is None, "preset", self.preset,
+        check(bool(self.mode), "mode", self.mode, "must name a training mode")
+        check(bool(self.data), "data", self.data, "must name a file or folder")
+        check(bool(self.run_dir), "run_dir", self.run_dir, "must name a folder")
+        check(self.config is None or self.preset is None, "preset", self.preset,
                "cannot be given together with config")
-        _check(self.steps is None or self.seconds is None, "seconds", self.seconds,
+        check(self.steps is None or self.seconds is None, "seconds", self.seconds,
                "cannot be given together with steps")
-        _check(self.steps is None or self.steps >= 0, "steps", self.steps, "must be >= 0")
-        _check(self.seconds is None or self.seconds >= 0, "seconds", self.seconds, "must be >= 0")
-        _check(self.checkpoint_every > 0, "checkpoint_every", self.checkpoint_every, "must be > 0")
+        check(self.steps is None or self.steps >= 0, "steps", self.steps, "must be >= 0")
+        check(self.seconds is None or self.seconds >= 0, "seconds", self.seconds, "must be >= 0")
+        check(self.checkpoint_every > 0, "checkpoint_every", self.checkpoint_every, "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -136,11 +134,11 @@ class Preview(Message):
     id: str | None = None
 
     def __post_init__(self) -> None:
-        _check(len(self.passes) > 0, "passes", self.passes, "must name at least one pass")
+        check(len(self.passes) > 0, "passes", self.passes, "must name at least one pass")
         for p in self.passes:
-            _check(p in PASSES, "passes", _clip(p), f"is not one of {list(PASSES)}")
+            check(p in PASSES, "passes", clip(p), f"is not one of {list(PASSES)}")
         if self.resolution is not None:
-            _check(len(self.resolution) == 2 and all(1 <= v <= 8192 for v in self.resolution),
+            check(len(self.resolution) == 2 and all(1 <= v <= 8192 for v in self.resolution),
                    "resolution", self.resolution, "must be [width, height], each in 1..8192")
 
 
@@ -154,7 +152,7 @@ class ExportMesh(Message):
     id: str | None = None
 
     def __post_init__(self) -> None:
-        _check(8 <= self.resolution <= 1024, "resolution", self.resolution, "must be in 8..1024")
+        check(8 <= self.resolution <= 1024, "resolution", self.resolution, "must be in 8..1024")
 
 
 @dataclass(frozen=True)
@@ -291,10 +289,10 @@ def parse(line: str | bytes, registry: dict[str, type[Message]]) -> Message:
         raise ProtocolError("type: missing (every message names its type)")
     kind = data.pop("type")
     if not isinstance(kind, str):
-        raise ProtocolError(f"type: expected a string, got {_clip(repr(kind))}")
+        raise ProtocolError(f"type: expected a string, got {clip(repr(kind))}")
     cls = registry.get(kind)
     if cls is None:
-        raise ProtocolError(f"type: {_clip(repr(kind))} is not one of {', '.join(registry)}")
+        raise ProtocolError(f"type: {clip(repr(kind))} is not one of {', '.join(registry)}")
     try:
         msg = from_dict(cls, data, where=kind)
         _check_finite(msg.to_dict(), kind)

@@ -25,6 +25,7 @@ from .. import config as cfgmod
 from .. import files
 from ..errors import UserError
 from ..formats.camera import Camera
+from ..nn.losses import loss
 
 BASE_CHECKPOINT_KEYS = ("config", "model", "optimizer", "sampler", "steps", "seconds")
 
@@ -94,6 +95,15 @@ class Task(ABC):
     def train_step(self) -> Progress:
         """One optimisation step on a fresh batch (learning rate already set); returns its
         loss and task-specific figures (step and seconds are filled in by `step`)."""
+
+    def fit_batch(self, inputs: torch.Tensor, target: torch.Tensor, kind: str) -> Progress:
+        """A supervised step: `kind` loss (nn/losses.py) of model(inputs) against target,
+        backward, optimiser step (for tasks whose field maps inputs straight to targets)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        value = loss(kind, self.model(inputs), target)
+        value.backward()
+        self.optimizer.step()
+        return Progress(loss=float(value.detach()))
 
     def step(self) -> Progress:
         """One training step at the scheduled learning rate, timed."""

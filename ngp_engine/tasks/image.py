@@ -18,7 +18,6 @@ from ..errors import UserError
 from ..eval.image import psnr
 from ..fields.image import ImageField
 from ..formats.camera import Camera
-from ..nn.losses import loss
 from ..nn.optim import TcnnAdam, param_groups
 from .base import Progress, Task
 
@@ -80,12 +79,7 @@ class ImageTask(Task):
         return xy, rgb[0, :, 0].T
 
     def train_step(self) -> Progress:
-        xy, target = self.sample(self.cfg.batch_size)
-        self.optimizer.zero_grad(set_to_none=True)
-        value = loss(self.cfg.loss, self.model(xy), target)
-        value.backward()
-        self.optimizer.step()
-        return Progress(loss=float(value.detach()))
+        return self.fit_batch(*self.sample(self.cfg.batch_size), self.cfg.loss)
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()

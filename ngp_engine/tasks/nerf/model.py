@@ -5,7 +5,6 @@ units outwards (cameras in, depth and mesh vertices out), through the scene's `U
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -148,7 +147,3 @@ class NerfModel:
         self.field.load_state_dict(state["field"])
         self.grid.load_state_dict(state["grid"])
 
-
-def diagonal_world(model: NerfModel) -> float:
-    lo, hi = model.scene_box_world()
-    return float(math.dist(lo.tolist(), hi.tolist()))

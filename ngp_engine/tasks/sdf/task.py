@@ -16,7 +16,6 @@ from ...fields.sdf import SdfField
 from ...formats.camera import Camera
 from ...formats.unit_cube import UnitCube
 from ...mesh.marching_cubes import lattice_resolution, marching_cubes, sample_grid_near_level
-from ...nn.losses import loss
 from ...nn.optim import TcnnAdam, param_groups
 from ...render.passes import PASSES
 from ..base import Progress, Task
@@ -70,28 +69,24 @@ class SdfTask(Task):
             raise UserError(f"{where}: was trained on another mesh than {data.path} "
                             "(its bounding box differs)")
 
-    @property
-    def samples(self) -> SdfSamples:
-        """The training samples, made on first use (the ground truth takes seconds; meshing a
-        checkpoint does not need it)."""
+    def prepare(self) -> None:
+        """Compute the ground truth now, before the clock starts (it takes seconds; meshing
+        or rendering a checkpoint never needs it)."""
         if self._samples is None:
             if not len(self.mesh.faces):
                 raise UserError(f"{self.mesh.path}: the mesh this field was trained on is missing; "
                                 "training needs it")
             self._samples = SdfSamples(self.mesh, self.cfg, self.device)
-        return self._samples
 
-    def prepare(self) -> None:
-        self.samples  # noqa: B018  (the ground truth, before the clock starts)
+    @property
+    def samples(self) -> SdfSamples:
+        """The training samples (made on first use)."""
+        self.prepare()
+        return self._samples
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> Progress:
-        points, target = self.samples.batch(self.cfg.batch_size, self.sampler)
-        self.optimizer.zero_grad(set_to_none=True)
-        value = loss(self.cfg.loss, self.model(points), target)
-        value.backward()
-        self.optimizer.step()
-        return Progress(loss=float(value.detach()))
+        return self.fit_batch(*self.samples.batch(self.cfg.batch_size, self.sampler), self.cfg.loss)
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()

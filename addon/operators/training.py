@@ -1,0 +1,140 @@
+"""Training in the engine: a NeRF on the scene's dataset, an SDF of the active mesh, and
+stopping either. Requests carry ids, so that the events answering them are told apart from
+those of an earlier request of the same kind."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import bpy
+
+from .. import engine_link, preferences
+from ..blender_io import meshes
+from ..engine_link import STATE, EngineError
+from ..ngp_engine.formats import ply
+from ..ngp_engine.service.protocol import Stop, Train
+from ..properties import data_folder, run_folder
+from .feedback import fail
+
+_ids = itertools.count(1)
+
+
+def request_id(kind: str) -> str:
+    """A fresh id for a request of `kind` (train, stop, mesh, preview), remembered as the
+    latest of its kind in STATE.pending."""
+    rid = f"{kind}-{next(_ids)}"
+    STATE.pending[kind] = rid
+    return rid
+
+
+def _budget(s: bpy.types.PropertyGroup) -> dict:
+    """The Train request's budget fields from the scene settings: seconds or steps."""
+    return {"steps": s.train_steps} if s.train_budget == "STEPS" else {"seconds": s.train_seconds}
+
+
+class _TrainingOperator:
+    """Starts a job in the engine and, in the UI, stays modal until it ends (ESC stops it),
+    so its result lands in the status bar. Headless Blender has no event loop: there the
+    operator returns at once and the caller pumps engine_link."""
+
+    _timer = None
+
+    def start(self, context: bpy.types.Context, mode: str, data: Path, run_dir: Path) -> set[str]:
+        s = context.scene.ngp
+        prefs = preferences.get(context)
+        STATE.status, STATE.message = "starting", "starting the engine"
+        try:
+            engine_link.ensure_engine(preferences.engine_python(context))
+            STATE.mode, STATE.run_dir = mode, str(run_dir)
+            STATE.step, STATE.fraction, STATE.psnr, STATE.eta_seconds = 0, 0.0, None, None
+            STATE.artifacts.clear()
+            engine_link.send(Train(mode=mode, data=str(data), run_dir=STATE.run_dir, preset=s.preset,
+                                   **_budget(s), device=prefs.device,
+                                   checkpoint_every=30.0, id=request_id("train")))
+        except EngineError as e:
+            STATE.status = "error"
+            return fail(self, str(e))
+        STATE.status, STATE.message = "training", f"training ({mode})"
+        if context.window_manager.windows and not bpy.app.background:
+            self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
+            context.window_manager.modal_handler_add(self)
+            return {"RUNNING_MODAL"}
+        return {"FINISHED"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type == "ESC":
+            _send_stop()
+        if STATE.status not in ("starting", "training"):
+            context.window_manager.event_timer_remove(self._timer)
+            level = {"ERROR"} if STATE.status == "error" else {"INFO"}
+            self.report(level, STATE.message)
+            return {"FINISHED"}
+        return {"PASS_THROUGH"}
+
+
+class NGP_OT_train(_TrainingOperator, bpy.types.Operator):
+    """Train a NeRF on the exported dataset in the engine process (Blender stays responsive)"""
+
+    bl_idname = "ngp.train"
+    bl_label = "Train"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        if STATE.status in ("starting", "training"):
+            return fail(self, "training is already running; stop it first")
+        data = data_folder(scene)
+        if not (data / "transforms.json").is_file():
+            return fail(self, "no dataset yet: render a camera rig or export cameras first")
+        STATE.source_object = ""
+        return self.start(context, "nerf", data, run_folder(scene) / "run")
+
+
+class NGP_OT_train_sdf(_TrainingOperator, bpy.types.Operator):
+    """Learn a signed distance field of the active mesh object (modifiers applied) and, when
+    it is trained, import its marching-cubes mesh beside the object"""
+
+    bl_idname = "ngp.train_sdf"
+    bl_label = "Train SDF from Active Mesh"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        obj = context.active_object
+        if obj is None or obj.type != "MESH":
+            cls.poll_message_set("select a mesh object (it becomes the active object)")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if STATE.status in ("starting", "training"):
+            return fail(self, "training is already running; stop it first")
+        obj = context.active_object
+        v, f = meshes.object_triangles(obj, context.evaluated_depsgraph_get())
+        if len(f) == 0:
+            return fail(self, f"{obj.name}: the mesh has no faces to learn a distance field of")
+        folder = run_folder(context.scene) / "sdf" / bpy.path.clean_name(obj.name)
+        data = folder / "input.ply"
+        ply.write_ply(data, v, f)
+        STATE.source_object = obj.name
+        return self.start(context, "sdf", data, folder / "run")
+
+
+def _send_stop() -> None:
+    try:
+        engine_link.send(Stop(id=request_id("stop")))
+    except EngineError as e:
+        STATE.message = str(e)
+
+
+class NGP_OT_stop(bpy.types.Operator):
+    """Stop training; the engine keeps a checkpoint of where it got to"""
+
+    bl_idname = "ngp.stop"
+    bl_label = "Stop"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return STATE.status == "training"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        _send_stop()
+        return {"FINISHED"}

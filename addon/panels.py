@@ -21,6 +21,8 @@ class NGP_PT_main(bpy.types.Panel):
     bl_category = "NGP"
 
     def draw(self, context: bpy.types.Context) -> None:
+        """The data, train, results and SDF boxes and the message line (widget calls only,
+        one per line, in the order they appear)."""
         layout, s, st = self.layout, context.scene.ngp, engine_link.STATE
 
         box = layout.box()

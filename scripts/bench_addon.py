@@ -40,6 +40,8 @@ def grid_mesh(n: int):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Install the extension into bpy, time the mesh imports, then the pump ticks while the
+    engine trains (one measurement after the other, as the README reports them)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="training time while ticks are timed")
     ap.add_argument("--repeats", type=int, default=3, help="mesh imports timed")

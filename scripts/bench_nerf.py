@@ -63,6 +63,8 @@ def mesh_errors(trainer: NerfTask, gt_v: np.ndarray, gt_f: np.ndarray, resolutio
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train once and evaluate at each checkpoint time (PSNR, SSIM, mesh distances): one
+    loop over the curve, kept whole so that training time never includes evaluation."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu-fast", choices=sorted(NERF_PRESETS))
     ap.add_argument("--minutes", default="1,2,5,10", help="training-time checkpoints in minutes")

@@ -49,6 +49,8 @@ def pump_until(link, predicate, timeout: float, report=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The demo's stages in order, each timed into metrics.json: long because it reads as
+    the script of what a user does (rig, train, import, preview, SDF), one step per line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="training time budget")
     ap.add_argument("--views", type=int, default=80, help="camera rig size")

@@ -114,7 +114,8 @@ def make_material(name: str, color=(0.8, 0.8, 0.8), image_path: Path | None = No
 
 
 def build_scene(textures: dict[str, Path]) -> list:
-    """Create the four objects, the world light and two lamps; return the mesh objects."""
+    """Create the four objects, the world light and two lamps; return the mesh objects
+    (bpy calls only, one object after the other, hence the length)."""
     import bpy
 
     ops = bpy.ops

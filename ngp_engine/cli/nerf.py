@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """`nerf train|render|eval|mesh` and their options (declarations only, one per line)."""
     nerf = sub.add_parser("nerf", help="neural radiance fields from posed images",
                           description="Train a NeRF on a NeRF-synthetic folder or an instant-ngp "
                                       "transforms.json, then render, evaluate or mesh it.")

@@ -38,6 +38,9 @@ def grid_corners(
         index: [N, L, C] int64 global entry index (level offset included); corner c has
             bit k set when it is the upper neighbour along axis k. C = 2^d, or 1 for Nearest.
         weight: [N, L, C] in x's dtype, differentiable with respect to x.
+
+    One function on purpose (longer than most): it is the reference the kernels are tested
+    against, and tiny-cuda-nn's indexing reads top to bottom here as in its CUDA source.
     """
     n, d = x.shape
     n_levels = scales.shape[0]

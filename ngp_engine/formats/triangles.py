@@ -18,6 +18,8 @@ def fan_triangulate(flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     Polygons with fewer than 3 corners have no area and are dropped."""
     flat = np.asarray(flat, np.int64)
     lengths = np.asarray(lengths, np.int64)
+    if len(lengths) and (lengths == 3).all():       # triangles already (the usual case): no fans
+        return flat.reshape(-1, 3)
     n_tri = np.maximum(lengths - 2, 0)                          # [P]
     start = np.cumsum(lengths) - lengths                        # [P] first corner in flat
     poly = np.repeat(np.arange(len(lengths)), n_tri)            # [T] polygon of each triangle

@@ -98,6 +98,8 @@ def sample_grid_near_level(field_fn: FieldFn, box_min: Sequence[float], box_max:
     band instead of the volume).
 
     Returns the volume float32 [Rx, Ry, Rz] and the fraction of fine points evaluated.
+    The three stages (coarse lattice, band mask, fine points) share their index arithmetic,
+    hence one function.
     """
     res = np.array(_resolution3(resolution))
     lo, hi = _box(box_min, box_max)

@@ -13,7 +13,7 @@ import torch
 
 from ..formats.camera import Camera
 from ..formats.unit_cube import UnitCube
-from .passes import check_passes
+from .passes import PASSES, check_passes
 from .rays import camera_rays, pixel_grid, ray_box_intersect
 
 HIT = 1e-4            # unit-cube units
@@ -24,7 +24,7 @@ NORMAL_EPS = 1.0 / 1024
 @torch.no_grad()
 def sphere_trace(field: Callable[[torch.Tensor], torch.Tensor], transform: UnitCube,
                  box_min: np.ndarray, box_max: np.ndarray, camera: Camera, device: torch.device,
-                 passes: tuple[str, ...] = ("rgb", "depth", "opacity", "normals"), max_steps: int = 128,
+                 passes: tuple[str, ...] = PASSES, max_steps: int = 128,
                  chunk: int = 1 << 14) -> dict[str, np.ndarray]:
     """Render `field` (unit-cube points [N, 3] -> signed distances [N]) seen by a world
     camera.

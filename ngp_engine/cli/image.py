@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415 (keep `--help` fast)
 
     from ..data.image import save_png  # noqa: PLC0415
-    from ..files import save_torch, write_json  # noqa: PLC0415
+    from ..files import write_json  # noqa: PLC0415
 
     session = open_training(args, "image", args.path, batch_size=args.batch_size)
     train_with_progress(session, args, lambda p: {"step": p.step, "loss": p.loss})
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = session.summary(task.metrics(rec))
     save_png(out / "reconstruction.png", rec)
     save_png(out / "comparison.png", np.concatenate([task.image, rec], axis=1))
-    save_torch(out / "checkpoint.pt", task.state_dict())
+    session.save_checkpoint()
     write_json(out / "metrics.json", metrics)
     if not args.quiet:
         print(json.dumps({k: metrics[k] for k in ("psnr", "steps", "seconds", "backend", "n_params")}))

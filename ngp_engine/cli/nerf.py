@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
     from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
-    from ..files import save_torch, write_json  # noqa: PLC0415
+    from ..files import write_json  # noqa: PLC0415
     from ..formats.transforms import dataset_splits  # noqa: PLC0415
 
     if args.mesh_resolution < 8:
@@ -115,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
         "rays_s": int(p.rays_per_second)})
 
     out = session.run_dir
-    save_torch(out / "checkpoint.pt", task.state_dict())
+    session.save_checkpoint()
     metrics: dict[str, Any] = {**session.summary(), "n_train_images": task.n_images}
     data = task.dataset_path
     if not args.no_eval and args.eval_split in dataset_splits(data) and args.eval_split != "train":

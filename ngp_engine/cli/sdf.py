@@ -60,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..files import save_torch, write_json  # noqa: PLC0415
+    from ..files import write_json  # noqa: PLC0415
 
     session = open_training(args, "sdf", args.mesh)
     train_with_progress(session, args, lambda p: {"step": p.step, "loss": p.loss})
     task, out = session.task, session.run_dir
-    save_torch(out / "checkpoint.pt", task.state_dict())
+    session.save_checkpoint()
     metrics = session.summary()
     if not args.no_mesh:
         metrics.update(_extract(task, out, args.resolution, 0.0, not args.no_eval, args.quiet))

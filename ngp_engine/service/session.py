@@ -123,9 +123,6 @@ class Session:
     def eta_seconds(self) -> float | None:
         return self.budget.eta_seconds(self.task)
 
-    def step(self) -> Progress:
-        return self.task.step()
-
     def train(self, callback: Callable[[Progress], Any] | None = None,
               should_stop: Callable[[], bool] | None = None,
               checkpoint_every: float | None = None,
@@ -177,8 +174,8 @@ class Session:
                 "seconds": round(self.seconds, 3), "run_dir": str(self.run_dir),
                 **(self.task.metrics() if task_metrics is None else task_metrics)}
 
-    def write_metrics(self, extra: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
-        summary = {**self.summary(), **(extra or {})}
+    def write_metrics(self) -> tuple[Path, dict[str, Any]]:
+        summary = self.summary()
         path = self.run_dir / "metrics.json"
         write_json(path, summary)
         return path, summary

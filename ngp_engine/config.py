@@ -310,10 +310,26 @@ class NerfConfig:
     backend: Backend = "auto"
     """Hash-grid implementation (see ImageFitConfig.backend)."""
     seed: int = 1337
+    appearance: Literal["auto", "on", "off"] = "auto"
+    """Per-image colour correction learned with the field (nn/appearance.py): photos differ
+    in exposure and white balance. auto = on for photos (images without alpha), off for
+    RGBA renders (synthetic data, one exposure). Previews, meshes and the evaluation of
+    held-out photos use the neutral appearance."""
+    appearance_penalty: float = 1e-2
+    """Weight of the pull of every correction towards identity (keeps the average photo as
+    the neutral look)."""
+    max_image_size: int | None = None
+    """Longest image side in pixels when loading the dataset: larger photos are downscaled
+    (cameras resized to match); None keeps every image at its own size."""
 
     def __post_init__(self) -> None:
+        check(self.max_image_size is None or self.max_image_size >= 8, "max_image_size",
+              self.max_image_size, "must be >= 8 pixels (or null for the images' own size)")
         check(self.target_batch_samples >= 256, "target_batch_samples", self.target_batch_samples,
                "must be >= 256")
+        check(self.appearance in ("auto", "on", "off"), "appearance", self.appearance,
+              "must be auto, on or off")
+        check(self.appearance_penalty >= 0, "appearance_penalty", self.appearance_penalty, "must be >= 0")
         check(self.initial_rays >= 1, "initial_rays", self.initial_rays, "must be >= 1")
         check(self.loss in ("L2", "Huber"), "loss", self.loss, "must be L2 or Huber")
         check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,

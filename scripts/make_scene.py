@@ -11,7 +11,10 @@ the upper hemisphere. Output layout, as in NeRF-synthetic / instant-ngp:
     DIR/scene.json                                    parameters + bbox; written last
 
 Usage: python scripts/make_scene.py --out DIR [--size 160] [--n-train 100] [--n-test 20]
-                                    [--samples 128] [--seed 0]
+                                    [--samples 128] [--seed 0] [--scene default|pedestal]
+
+`--scene pedestal` renders instead a sphere on a wide block, floating, seen from elevations
+of 30-80 degrees only (see `build_pedestal_scene`); same layout, scene.json also names it.
 A second run with identical parameters is a cache hit. `bpy` is imported only when a
 render is needed, so the cache check is cheap.
 """
@@ -32,6 +35,7 @@ GENERATOR_VERSION = 1  # bump when the scene content changes, to invalidate cach
 DEFAULT_SAMPLES = 128  # ~1.3 s per 160px view on 2 cores: ~2.6 min for 120 views
 RADIUS = 4.0
 ELEVATION_DEG = (10.0, 80.0)
+PEDESTAL_ELEVATION_DEG = (30.0, 80.0)   # the `pedestal` scene: nothing under it is ever seen
 BOX_LIMIT = 1.2  # all geometry must lie in [-BOX_LIMIT, BOX_LIMIT]^3
 
 
@@ -59,14 +63,15 @@ def quiet_stdout():
         os.close(devnull)
 
 
-def camera_positions(n: int, seed: int, spiral: bool) -> np.ndarray:
-    """(n, 3) points at RADIUS with elevation in ELEVATION_DEG, area-uniform in the band.
+def camera_positions(n: int, seed: int, spiral: bool,
+                     elevation_deg: tuple[float, float] = ELEVATION_DEG) -> np.ndarray:
+    """(n, 3) points at RADIUS with elevation in `elevation_deg`, area-uniform in the band.
 
     Training views follow a Fibonacci spiral (even coverage), test views are seeded random
     draws, so the two sets never coincide.
     """
     rng = np.random.default_rng(seed + (0 if spiral else 1000))
-    z_lo, z_hi = (math.sin(math.radians(e)) for e in ELEVATION_DEG)
+    z_lo, z_hi = (math.sin(math.radians(e)) for e in elevation_deg)
     if spiral:
         z = z_lo + (z_hi - z_lo) * (np.arange(n) + 0.5) / n
         azimuth = np.arange(n) * math.pi * (3.0 - math.sqrt(5.0)) + rng.uniform(0, 2 * math.pi)
@@ -166,7 +171,15 @@ def build_scene(textures: dict[str, Path]) -> list:
     monkey.data.materials.append(make_material("plastic", (0.8, 0.08, 0.05), roughness=0.6))
     objs.append(monkey)
 
-    # Soft ambient light from the world (film_transparent hides it from the camera) ...
+    add_lights()
+    return objs
+
+
+def add_lights() -> None:
+    """Soft ambient light from the world (film_transparent hides it from the camera), a key
+    sun and a fill area light for realistic shading; shared by every scene."""
+    import bpy
+
     world = bpy.data.worlds.new("world")
     if world.node_tree is None:
         world.use_nodes = True
@@ -175,7 +188,6 @@ def build_scene(textures: dict[str, Path]) -> list:
     bg.inputs["Color"].default_value = (0.6, 0.65, 0.75, 1.0)
     bg.inputs["Strength"].default_value = 0.6
     bpy.context.scene.world = world
-    # ... plus a key sun and a fill area light for realistic shading.
     sun = bpy.data.lights.new("sun", "SUN")
     sun.energy, sun.angle = 3.0, math.radians(10)
     sun_obj = bpy.data.objects.new("sun", sun)
@@ -187,7 +199,42 @@ def build_scene(textures: dict[str, Path]) -> list:
     area_obj.rotation_euler = (-area_obj.location).to_track_quat("-Z", "Y").to_euler()
     for o in (sun_obj, area_obj):
         bpy.context.scene.collection.objects.link(o)
-    return objs
+
+
+def build_pedestal_scene(textures: dict[str, Path]) -> list:
+    """The `pedestal` scene: a photo-textured sphere on a wide photo-textured block, floating
+    (no ground), the object's bottom (the block's) at z = -0.95. Photographed from
+    elevations of 30 degrees and more, the block's bottom face and the space under it are
+    never seen: the shape of the issue "space no camera saw" (real captures of an object on
+    a stand or a table). Returns the mesh objects."""
+    import bpy
+
+    ops = bpy.ops
+    ops.mesh.primitive_cube_add(size=1.0, calc_uvs=True, location=(0.0, 0.0, -0.575),
+                                rotation=(0.0, 0.0, math.radians(20)))
+    block = bpy.context.object
+    block.scale = (1.0, 1.0, 0.75)           # z from -0.95 to -0.2, applied below
+    ops.object.transform_apply(location=False, rotation=False, scale=True)
+    uv = block.data.uv_layers.active.data
+    for poly in block.data.polygons:         # the whole photo on every face, as in build_scene
+        for k, li in enumerate(poly.loop_indices):
+            uv[li].uv = ((0, 0), (1, 0), (1, 1), (0, 1))[k % 4]
+    block.data.materials.append(make_material("astronaut", image_path=textures["astronaut"],
+                                              roughness=0.45))
+    ops.mesh.primitive_uv_sphere_add(radius=0.42, segments=48, ring_count=24, calc_uvs=True,
+                                     location=(0.05, -0.05, 0.22),
+                                     rotation=(0.0, 0.0, math.radians(-60)))
+    sphere = bpy.context.object
+    sphere.data.shade_smooth()
+    sphere.data.materials.append(make_material("coffee", image_path=textures["coffee"],
+                                               roughness=0.3))
+    add_lights()
+    return [block, sphere]
+
+
+# name: (builder, camera elevation band in degrees)
+SCENES = {"default": (build_scene, ELEVATION_DEG),
+          "pedestal": (build_pedestal_scene, PEDESTAL_ELEVATION_DEG)}
 
 
 def setup_render(size: int, samples: int):
@@ -305,15 +352,24 @@ def expected_files(out: Path, n_train: int, n_test: int) -> list[Path]:
 
 
 def make_scene(out_dir, size: int = 160, n_train: int = 100, n_test: int = 20,
-               samples: int = DEFAULT_SAMPLES, seed: int = 0) -> Path:
-    """Render the dataset into out_dir (or reuse a complete cached one); return its path."""
+               samples: int = DEFAULT_SAMPLES, seed: int = 0, scene: str = "default") -> Path:
+    """Render the dataset of `scene` (a SCENES key) into out_dir (or reuse a complete cached
+    one); return its path."""
+    if scene not in SCENES:
+        raise SystemExit(f"--scene: unknown scene {scene!r} (known: {', '.join(SCENES)})")
+    builder, elevation = SCENES[scene]
     out = Path(out_dir).resolve()
     params = {"generator_version": GENERATOR_VERSION, "size": size, "n_train": n_train,
               "n_test": n_test, "samples": samples, "seed": seed}
+    if scene != "default":
+        # Only other scenes record their name: the default scene's scene.json (and so every
+        # cached default dataset) stays exactly what it was.
+        params["scene"] = scene
     meta_path = out / "scene.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if all(meta.get(k) == v for k, v in params.items()) and all(
+        if meta.get("scene", "default") == scene and all(
+                meta.get(k) == v for k, v in params.items()) and all(
                 p.exists() for p in expected_files(out, n_train, n_test)):
             log(f"cache hit: {out} already holds this dataset; not re-rendering")
             return out
@@ -324,7 +380,7 @@ def make_scene(out_dir, size: int = 160, n_train: int = 100, n_test: int = 20,
         import bpy
 
         bpy.ops.wm.read_factory_settings(use_empty=True)
-        objs = build_scene(save_textures(out / "textures"))
+        objs = builder(save_textures(out / "textures"))
         cam_obj = setup_render(size, samples)
         lo, hi = export_geometry(objs, out / "geometry.ply")
     if (lo < -BOX_LIMIT).any() or (hi > BOX_LIMIT).any():
@@ -333,7 +389,7 @@ def make_scene(out_dir, size: int = 160, n_train: int = 100, n_test: int = 20,
     log(f"scene built; rendering {n_train}+{n_test} views at {size}px, {samples} spp")
 
     for split, n, spiral in (("train", n_train, True), ("test", n_test, False)):
-        frames = render_split(out, split, camera_positions(n, seed, spiral), cam_obj, t0)
+        frames = render_split(out, split, camera_positions(n, seed, spiral, elevation), cam_obj, t0)
         doc = {"camera_angle_x": angle_x, "aabb_scale": 1, "scale": 0.33,
                "offset": [0.5, 0.5, 0.5], "frames": frames}
         names = ("train",) if split == "train" else ("test", "val")
@@ -341,7 +397,7 @@ def make_scene(out_dir, size: int = 160, n_train: int = 100, n_test: int = 20,
             (out / f"transforms_{name}.json").write_text(json.dumps(doc, indent=2))
 
     meta = {**params, "bbox_min": lo.tolist(), "bbox_max": hi.tolist(),
-            "camera_angle_x": angle_x, "radius": RADIUS, "elevation_deg": list(ELEVATION_DEG),
+            "camera_angle_x": angle_x, "radius": RADIUS, "elevation_deg": list(elevation),
             "render_seconds": round(time.time() - t0, 1)}
     meta_path.write_text(json.dumps(meta, indent=2))  # last: marks the dataset complete
     log(f"done in {time.time() - t0:.0f} s -> {out}")
@@ -357,8 +413,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-test", type=int, default=20)
     ap.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="Cycles samples/pixel")
     ap.add_argument("--seed", type=int, default=0, help="camera distribution seed")
+    ap.add_argument("--scene", choices=list(SCENES), default="default",
+                    help="default: box, sphere, torus and Suzanne; pedestal: a sphere on a wide "
+                         "block, photographed from 30-80 degrees so nothing under it is seen")
     a = ap.parse_args(argv)
-    make_scene(a.out, a.size, a.n_train, a.n_test, a.samples, a.seed)
+    make_scene(a.out, a.size, a.n_train, a.n_test, a.samples, a.seed, a.scene)
 
 
 if __name__ == "__main__":

@@ -285,3 +285,92 @@ def test_cameras_only_import_needs_no_images_where_w_and_h_are_given(tmp_path):
     path.write_text(json.dumps({"fl_x": 10, "frames": [{"file_path": "a.png", "transform_matrix": eye}]}))
     with pytest.raises(UserError, match="image not found"):
         read_transforms(path, image_size=_no_image_reads, images_required=False)
+
+
+# ----------------------------------------------------------------------------- lenses in transforms.json
+
+OPENCV_LENS = dict(camera_model="OPENCV", k1=-0.12, k2=0.03, p1=1e-3, p2=-5e-4)
+FISHEYE_LENS = dict(camera_model="OPENCV_FISHEYE", k1=0.05, k2=-0.01, k3=0.002, k4=-5e-4)
+
+
+@pytest.mark.parametrize("first", [OPENCV_LENS, {}], ids=["distorted first", "pinhole first"])
+def test_transforms_round_trip_with_lenses(tmp_path, first):
+    cams = [Camera(M0, 40, 30, 40.0, 40.0, 20.0, 15.0, **first),
+            Camera(M1, 40, 30, 40.0, 40.0, 20.0, 15.0, **dict(OPENCV_LENS, k1=-0.1)),   # own k1
+            Camera(M2, 40, 30, 40.0, 40.0, 20.0, 15.0, **FISHEYE_LENS),
+            Camera(M0, 40, 30, 40.0, 40.0, 20.0, 15.0)]                                # a pinhole
+    names = [f"images/{i}.png" for i in range(len(cams))]
+    doc = transforms_document(list(zip(cams, names)), UnitCube(0.25, (0.1, 0.2, 0.3), 4.0))
+    if first:
+        assert {k: doc[k] for k in ("camera_model", "k1", "k2", "p1", "p2", "is_fisheye")} == dict(
+            camera_model="OPENCV", k1=-0.12, k2=0.03, p1=1e-3, p2=-5e-4, is_fisheye=False)
+        assert sorted(set(doc["frames"][1]) - {"file_path", "transform_matrix"}) == ["k1"]
+    else:
+        assert "camera_model" not in doc and "k1" not in doc
+    path = tmp_path / "transforms.json"
+    write_transforms(path, doc)
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    read = read_transforms(path, image_size=_no_image_reads)
+    assert [fr.camera for fr in read.frames] == cams
+    # ... and again: what is written from what was read is the same document.
+    assert transforms_document([(fr.camera, fr.file_path) for fr in read.frames],
+                               read.transform) == doc
+
+
+def _lens_doc(tmp_path: Path, top: dict, frames: list[dict]) -> Path:
+    eye = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    for i in range(len(frames)):
+        (tmp_path / f"{i}.png").write_bytes(b"")
+    path = tmp_path / "transforms.json"
+    path.write_text(json.dumps({"fl_x": 500, "w": 640, "h": 480, **top, "frames": [
+        {"file_path": f"{i}.png", "transform_matrix": eye, **f} for i, f in enumerate(frames)]}))
+    return path
+
+
+def test_lens_keys_are_read_at_the_top_level_and_per_frame(tmp_path):
+    # instant-ngp's colmap2nerf: k1 k2 p1 p2 and is_fisheye, no camera_model -> OPENCV.
+    path = _lens_doc(tmp_path, {"k1": -0.1, "k2": 0.02, "p1": 0.0, "p2": 0.001, "is_fisheye": False},
+                     [{}, {"k1": -0.05}, {"is_fisheye": True, "p2": 0.0}, {"camera_model": "PINHOLE", "k1": 0,
+                                                                            "k2": 0, "p2": 0}])
+    cams = [fr.camera for fr in read_transforms(path, image_size=_no_image_reads).frames]
+    assert [(c.camera_model, c.k1, c.k2, c.p2) for c in cams] == [
+        ("OPENCV", -0.1, 0.02, 0.001), ("OPENCV", -0.05, 0.02, 0.001),
+        ("OPENCV_FISHEYE", -0.1, 0.02, 0.0), ("PINHOLE", 0.0, 0.0, 0.0)]
+    # nerfstudio / COLMAP names.
+    for name, model in (("SIMPLE_RADIAL", "OPENCV"), ("RADIAL", "OPENCV"), ("SIMPLE_PINHOLE", "PINHOLE"),
+                        ("OPENCV_FISHEYE", "OPENCV_FISHEYE")):
+        path = _lens_doc(tmp_path, {"camera_model": name, "k1": 0.01 if model != "PINHOLE" else 0}, [{}])
+        assert read_transforms(path, image_size=_no_image_reads).frames[0].camera.camera_model == model
+
+
+@pytest.mark.parametrize("top, frame, message", [
+    ({"camera_model": "FOV"}, {}, r"transforms.json: camera_model 'FOV' is not supported \(supported: PINHOLE, "
+                                  r"SIMPLE_PINHOLE, OPENCV, SIMPLE_RADIAL, RADIAL, OPENCV_FISHEYE"),
+    ({"k4": 0.01}, {}, r"frame 0 \('0.png'\): 'k4' = 0.01 is a fisheye coefficient"),
+    ({"camera_model": "OPENCV_FISHEYE", "is_fisheye": False}, {}, r"contradicts 'is_fisheye' = false"),
+    ({"is_fisheye": "yes"}, {}, r"'is_fisheye' must be true or false, got 'yes'"),
+    ({}, {"k1": -0.9}, r"frame 0 \('0.png'\): k1 = -0.9 folds the image at \d+% of the way to the corner"),
+    ({"k2": float("inf")}, {}, r"transforms.json: 'k2' must be a finite number, got inf"),
+])
+def test_bad_lens_keys(tmp_path, top, frame, message):
+    path = _lens_doc(tmp_path, top, [frame])
+    with pytest.raises(UserError, match=message) as err:
+        read_transforms(path, image_size=_no_image_reads)
+    assert "\n" not in str(err.value)
+
+
+def test_frames_with_missing_images_are_skipped_on_request(tmp_path):
+    path = _lens_doc(tmp_path, {}, [{}, {}, {}])
+    (tmp_path / "1.png").unlink()
+    (tmp_path / "2.png").unlink()
+    with pytest.raises(UserError, match=r"frame 1 \('1.png'\): image not found"):
+        read_transforms(path, image_size=_no_image_reads)
+    read = read_transforms(path, image_size=_no_image_reads, skip_missing=True)
+    assert [fr.file_path for fr in read.frames] == ["0.png"]
+    assert read.skipped == ("1.png", "2.png") and read.n_listed == 3
+    (tmp_path / "0.png").unlink()
+    with pytest.raises(UserError, match=r"transforms.json: none of its 3 frames has its image file "
+                                        r"\(first missing: 0.png\)$"):
+        read_transforms(path, image_size=_no_image_reads, skip_missing=True)

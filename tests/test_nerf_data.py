@@ -190,9 +190,7 @@ def test_load_is_fast(tmp_path):
 
 def _edit(doc: dict, case: str, root: Path) -> None:
     f = doc["frames"]
-    if case == "missing image":
-        f[1]["file_path"] = "images/missing"
-    elif case == "wrong size":
+    if case == "wrong size":
         doc["w"] = 200
     elif case == "nan matrix":
         f[2]["transform_matrix"] = [[float("nan"), 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
@@ -205,38 +203,52 @@ def _edit(doc: dict, case: str, root: Path) -> None:
     elif case == "escape":
         Image.fromarray(_pattern(100, 160, 3, 0)).save(root.parent / "outside.png")
         f[1]["file_path"] = "../outside.png"
-    elif case == "k1":
+    elif case == "k1 folds":
+        doc["k1"] = -0.9
+    elif case == "k1 nan":
+        f[1]["k1"] = float("nan")
+    elif case == "k4 on opencv":
+        doc["k4"] = 0.01
+    elif case == "k1 on a pinhole":
+        doc["camera_model"] = "SIMPLE_PINHOLE"
         doc["k1"] = 0.01
+    elif case == "p1 on a fisheye":
+        doc["camera_model"] = "OPENCV_FISHEYE"
+        doc["is_fisheye"] = True
+        f[2]["p1"] = 0.01
     elif case == "string fl_x":
         f[1]["fl_x"] = "120"
     elif case == "matrix 3x4":
         f[0]["transform_matrix"] = EYE[:3]
     elif case == "aabb_scale 3":
         doc["aabb_scale"] = 3
-    elif case == "fisheye":
+    elif case == "fisheye contradicts":
         doc["is_fisheye"] = True
     elif case == "sizes differ":
         Image.fromarray(_pattern(50, 80, 3, 0)).save(root / "images" / "0001.jpg")
         del doc["w"], doc["h"]
     elif case == "camera model":
-        doc["camera_model"] = "OPENCV_FISHEYE"
+        doc["camera_model"] = "EQUIRECTANGULAR"
 
 
 BAD = {  # case -> regex the message must match after the file name
-    "missing image": r"frame 1 \('images/missing'\): image not found",
     "wrong size": r"frame 0 .*is 160x100 but w, h say 200x100",
     "nan matrix": r"frame 2 .*'transform_matrix' has a non-finite value",
     "empty frames": r"'frames' is empty",
     "unknown top key": r": unknown key 'xyz' \(allowed: camera_angle_x",
     "unknown frame key": r"frame 2 \('images/0002.jpg'\): unknown key 'xyz'",
     "escape": r"frame 1 \('../outside.png'\): image path escapes the dataset folder",
-    "k1": r"lens distortion is not supported \('k1' = 0.01\)",
+    "k1 folds": r"frame 0 .*: k1 = -0.9 folds the image at \d+% of the way to the corner: not a valid lens",
+    "k1 nan": r"frame 1 .*'k1' must be a finite number, got nan",
+    "k4 on opencv": r"frame 0 .*'k4' = 0.01 is a fisheye coefficient",
+    "k1 on a pinhole": r"frame 0 .*'k1' = 0.01 is a distortion coefficient but camera_model is a pinhole",
+    "p1 on a fisheye": r"frame 2 .*p1: 0.01 is a tangential coefficient \(OPENCV_FISHEYE has k1..k4 only\)",
     "string fl_x": r"frame 1 .*'fl_x' must be a finite number, got '120'",
     "matrix 3x4": r"frame 0 .*'transform_matrix' must be a 4x4",
     "aabb_scale 3": r"'aabb_scale' must be a power of two",
-    "fisheye": r"'is_fisheye' must be false",
+    "fisheye contradicts": r"camera_model 'OPENCV' contradicts 'is_fisheye' = true",
     "sizes differ": r"frame 1 .*image is 80x50 but frame 0's is 160x100",
-    "camera model": r"camera_model 'OPENCV_FISHEYE' is not supported",
+    "camera model": r"camera_model 'EQUIRECTANGULAR' is not supported \(supported: PINHOLE, SIMPLE_PINHOLE, OPENCV",
 }
 
 
@@ -267,3 +279,102 @@ def test_not_json_and_missing_split(tmp_path):
         load_nerf_dataset(tmp_path / "ngp", "test")
     with pytest.raises(UserError, match="no such file or folder"):
         load_nerf_dataset(tmp_path / "nowhere")
+
+
+# -- real captures: lens keys, missing frames, downscaling on load ---------------------------
+
+def _fox_like(root: Path) -> Path:
+    """An instant-ngp colmap2nerf-style transforms.json: OPENCV coefficients at the top level
+    (no camera_model), one frame with its own k1, and 2 of 5 frames without their image."""
+    src = _ngp(root, n=5, k1=-0.08, k2=0.01, p1=5e-4, p2=-2e-4)
+    del_ = [1, 3]
+    doc = json.loads(src.read_text())
+    del doc["camera_model"]
+    doc["frames"][2]["k1"] = -0.05
+    for i in del_:
+        (root / doc["frames"][i]["file_path"]).unlink()
+    return _write(src, doc)
+
+
+def test_fox_like_capture_loads_with_its_lens_and_skips_missing_frames(tmp_path, caplog):
+    src = _fox_like(tmp_path)
+    with caplog.at_level("DEBUG", logger="ngp_engine.data.transforms"):
+        ds = load_nerf_dataset(tmp_path)
+    assert [p.name for p in ds.file_paths] == ["0000.jpg", "0002.jpg", "0004.jpg"]
+    assert ds.skipped == ("images/0001.jpg", "images/0003.jpg")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{src.resolve()}: 2 of 5 frames skipped: their image file is missing "
+                        "(first: images/0001.jpg)"]
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    assert infos == ["transforms.json: loaded 3 images 160x100 (0 MB)"]
+    assert ds.nbytes == 3 * 100 * 160 * 3
+    cams = ds.cameras
+    assert [(c.camera_model, c.k1, c.k2, c.p1, c.p2) for c in cams] == [
+        ("OPENCV", -0.08, 0.01, 5e-4, -2e-4), ("OPENCV", -0.05, 0.01, 5e-4, -2e-4),
+        ("OPENCV", -0.08, 0.01, 5e-4, -2e-4)]
+    # The add-on's reader call (no skipping) still names the first missing image.
+    with pytest.raises(UserError, match=r"frame 1 \('images/0001.jpg'\): image not found"):
+        load_nerf_dataset(tmp_path, skip_missing=False)
+
+
+def test_no_image_left_is_an_error_naming_the_file(tmp_path):
+    src = _ngp(tmp_path, n=2)
+    for f in (tmp_path / "images").iterdir():
+        f.unlink()
+    with pytest.raises(UserError, match=re.escape(f"{src.resolve()}: none of its 2 frames has its image "
+                                                  "file (first missing: images/0000.jpg)")):
+        load_nerf_dataset(tmp_path)
+
+
+def test_max_image_size_downscales_images_and_cameras(tmp_path, caplog):
+    _fox_like(tmp_path)
+    full = load_nerf_dataset(tmp_path)
+    with caplog.at_level("DEBUG", logger="ngp_engine.data.transforms"):
+        small = load_nerf_dataset(tmp_path, max_image_size=40)
+    assert small.images.shape == (3, 25, 40, 3) and small.images.dtype == np.uint8
+    assert "loaded 3 images 40x25" in caplog.text
+    for a, b in zip(full.cameras, small.cameras):
+        assert b == a.resized(40, 25)                     # intrinsics x 1/4, lens kept
+        assert b.lens() == a.lens() and b.fx == a.fx / 4 and b.principal_point == (17.5, 11.25)
+    # The decoded image is the full one averaged down (Lanczos of a JPEG draft): close to a
+    # 4x4 box average of random noise, far from any single pixel.
+    box = full.images[0].reshape(25, 4, 40, 4, 3).mean(axis=(1, 3))
+    assert np.abs(small.images[0].astype(float) - box).mean() < 12
+    assert load_nerf_dataset(tmp_path, max_image_size=400).images.shape == full.images.shape
+    with pytest.raises(UserError, match="max_image_size: 0 must be >= 1"):
+        load_nerf_dataset(tmp_path, max_image_size=0)
+
+
+def test_mixed_sizes_suggest_max_image_size(tmp_path):
+    src = _ngp(tmp_path, n=2)
+    doc = json.loads(src.read_text())
+    Image.fromarray(_pattern(50, 80, 3, 0)).save(tmp_path / "images" / "0001.jpg")
+    del doc["w"], doc["h"]
+    _write(src, doc)
+    with pytest.raises(UserError, match=r"image is 80x50 but frame 0's is 160x100; all images .* "
+                                        r"--max-image-size"):
+        load_nerf_dataset(tmp_path)
+    # Same aspect: a max size brings both to 40x25.
+    assert load_nerf_dataset(tmp_path, max_image_size=40).images.shape == (2, 25, 40, 3)
+
+
+def test_max_image_size_reaches_the_loader_through_the_session(tmp_path):
+    import torch
+
+    from ngp_engine.cli import build_parser
+    from ngp_engine.service.session import RunSpec, Session, cli_label
+
+    _fox_like(tmp_path / "ds")
+    spec = RunSpec(mode="nerf", run_dir=tmp_path / "run", data=str(tmp_path / "ds"), steps=0,
+                   overrides={"max_image_size": 40}, device=torch.device("cpu"), label=cli_label)
+    task = Session.open(spec).task
+    assert (task.width, task.height, task.cfg.max_image_size) == (40, 25, 40)
+    # Distorted photos: one direction map for the two lenses (k1 differs on one frame).
+    assert task.direction_maps.shape == (2, 25, 40, 3) and task.lens_of_image.tolist() == [0, 1, 0]
+    o, d, rgb, alpha, img = task._batch(64)
+    assert o.shape == d.shape == rgb.shape == (64, 3) and img.shape == (64,) and int(img.max()) < 3
+    torch.testing.assert_close(d.norm(dim=-1), torch.ones(64))
+    args = build_parser().parse_args(["nerf", "train", "x", "--out", "y", "--max-image-size", "40"])
+    assert args.max_image_size == 40
+    with pytest.raises(UserError, match="max_image_size: 4 must be >= 8"):
+        Session.open(RunSpec(**{**spec.__dict__, "overrides": {"max_image_size": 4}}))

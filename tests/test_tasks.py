@@ -83,7 +83,7 @@ class SignalTask(Task):
         self.sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
 
     @classmethod
-    def load_data(cls, path):
+    def load_data(cls, path, cfg=None):
         return np.load(path), str(Path(path).resolve())
 
     @classmethod

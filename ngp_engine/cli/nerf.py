@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--mesh-resolution", type=int, default=256, help="marching-cubes grid per side (default 256)")
     tr.add_argument("--keep-hidden", action="store_true",
                     help="mesh the raw density (see `mesh --keep-hidden`)")
+    tr.add_argument("--mesh-box", metavar="X0,Y0,Z0,X1,Y1,Z1",
+                    help="mesh only inside this world box (default: the object box, i.e. the unit cube "
+                         "of the scene transform; the whole scene box when aabb_scale is 1)")
+    tr.add_argument("--max-image-size", type=int, metavar="N",
+                    help="downscale images whose longer side exceeds N pixels on load (cameras "
+                         "resized to match; the evaluation split too)")
     add_common_options(tr, NERF_PRESETS, "cpu-fast", 1000,
                        "; instant-ngp is the paper's GPU-sized one")
 
@@ -88,6 +95,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     me.add_argument("--keep-floaters", action="store_true", help="keep every connected piece")
     me.add_argument("--data", help="dataset whose training cameras decide what was seen "
                                    "(default: the training dataset)")
+    me.add_argument("--mesh-box", metavar="X0,Y0,Z0,X1,Y1,Z1",
+                    help="mesh only inside this world box (default: the object box, i.e. the unit cube "
+                         "of the scene transform; the whole scene box when aabb_scale is 1)")
     me.add_argument("--keep-hidden", action="store_true",
                     help="mesh the raw density: do not fill the space that the training cameras "
                          "saw only from behind a surface (inside objects, under them)")
@@ -106,7 +116,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.mesh_resolution < 8:
         raise UserError(f"--mesh-resolution: {args.mesh_resolution} must be >= 8")
-    session = open_training(args, "nerf", args.data)
+    mesh_box = _mesh_box(args.mesh_box)
+    session = open_training(args, "nerf", args.data, max_image_size=args.max_image_size)
     task = session.task
     log.info("NeRF: %d images %dx%d, %s", task.n_images, task.width, task.height,
              "RGBA" if task.has_alpha else "RGB")
@@ -119,12 +130,12 @@ def _train(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {**session.summary(), "n_train_images": task.n_images}
     data = task.dataset_path
     if not args.no_eval and args.eval_split in dataset_splits(data) and args.eval_split != "train":
-        test = load_nerf_dataset(data, args.eval_split)
+        test = load_nerf_dataset(data, args.eval_split, max_image_size=task.cfg.max_image_size)
         metrics["eval"] = _evaluate(task.model, test, out, args.quiet)
         metrics["psnr"] = metrics["eval"]["psnr"]
     if args.mesh:
         paths, metrics["mesh"] = session.export_mesh(args.mesh_resolution, None,
-                                                     fill_hidden=not args.keep_hidden)
+                                                     fill_hidden=not args.keep_hidden, box=mesh_box)
     write_json(out / "metrics.json", metrics)
     if not args.quiet:
         print(json.dumps({k: metrics[k] for k in ("psnr", "steps", "seconds", "backend") if k in metrics}))
@@ -168,7 +179,8 @@ def _eval(args: argparse.Namespace) -> int:
     from ..files import write_json  # noqa: PLC0415
 
     task = _load_task(args)
-    dataset = load_nerf_dataset(_dataset_path(args, task), args.split)
+    dataset = load_nerf_dataset(_dataset_path(args, task), args.split,
+                                max_image_size=task.cfg.max_image_size)
     metrics = _evaluate(task.model, dataset, out_dir(args), args.quiet)
     metrics["split"] = args.split
     metrics["checkpoint"] = str(Path(args.checkpoint).resolve())
@@ -195,7 +207,8 @@ def _render(args: argparse.Namespace) -> int:
     else:
         from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
 
-        cams = load_nerf_dataset(_dataset_path(args, task), args.split).cameras
+        cams = load_nerf_dataset(_dataset_path(args, task), args.split,
+                                max_image_size=task.cfg.max_image_size).cameras
         jobs = [(f"{args.split}_{i:03d}", cams[i]) for i in _frames(args.frames, len(cams))]
     out = out_dir(args)
     written = []
@@ -221,30 +234,46 @@ def _frames(spec: str, n: int) -> list[int]:
     return frames
 
 
+def _mesh_box(text: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """--mesh-box "x0,y0,z0,x1,y1,z1" -> ((x0, y0, z0), (x1, y1, z1)), or None when not given."""
+    if text is None:
+        return None
+    try:
+        v = [float(p) for p in text.split(",")]
+    except ValueError:
+        v = []
+    if len(v) != 6 or not all(math.isfinite(x) for x in v):
+        raise UserError(f"--mesh-box: {text!r} must be 6 comma-separated numbers x0,y0,z0,x1,y1,z1")
+    if not all(a < b for a, b in zip(v[:3], v[3:])):
+        raise UserError(f"--mesh-box: {text!r} must have x0 < x1, y0 < y1 and z0 < z1")
+    return tuple(v[:3]), tuple(v[3:])
+
+
 def _mesh(args: argparse.Namespace) -> int:
     from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
     from ..files import write_json  # noqa: PLC0415
     from ..mesh.io import save_mesh  # noqa: PLC0415
 
     check_resolution(args.resolution, "--resolution")
+    mesh_box = _mesh_box(args.mesh_box)
     if not 0 <= args.min_component <= 1:
         raise UserError(f"--min-component: {args.min_component} must be in [0, 1]")
     task = _load_task(args)
     if not args.keep_hidden:
-        task.cameras = load_nerf_dataset(_dataset_path(args, task), "train").cameras
+        task.cameras = load_nerf_dataset(_dataset_path(args, task), "train",
+                                         max_image_size=task.cfg.max_image_size).cameras
     out = out_dir(args)
     try:
         mesh = task.extract_mesh(args.resolution, args.threshold,
                                  min_component_fraction=None if args.keep_floaters else args.min_component,
-                                 fill_hidden=not args.keep_hidden)
+                                 fill_hidden=not args.keep_hidden, box=mesh_box)
     except UserError as e:
         if "no surface" not in str(e):
             raise
         raise UserError(f"{args.checkpoint}: no surface at density {args.threshold} "
                         "(train longer or lower --threshold)") from None
     paths = save_mesh(mesh, out)
-    lo, hi = task.model.scene_box_world()
-    info = {**mesh["info"], "box_min": lo.tolist(), "box_max": hi.tolist(),
+    info = {**mesh["info"],                  # with box_min / box_max: the box that was meshed
             "files": [str(p) for p in paths]}
     write_json(Path(args.out) / "mesh.json", info)
     if not args.quiet:

@@ -8,6 +8,9 @@ optional red, green, blue (uchar, or float in [0, 1]); element `face` with a lis
 (fan-triangulated). Every other element and property is stepped over. A file that is not
 such a mesh is a one-line UserError naming it.
 
+Point clouds (`read_points`): the same reader for a file whose faces do not matter or do not
+exist (structure from motion's sparse points): vertices and colours only.
+
 Writer (`write_ply`): binary little endian, vertex float x y z (+ uchar red green blue),
 face `vertex_indices` as a list with uchar count and int indices: the layout Blender,
 MeshLab and Open3D all read. Written atomically.
@@ -66,16 +69,20 @@ def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarra
     fan-triangulated), colours uint8 [V, 3] or None. UserError naming the file when it is
     not readable PLY, not a mesh, has no faces, a face index out of range or a NaN vertex."""
     path = Path(path)
+    return _mesh(str(path), *_read(path))
+
+
+def _read(path: Path) -> tuple[list[_Element], dict[str, dict[str, Values]]]:
+    """The elements of a PLY file and the values of the properties the readers want."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         order, elements, body = _parse_header(data)
-        values = _read_elements(data, body, order, elements)
+        return elements, _read_elements(data, body, order, elements)
     except _Malformed as e:
         raise UserError(f"{path}: not a readable PLY file ({e})") from None
-    return _mesh(str(path), elements, values)
 
 
 def _parse_header(data: bytes) -> tuple[str | None, list[_Element], int]:
@@ -309,16 +316,27 @@ def _numbers(tokens: list[bytes], el: _Element) -> np.ndarray:
 
 # -- values -> mesh
 
-def _mesh(where: str, elements: list[_Element], values: dict[str, dict[str, Values]]
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def read_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the vertices of a PLY file, faces or not: points float64 [N, 3] (rows with a
+    NaN or infinite coordinate dropped) and colours uint8 [N, 3] or None. UserError naming
+    the file when it is not readable PLY or its vertices have no x, y, z."""
+    path = Path(path)
+    points, colors = _vertices(str(path), *_read(path), "point cloud")
+    keep = np.isfinite(points).all(axis=1)
+    return points[keep], None if colors is None else colors[keep]
+
+
+def _vertices(where: str, elements: list[_Element], values: dict[str, dict[str, Values]], what: str
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertices float64 [V, 3] and colours uint8 [V, 3] or None of the `vertex` element."""
     found = {}
     for el in elements:
         found.setdefault(el.name, el)
     if "vertex" not in found:
-        raise UserError(f"{where}: not a mesh (PLY has no 'vertex' element)")
+        raise UserError(f"{where}: not a {what} (PLY has no 'vertex' element)")
     scalars = {p.name for p in found["vertex"].properties if p.count_type is None}
     if not {"x", "y", "z"} <= scalars:
-        raise UserError(f"{where}: not a mesh (PLY vertices have no x, y, z)")
+        raise UserError(f"{where}: not a {what} (PLY vertices have no x, y, z)")
     vertex = values["vertex"]
     vertices = np.stack([vertex[a].astype(np.float64) for a in "xyz"], axis=1)    # [V, 3]
     colors = None
@@ -326,6 +344,15 @@ def _mesh(where: str, elements: list[_Element], values: dict[str, dict[str, Valu
         rgb = np.stack([vertex[c] for c in RGB], axis=1)                        # [V, 3]
         colors = (colors_uint8(rgb.astype(np.float64), len(rgb)) if rgb.dtype.kind == "f"
                   else np.clip(rgb, 0, 255).astype(np.uint8))
+    return vertices, colors
+
+
+def _mesh(where: str, elements: list[_Element], values: dict[str, dict[str, Values]]
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    vertices, colors = _vertices(where, elements, values, "mesh")
+    found = {}
+    for el in elements:
+        found.setdefault(el.name, el)
     face = found.get("face")
     name = next((p.name for p in face.properties if p.count_type and p.name in INDEX_NAMES),
                 None) if face is not None else None

@@ -16,6 +16,11 @@ Conventions (the renderer builds its rays on them):
   so the cycle does not change which points are inside.
 - Frames keep the json's order (instant-ngp sorts them by file name; the order matters nowhere
   in training, and keeping it lets test-split results be matched to files).
+- Lens distortion (`Camera`'s OPENCV and OPENCV_FISHEYE models): `camera_model` (COLMAP,
+  instant-ngp and nerfstudio names), `is_fisheye` (instant-ngp) and k1 k2 k3 k4 p1 p2, at the top
+  level and per frame. A frame's coefficients win over the top level's, key by key; the
+  model comes from the most specific level that names one (camera_model or is_fisheye), else
+  OPENCV when any coefficient is non-zero. What `transforms_document` writes reads back equal.
 - A frame's `transform_matrix` is kept as written (Blender's matrix_world may carry object
   scale; `Camera.c2w` removes it), so what `write_transforms` writes reads back equal.
 
@@ -36,7 +41,7 @@ import numpy as np
 from ..schema import ConfigError
 from ..errors import UserError
 from .atomic import atomic_write
-from .camera import Camera
+from .camera import FISHEYE, MODEL_ALIASES, OPENCV, PINHOLE, Camera, canonical_model
 from .unit_cube import UnitCube, check_aabb_scale
 
 DEFAULT_SCALE = 0.33                    # instant-ngp's NERF_SCALE
@@ -44,14 +49,13 @@ DEFAULT_OFFSET = (0.5, 0.5, 0.5)
 IMAGE_SUFFIXES = ("", ".png", ".jpg", ".jpeg", ".PNG", ".JPG")   # "" = the name as given
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 INTRINSIC_KEYS = ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h",
-                  *DISTORTION_KEYS, "is_fisheye")
+                  "camera_model", *DISTORTION_KEYS, "is_fisheye")
 # Written by colmap2nerf, nerfstudio and Blender exporters; nothing we read depends on them.
-IGNORED_TOP_KEYS = ("sharpness", "camera_model", "applied_transform", "ply_file_path",
+IGNORED_TOP_KEYS = ("sharpness", "applied_transform", "ply_file_path",
                     "n_extra_learnable_dims", "enable_depth_loading", "integer_depth_scale")
 TOP_KEYS = (*INTRINSIC_KEYS, "aabb_scale", "scale", "offset", "frames", *IGNORED_TOP_KEYS)
 FRAME_KEYS = ("file_path", "transform_matrix", *INTRINSIC_KEYS,
               "rotation", "sharpness", "colmap_im_id", "depth_path")
-PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 ImageSize = Callable[[Path], tuple[int, int]]
@@ -79,6 +83,11 @@ class Transforms:
     """The json file read (resolved)."""
     transform: UnitCube
     frames: tuple[Frame, ...]
+    skipped: tuple[str, ...] = ()
+    """`file_path`s of the frames left out (with `skip_missing`) because their image file
+    is missing, in json order."""
+    n_listed: int = 0
+    """How many frames the json lists (read + skipped)."""
 
 
 # ----------------------------------------------------------------------------- finding
@@ -118,22 +127,21 @@ def find_transforms(path: Path, split: str) -> Path:
 # ----------------------------------------------------------------------------- reading
 
 def read_transforms(path: str | os.PathLike, split: str = "train", *, image_size: ImageSize,
-                    check_sizes: bool = False, images_required: bool = True) -> Transforms:
+                    check_sizes: bool = False, images_required: bool = True,
+                    skip_missing: bool = False) -> Transforms:
     """Read one split of a NeRF-synthetic folder or an instant-ngp transforms.json.
 
     A frame's image size comes from its w, h (frame, then top level); `image_size` is asked
     for the images of frames without them, and for every image when `check_sizes` is set
     (then a w, h that disagrees with the image is an error). Without `images_required`
     (importing cameras only), a frame that gives its w, h needs no image file: its `image`
-    is then the path as written, unchecked."""
+    is then the path as written, unchecked. With `skip_missing`, frames whose image file is
+    missing are left out and listed in `skipped` (instant-ngp's fox lists 17 such frames); if
+    none remain it is an error naming the file."""
     src = find_transforms(Path(path), split)
     doc = _read_json(src)
     where = str(src)
     _check_keys(doc, TOP_KEYS, where)
-    model = doc.get("camera_model", "PINHOLE")
-    if model not in PINHOLE_MODELS:
-        raise UserError(f"{where}: camera_model {model!r} is not supported "
-                        f"(only {', '.join(PINHOLE_MODELS)} without distortion)")
     top = _intrinsics(doc, where)
     scale = _number(doc, "scale", where, DEFAULT_SCALE)
     if scale <= 0:
@@ -147,9 +155,27 @@ def read_transforms(path: str | os.PathLike, split: str = "train", *, image_size
     if not frames:
         raise UserError(f"{where}: 'frames' is empty, there are no images to read")
     root = src.parent.resolve()
-    return Transforms(src, transform, tuple(
-        _frame(frame, top, root, f"{where}: frame {i}", image_size, check_sizes, images_required)
-        for i, frame in enumerate(frames)))
+    read, skipped = [], []
+    for i, frame in enumerate(frames):
+        try:
+            read.append(_frame(frame, top, root, f"{where}: frame {i}", image_size, check_sizes,
+                               images_required))
+        except _MissingImage as e:
+            if not skip_missing:
+                raise UserError(str(e)) from None
+            skipped.append(e.file_path)
+    if not read:
+        raise UserError(f"{where}: none of its {len(frames)} frames has its image file "
+                        f"(first missing: {skipped[0]})")
+    return Transforms(src, transform, tuple(read), tuple(skipped), len(frames))
+
+
+class _MissingImage(UserError):
+    """A frame's image file does not exist (the reader may skip such frames)."""
+
+    def __init__(self, message: str, file_path: str) -> None:
+        super().__init__(message)
+        self.file_path = file_path
 
 
 def _frame(frame: Any, top: dict[str, float], root: Path, label: str, image_size: ImageSize,
@@ -181,7 +207,7 @@ def _frame(frame: Any, top: dict[str, float], root: Path, label: str, image_size
     fy = fx if fy is None else fy
     try:
         camera = Camera(matrix, w, h, fx, fy, own.get("cx", top.get("cx", w / 2)),
-                        own.get("cy", top.get("cy", h / 2)))
+                        own.get("cy", top.get("cy", h / 2)), **_lens(own, top, label))
     except ConfigError as e:                            # e.g. an image over Camera's size limit
         raise UserError(f"{label}: {e}") from None
     return Frame(camera, file, fp, label)
@@ -265,14 +291,41 @@ def _intrinsics(d: dict, where: str) -> dict[str, float]:
         if key in d:
             out[key] = _number(d, key, where)
     for key in DISTORTION_KEYS:
-        v = _number(d, key, where)
-        if v:
-            raise UserError(f"{where}: lens distortion is not supported ('{key}' = {v:g}); "
-                            "undistort the images first")
-    fisheye = d.get("is_fisheye", False)
-    if fisheye not in (False, 0):
-        raise UserError(f"{where}: 'is_fisheye' must be false: fisheye lenses are not supported")
+        if key in d:
+            out[key] = _number(d, key, where)
+    if "is_fisheye" in d:
+        if not isinstance(d["is_fisheye"], bool) and d["is_fisheye"] not in (0, 1):
+            raise UserError(f"{where}: 'is_fisheye' must be true or false, got {d['is_fisheye']!r}")
+        out["is_fisheye"] = bool(d["is_fisheye"])
+    if "camera_model" in d:
+        model = canonical_model(d["camera_model"])
+        if model is None:
+            raise UserError(f"{where}: camera_model {d['camera_model']!r} is not supported "
+                            f"(supported: {', '.join(MODEL_ALIASES)})")
+        if out.get("is_fisheye", model == FISHEYE) != (model == FISHEYE):
+            raise UserError(f"{where}: camera_model {d['camera_model']!r} contradicts "
+                            f"'is_fisheye' = {str(out['is_fisheye']).lower()}")
+        out["camera_model"] = model
     return out
+
+
+def _lens(own: dict[str, Any], top: dict[str, Any], label: str) -> dict[str, Any]:
+    """camera_model and coefficients of a frame: coefficients key by key (frame wins), the
+    model from the most specific level naming one, else OPENCV when any coefficient is set."""
+    coeffs = {k: own.get(k, top.get(k, 0.0)) for k in DISTORTION_KEYS}
+    level = next((d for d in (own, top) if "camera_model" in d or "is_fisheye" in d), {})
+    model = level.get("camera_model", FISHEYE if level.get("is_fisheye") else None)
+    if model is None:
+        model = OPENCV if any(coeffs.values()) else PINHOLE
+    if model == PINHOLE:
+        given = next((k for k, v in coeffs.items() if v), None)
+        if given is not None:
+            raise UserError(f"{label}: '{given}' = {coeffs[given]:g} is a distortion coefficient "
+                            "but camera_model is a pinhole (use OPENCV)")
+    elif model == OPENCV and coeffs["k4"]:
+        raise UserError(f"{label}: 'k4' = {coeffs['k4']:g} is a fisheye coefficient (OPENCV "
+                        "has k1 k2 k3 p1 p2; use OPENCV_FISHEYE)")
+    return {"camera_model": model, **coeffs}
 
 
 def _focal(own: dict, top: dict, axis: str, size: int) -> float | None:
@@ -317,38 +370,45 @@ def _resolve_image(root: Path, file_path: str, where: str) -> Path:
                                 f"dataset folder {root}")
             return resolved
     tried = ", ".join(repr(base.name + s) for s in IMAGE_SUFFIXES)
-    raise UserError(f"{where}: image not found (tried {tried} in {base.parent})")
+    raise _MissingImage(f"{where}: image not found (tried {tried} in {base.parent})", file_path)
 
 
 # ----------------------------------------------------------------------------- writing
 
 _SHARED = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+_LENS = ("camera_model", "is_fisheye", *DISTORTION_KEYS)
+_PINHOLE_LENS = {"camera_model": PINHOLE, "is_fisheye": False, **{k: 0.0 for k in DISTORTION_KEYS}}
 
 
 def transforms_document(frames: list[tuple[Camera, str]], transform: UnitCube) -> dict[str, Any]:
     """The instant-ngp transforms.json of (camera, image path relative to the json) pairs:
     the first camera's intrinsics (and camera_angle_x/y) at the top level, so NeRF-synthetic
-    readers work too; a frame repeats fl_x, fl_y, cx, cy, w, h only where its own differ;
+    readers work too, with its camera_model, is_fisheye and distortion coefficients when it
+    is distorted; a frame repeats an intrinsic or lens key only where its own differs;
     `scale`, `offset`, `aabb_scale` from `transform`."""
     if not frames:
         raise UserError("no cameras to export")
     first = _intrinsic_values(frames[0][0])
+    top_lens = _lens_values(frames[0][0])
     doc: dict[str, Any] = {
         "camera_angle_x": 2.0 * math.atan(0.5 * first["w"] / first["fl_x"]),
         "camera_angle_y": 2.0 * math.atan(0.5 * first["h"] / first["fl_y"]),
         **first,
+        **(top_lens if frames[0][0].distorted else {}),
         "aabb_scale": int(transform.aabb_scale),        # a power of two, 1..128
         "scale": transform.world_to_unit,
         "offset": list(transform.offset),
         "frames": [],
     }
+    # What a frame without its own key reads back (top level, or a pinhole's defaults).
+    inherited = {**first, **(top_lens if frames[0][0].distorted else _PINHOLE_LENS)}
     for camera, file_path in frames:
-        own = _intrinsic_values(camera)
+        own = {**_intrinsic_values(camera), **_lens_values(camera)}
         frame: dict[str, Any] = {"file_path": file_path,
                                  "transform_matrix": [[float(v) for v in row]
                                                       for row in camera.transform_matrix]}
         # Exact comparison: a value left out is read back as the first camera's, bit for bit.
-        frame.update({k: own[k] for k in _SHARED if own[k] != first[k]})
+        frame.update({k: own[k] for k in (*_SHARED, *_LENS) if own[k] != inherited[k]})
         doc["frames"].append(frame)
     return doc
 
@@ -356,6 +416,12 @@ def transforms_document(frames: list[tuple[Camera, str]], transform: UnitCube) -
 def _intrinsic_values(camera: Camera) -> dict[str, Any]:
     fx, fy, cx, cy = camera.intrinsics
     return {"fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": camera.w, "h": camera.h}
+
+
+def _lens_values(camera: Camera) -> dict[str, Any]:
+    """camera_model, is_fisheye (for instant-ngp) and every coefficient of a camera."""
+    return {"camera_model": camera.camera_model, "is_fisheye": camera.fisheye,
+            **{k: getattr(camera, k) for k in DISTORTION_KEYS}}
 
 
 def write_transforms(path: str | os.PathLike, doc: dict[str, Any]) -> None:

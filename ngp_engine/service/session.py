@@ -82,7 +82,8 @@ class Session:
         task_cls = task_class(spec.mode, label("mode"))
         _check_budget(spec)
         overrides = {k: v for k, v in spec.overrides.items() if v is not None}
-        data = task_cls.load_data(_path(spec.data, label("data"), spec)) if spec.data else None
+        data_path = _path(spec.data, label("data"), spec) if spec.data else None
+        # The config comes first: it may shape the data (a NeRF's max_image_size).
         if spec.resume:
             given = [n for n in ("config", "config_file", "preset") if getattr(spec, n) is not None]
             given += [n for n in overrides if n != "backend"]
@@ -90,11 +91,12 @@ class Session:
                 name = {"config_file": "config"}.get(given[0], given[0])
                 raise UserError(f"{label(name)}: a resumed run keeps its checkpoint's configuration")
             task = task_cls.from_checkpoint(_path(spec.resume, label("resume"), spec), spec.device,
-                                            data=data, backend=overrides.get("backend"))
+                                            backend=overrides.get("backend"), data_path=data_path)
         else:
-            if data is None:
+            if data_path is None:
                 raise UserError(f"{label('data')}: give the {spec.mode} input (or a checkpoint to resume)")
-            task = task_cls(data, _config(task_cls, spec, overrides), spec.device)
+            cfg = _config(task_cls, spec, overrides)
+            task = task_cls(task_cls.load_data(data_path, cfg), cfg, spec.device)
         run_dir = _path(str(spec.run_dir), label("run_dir"), spec)
         check_writable_dir(run_dir, label("run_dir"))
         log.info("%s: %s on %s, backend %s, %d parameters", spec.mode,

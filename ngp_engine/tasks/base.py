@@ -77,8 +77,10 @@ class Task(ABC):
     # ------------------------------------------------------------------ data
     @classmethod
     @abstractmethod
-    def load_data(cls, path: str | Path) -> Any:
-        """Read this task's input (UserError naming the file for bad input)."""
+    def load_data(cls, path: str | Path, cfg: Any = None) -> Any:
+        """Read this task's input (UserError naming the file for bad input); `cfg` is the
+        run's config (None: the defaults), for options that shape the data (a NeRF's
+        max_image_size)."""
 
     @classmethod
     @abstractmethod
@@ -186,12 +188,15 @@ class Task(ABC):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device, data: Any = None,
-                        backend: str | None = None, for_training: bool = True) -> "Task":
+                        backend: str | None = None, for_training: bool = True,
+                        data_path: str | Path | None = None) -> "Task":
         """Rebuild a task from `checkpoint.pt`; its data is re-read from the recorded path
-        unless given. `backend` overrides the recorded one (checkpoints move across
-        backends)."""
+        unless given (`data`, or `data_path` read with the checkpoint's config). `backend`
+        overrides the recorded one (checkpoints move across backends)."""
         ckpt = cls.read_checkpoint(path)
         cfg = files.config_from_checkpoint(cls.config_type, ckpt, path, backend)
+        if data is None and data_path is not None:
+            data = cls.load_data(data_path, cfg)
         if data is None:
             data = cls.data_from_checkpoint(ckpt, path, for_training)
         cls.check_data(ckpt, data, path)

@@ -50,7 +50,7 @@ class ImageTask(Task):
 
     # ------------------------------------------------------------------ data
     @classmethod
-    def load_data(cls, path: str | Path) -> tuple[np.ndarray, str]:
+    def load_data(cls, path: str | Path, cfg: Any = None) -> tuple[np.ndarray, str]:
         """(image [H, W, C] float32 in [0, 1], its resolved path)."""
         from ..data.image import load_image  # noqa: PLC0415
 

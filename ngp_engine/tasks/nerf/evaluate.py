@@ -3,6 +3,8 @@
 RGBA ground truth is composited on white (the NeRF-synthetic convention, the `psnr` key) and
 also on black (`psnr_black`); the prediction is rendered on the same background each time.
 RGB ground truth has no background: both keys then compare the plain rendering.
+A distorted test camera (OPENCV, OPENCV_FISHEYE) renders through its lens model, so its photo
+is compared pixel for pixel as taken, never undistorted (no resampling blur in the metric).
 """
 from __future__ import annotations
 

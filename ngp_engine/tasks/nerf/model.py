@@ -12,12 +12,13 @@ import torch
 
 from ...config import NerfConfig
 from ...fields.nerf import NerfField
+from ...nn.appearance import ImageAppearance
 from ...formats.camera import Camera
 from ...formats.unit_cube import UnitCube
 from ...render.occupancy_grid import OccupancyGrid, n_cascades_for
 from ...render.passes import PASSES, check_passes
 from ...render.ray_marching import step_bounds
-from ...render.rays import camera_rays, pixel_grid
+from ...render.rays import camera_directions, camera_rays, pixel_grid, rays_from_directions
 from ...render.renderer import MarchSettings, RenderedRays, render_rays, render_rays_windowed
 
 
@@ -28,6 +29,8 @@ class NerfModel:
         self.cfg = cfg
         self.transform = transform
         self.device = device
+        self.appearance: ImageAppearance | None = None
+        """Per-training-image colour correction (set by the training task; renders never use it)."""
         box_min, box_max = transform.box_unit()
         gen = torch.Generator().manual_seed(cfg.seed)
         self.field = NerfField(cfg, float(box_min[0]), float(box_max[0] - box_min[0]),
@@ -64,7 +67,8 @@ class NerfModel:
     def render_camera(self, camera: Camera, passes: tuple[str, ...] = PASSES,
                       background: tuple[float, float, float] = (1.0, 1.0, 1.0),
                       chunk: int = 1 << 14) -> dict[str, np.ndarray]:
-        """Render one pinhole camera (world units) at its own size.
+        """Render one camera (world units) at its own size, through its lens model (a
+        distorted camera renders the distorted image, pixel for pixel its photo's).
 
         Returns float32 arrays: rgb [H, W, 3] composited on `background`; opacity [H, W];
         depth [H, W] z-depth (distance along the camera's viewing axis) in world units, 0 where
@@ -76,6 +80,7 @@ class NerfModel:
         fx, fy, cx, cy = camera.intrinsics
         c2w_u = self.unit_c2w(camera.c2w)[0]
         u, v = pixel_grid(width, height, self.device)
+        d_cam = camera_directions(camera, self.device) if camera.distorted else None   # [H*W, 3]
         n = u.numel()
         bg = torch.tensor(background, dtype=torch.float32, device=self.device)
         out = {k: [] for k in ("rgb", "opacity", "depth", "normals")}
@@ -83,8 +88,11 @@ class NerfModel:
         for s in range(0, n, chunk):
             uu, vv = u[s:s + chunk], v[s:s + chunk]
             m = uu.numel()
-            o, d = camera_rays(c2w_u.expand(m, 4, 4), *(torch.full((m,), float(a), device=self.device)
-                                                         for a in (fx, fy, cx, cy)), uu, vv)
+            if d_cam is not None:
+                o, d = rays_from_directions(c2w_u.expand(m, 4, 4), d_cam[s:s + chunk])
+            else:
+                o, d = camera_rays(c2w_u.expand(m, 4, 4), *(torch.full((m,), float(a), device=self.device)
+                                                             for a in (fx, fy, cx, cy)), uu, vv)
             r = render_rays_windowed(self.field, self.grid, o, d, self.settings, background=bg,
                                      want_normals=want_normals)
             # z-depth: distance along the ray times the cosine to the viewing axis.
@@ -138,12 +146,18 @@ class NerfModel:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "field": {k: v.detach().cpu() for k, v in self.field.state_dict().items()},
             "grid": self.grid.state_dict(),
         }
+        if self.appearance is not None:
+            state["appearance"] = {k: v.detach().cpu() for k, v in self.appearance.state_dict().items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.field.load_state_dict(state["field"])
         self.grid.load_state_dict(state["grid"])
+        # A model that only renders has no training images, hence no appearance to restore.
+        if self.appearance is not None and "appearance" in state:
+            self.appearance.load_state_dict(state["appearance"])
 

@@ -18,15 +18,24 @@ from ...data.transforms import NerfDataset, load_nerf_dataset
 from ...errors import UserError
 from ...formats.camera import Camera, stack_cameras
 from ...formats.unit_cube import UnitCube
+from ...nn.appearance import ImageAppearance
 from ...nn.losses import loss
 from ...nn.optim import TcnnAdam, param_groups
 from ...render.passes import PASSES
-from ...render.rays import camera_rays
+from ...render.rays import camera_rays, direction_maps, enclosing_pinhole, rays_from_directions
 from ..base import Progress, Task
 from .mesh import DEFAULT_MESH_THRESHOLD, nerf_mesh
 from .model import NerfModel
 
 MIN_RAYS, MAX_RAYS = 64, 1 << 20
+
+
+def uses_appearance(cfg: NerfConfig, data: NerfDataset) -> bool:
+    """Whether training learns per-image appearance: as configured, and for "auto" when the
+    images are photos (no alpha channel: renders of synthetic scenes carry one)."""
+    if cfg.appearance == "auto":
+        return len(data.images) > 0 and not data.has_alpha
+    return cfg.appearance == "on" and len(data.images) > 0
 
 
 class NerfTask(Task):
@@ -54,11 +63,29 @@ class NerfTask(Task):
         c2w, intr = stack_cameras(self.cameras)
         self.c2w = self.model.unit_c2w(c2w)                                # [N, 4, 4]
         self.intrinsics = torch.from_numpy(intr).float().to(device)        # [N, 4] fx, fy, cx, cy
+        # Distorted photos: camera-space ray directions per pixel, once per distinct lens
+        # ([K, H, W, 3] on the device) and the lens of each image ([N]); None for pinholes,
+        # which keep the closed-form rays.
+        self.direction_maps: torch.Tensor | None = None
+        self.lens_of_image: torch.Tensor | None = None
+        if any(c.distorted for c in self.cameras):
+            self.direction_maps, self.lens_of_image = direction_maps(self.cameras, device)
         if self.cameras:
-            self.model.grid.mark_unseen(self.c2w, *self.intrinsics.T, self.width, self.height)
-        self.optimizer = TcnnAdam(param_groups([self.model.field.encoding],
-                                               [self.model.field.density_net, self.model.field.rgb_net]),
-                                  cfg.optimizer)
+            seen_by = (self.intrinsics, self.width, self.height)
+            if self.direction_maps is not None:
+                # What a distorted camera sees, as a wider pinhole (None: a fisheye seeing
+                # 90 degrees or more off its axis, then no cell is ruled out).
+                seen_by = enclosing_pinhole(self.direction_maps, self.lens_of_image, self.intrinsics)
+            if seen_by is not None:
+                self.model.grid.mark_unseen(self.c2w, *seen_by[0].T, seen_by[1], seen_by[2])
+        groups = param_groups([self.model.field.encoding],
+                              [self.model.field.density_net, self.model.field.rgb_net])
+        if uses_appearance(cfg, data):
+            self.model.appearance = ImageAppearance(len(data.images), device)
+            # Plain Adam on the corrections: the MLPs' L2 regularisation would fight the penalty.
+            groups.append({"params": list(self.model.appearance.parameters()), "kind": "matrix",
+                           "l2_reg": 0.0})
+        self.optimizer = TcnnAdam(groups, cfg.optimizer)
         self.sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.n_rays = cfg.initial_rays
         self.rays_seen = 0
@@ -77,8 +104,9 @@ class NerfTask(Task):
 
     # ------------------------------------------------------------------ data
     @classmethod
-    def load_data(cls, path: str | Path) -> NerfDataset:
-        return load_nerf_dataset(path, "train")
+    def load_data(cls, path: str | Path, cfg: NerfConfig | None = None) -> NerfDataset:
+        return load_nerf_dataset(path, "train",
+                                 max_image_size=cfg.max_image_size if cfg is not None else None)
 
     @classmethod
     def data_from_checkpoint(cls, ckpt: dict[str, Any], where: str | Path, for_training: bool
@@ -86,7 +114,8 @@ class NerfTask(Task):
         if for_training:
             if not ckpt["dataset"]:
                 raise UserError(f"{where}: records no dataset; give one")
-            return load_nerf_dataset(ckpt["dataset"], "train")
+            return load_nerf_dataset(ckpt["dataset"], "train",
+                                     max_image_size=ckpt["config"].get("max_image_size"))
         # Rendering, evaluating and meshing need the model only: no images decoded.
         try:
             transform = UnitCube.from_dict(ckpt["transform"])
@@ -102,18 +131,23 @@ class NerfTask(Task):
                             f"{[data.width, data.height]}")
 
     # ------------------------------------------------------------------ one step
-    def _batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """n random training pixels: origins [n, 3], dirs [n, 3], target rgb [n, 3], alpha [n]."""
+    def _batch(self, n: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n random training pixels: origins [n, 3], dirs [n, 3], target rgb [n, 3], alpha [n]
+        and the image each comes from [n] int64."""
         g, dev = self.sampler, self.device
         img = torch.randint(0, self.n_images, (n,), device=dev, generator=g)
         px = torch.randint(0, self.width, (n,), device=dev, generator=g)
         py = torch.randint(0, self.height, (n,), device=dev, generator=g)
         pix = self.images[img, py, px].float() / 255.0                         # [n, C]
-        k = self.intrinsics[img]
-        o, d = camera_rays(self.c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3],
-                           px.float() + 0.5, py.float() + 0.5)
+        if self.direction_maps is not None:      # through the lens: look the pixel's ray up
+            o, d = rays_from_directions(self.c2w[img], self.direction_maps[self.lens_of_image[img], py, px])
+        else:
+            k = self.intrinsics[img]
+            o, d = camera_rays(self.c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3],
+                               px.float() + 0.5, py.float() + 0.5)
         alpha = pix[:, 3] if self.has_alpha else torch.ones(n, device=dev)
-        return o, d, pix[:, :3], alpha
+        return o, d, pix[:, :3], alpha, img
 
     def train_step(self) -> Progress:
         if not self.n_images:
@@ -122,7 +156,7 @@ class NerfTask(Task):
         if self.steps_done % cfg.occupancy.update_interval == 0:
             model.grid.update(model.field.density, self.steps_done, generator=self.sampler)
         n = self.n_rays
-        o, d, rgb, alpha = self._batch(n)
+        o, d, rgb, alpha, img = self._batch(n)
         if self.has_alpha and cfg.random_background:
             bg = torch.rand(n, 3, device=self.device, generator=self.sampler)
         else:
@@ -131,11 +165,16 @@ class NerfTask(Task):
         jitter = torch.rand(n, device=self.device, generator=self.sampler)
         self.optimizer.zero_grad(set_to_none=True)
         out = model.render_rays(o, d, background=bg, jitter=jitter)
-        value = loss(cfg.loss, out.rgb, target)
+        pred = out.rgb
+        if model.appearance is not None:     # the photo's look = its correction of the neutral one
+            pred = model.appearance(pred, img)
+        value = loss(cfg.loss, pred, target)
+        if model.appearance is not None:
+            value = value + cfg.appearance_penalty * model.appearance.penalty()
         if out.n_samples:
             value.backward()
             self.optimizer.step()
-        mse = float(F.mse_loss(out.rgb.detach(), target))
+        mse = float(F.mse_loss(pred.detach(), target))
         # Adapt the ray count so the next step feeds about target_batch_samples samples.
         per_ray = out.n_samples / n
         want = cfg.target_batch_samples / max(per_ray, 1.0 / 16)
@@ -160,25 +199,32 @@ class NerfTask(Task):
 
     def extract_mesh(self, resolution: int, threshold: float | None,
                      min_component_fraction: float | None = 0.05,
-                     fill_hidden: bool = True) -> dict[str, Any]:
-        """The density's level set (see nerf/mesh.py); with `fill_hidden`, space the training
-        cameras saw only from behind a surface is filled first."""
+                     fill_hidden: bool = True,
+                     box: tuple[Any, Any] | None = None) -> dict[str, Any]:
+        """The density's level set in `box` (world lo [3], hi [3]; default the object's box,
+        the unit cube; see nerf/mesh.py); with `fill_hidden`, hidden space that the training
+        cameras' observed surfaces enclose is filled first."""
         threshold = DEFAULT_MESH_THRESHOLD if threshold is None else threshold
         if fill_hidden and not self.cameras:
             raise UserError(f"{self.dataset_path}: the training cameras are needed to fill the "
                             "hidden space (or mesh the raw density)")
         mesh = nerf_mesh(self.model, resolution=resolution, threshold=threshold,
                          min_component_fraction=min_component_fraction,
-                         cameras=self.cameras if fill_hidden else None)
+                         cameras=self.cameras if fill_hidden else None, box=box)
         if not len(mesh["faces"]):
             raise UserError(f"export_mesh: no surface at density {threshold} yet "
                             "(train longer or lower the threshold)")
         return mesh
 
     def metrics(self) -> dict[str, Any]:
-        return {"backend": self.backend, "device": str(self.device), "n_params": self.n_params,
-                "rays_per_second": round(self.rays_seen / max(self.seconds, 1e-9), 1),
-                "occupancy": self.model.grid.occupancy_fraction, "dataset": self.dataset_path}
+        m = {"backend": self.backend, "device": str(self.device), "n_params": self.n_params,
+             "rays_per_second": round(self.rays_seen / max(self.seconds, 1e-9), 1),
+             "occupancy": self.model.grid.occupancy_fraction, "dataset": self.dataset_path,
+             "dataset_mb": round(self.dataset.nbytes / 1e6, 1),
+             "appearance": self.model.appearance is not None}
+        if self.model.appearance is not None:
+            m["appearance_spread"] = self.model.appearance.summary()
+        return m
 
     # ------------------------------------------------------------------ checkpoints
     def extra_state(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class SdfTask(Task):
 
     # ------------------------------------------------------------------ data
     @classmethod
-    def load_data(cls, path: str | Path) -> SdfMesh:
+    def load_data(cls, path: str | Path, cfg: Any = None) -> SdfMesh:
         return load_sdf_mesh(path)
 
     @classmethod

@@ -40,11 +40,35 @@ def nerf_scene(tmp_path_factory) -> Path:
 
     if importlib.util.find_spec("bpy") is None:      # find, never import
         pytest.skip("bpy (Blender as a Python module) is not installed")
-    out = tmp_path_factory.mktemp("nerf_scene") / "scene"
-    cmd = [sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(out)]
-    for key, value in NERF_SCENE_ARGS.items():
+    return render_with_blender("make_scene.py", tmp_path_factory.mktemp("nerf_scene") / "scene",
+                               NERF_SCENE_ARGS, "scene.json")
+
+
+def render_with_blender(script: str, out: Path, args: dict, last_file: str) -> Path:
+    """Run scripts/<script> --out OUT --<arg> <value>... in a subprocess (bpy never enters
+    pytest) and check that it wrote `last_file`, which those scripts write last."""
+    cmd = [sys.executable, str(ROOT / "scripts" / script), "--out", str(out)]
+    for key, value in args.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "scene.json").is_file(), proc.stderr[-3000:]
+    assert (out / last_file).is_file(), proc.stderr[-3000:]
     return out
+
+
+# The photo capture shared by the pose and Import Photos tests (see scripts/make_capture.py).
+CAPTURE_ARGS = {"n_views": 24, "size": 320, "samples": 4, "seed": 0}   # ~45 s on 2 cores
+
+
+@pytest.fixture(scope="session")
+def photo_capture(tmp_path_factory) -> Path:
+    """24 photos of a textured still life without poses (`photos/*.png`) and the true
+    Blender cameras apart (`truth.json`), rendered once per session with real Blender in a
+    subprocess (bpy is never imported into pytest; its factory reset would also wipe an
+    installed extension's data)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bpy") is None:      # find, never import
+        pytest.skip("bpy (Blender as a Python module) is not installed")
+    return render_with_blender("make_capture.py", tmp_path_factory.mktemp("capture") / "cap",
+                               CAPTURE_ARGS, "truth.json")

@@ -44,8 +44,10 @@ def test_every_message_round_trips_through_one_json_line(msg):
 
 
 def test_registries_cover_distinct_types():
-    assert set(REQUESTS) == {"hello", "train", "stop", "preview", "export_mesh", "status", "shutdown"}
-    assert set(EVENTS) == {"ready", "progress", "artifact", "log", "error", "done", "state"}
+    assert set(REQUESTS) == {"hello", "train", "stop", "preview", "export_mesh", "poses", "status",
+                             "shutdown"}
+    assert set(EVENTS) == {"ready", "progress", "poses_progress", "artifact", "log", "error", "done",
+                           "state"}
 
 
 def test_camera_intrinsics_scale_with_the_rendered_size():
@@ -57,6 +59,9 @@ def test_camera_intrinsics_scale_with_the_rendered_size():
 
 TRAIN = '"type":"train","mode":"nerf","data":"/d","run_dir":"/r"'
 BAD_LINES = [
+    ('{"type":"poses","input":"/p"}', "poses.out: missing"),
+    ('{"type":"poses","input":"/p","out":"/o","matching":"random"}', "poses.matching: 'random' is not one of"),
+    ('{"type":"poses","input":"/p","out":"/o","sfm_size":10}', "poses.sfm_size: 10 must be in 64..8192"),
     ("hello there", "line is not JSON"),
     ("[1, 2]", "expected a JSON object, got list"),
     ("{}", "type: missing"),

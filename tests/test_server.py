@@ -28,8 +28,8 @@ from ngp_engine.mesh import read_mesh
 from ngp_engine.tasks.nerf.task import NerfTask
 
 load_checkpoint = NerfTask.read_checkpoint
-from ngp_engine.service.protocol import (Camera, ExportMesh, Hello, Preview, ProtocolError, Status, Stop,
-                                 Train, parse_request)
+from ngp_engine.service.protocol import (Camera, ExportMesh, Hello, Poses, Preview, ProtocolError, Status,
+                                        Stop, Train, parse_request)
 
 PASSES = ["rgb", "depth", "opacity", "normals"]
 
@@ -240,6 +240,36 @@ def test_bad_requests_fail_alone_then_training_works(engine, photo_256, tmp_path
     assert "already training" in engine.wait_for("error", timeout=30).message
     engine.send(Stop())
     assert engine.wait_for("done", timeout=60).summary["reason"] == "stop requested"
+
+
+def test_poses_job_fails_alone_and_stop_cancels_it(engine, tmp_path):
+    """A poses job on a folder without photos is one error line; one on real (noise) photos
+    refuses other jobs while it runs, and stop cancels it without leaving anything on disk."""
+    from PIL import Image
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    engine.send(Poses(input=str(empty), out=str(tmp_path / "ds0"), id="none"))
+    err = engine.wait_for(lambda e: e.type in ("error", "done") and e.request == "none", timeout=120)
+    assert err.type == "error" and str(empty) in err.message and "\n" not in err.message
+    assert err.detail == "" and not (tmp_path / "ds0").exists()
+    photos = tmp_path / "noise"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(photos / f"n{i:02d}.png")
+    out = tmp_path / "out" / "ds1"
+    engine.send(Poses(input=str(photos), out=str(out), id="sfm"))
+    engine.send(Train(mode="image", data="/nonexistent.png", run_dir=str(tmp_path / "r"), id="busy"))
+    busy = engine.wait_for(lambda e: e.type == "error" and e.request == "busy", timeout=60)
+    assert "finding camera poses is running" in busy.message
+    engine.send(Stop(id="cancel"))
+    done = engine.wait_for(lambda e: e.type in ("done", "error") and e.request == "sfm", timeout=120)
+    assert done.type == "done" and done.summary["job"] == "poses" and done.summary["stopped"] is True
+    assert not out.exists()                       # nor a staging folder beside it
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    engine.send(Status(id="after-poses"))
+    assert engine.wait_for("state", timeout=30).job == "stopped"
 
 
 # ------------------------------------------------------------------------------- process life

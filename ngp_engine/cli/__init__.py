@@ -14,10 +14,10 @@ from typing import Sequence
 
 from ..config import ConfigError
 from ..errors import UserError
-from . import image, nerf, sdf
+from . import image, nerf, poses, sdf
 
 EXIT_USER_ERROR = 2
-COMMANDS = {"image": image, "nerf": nerf, "sdf": sdf}
+COMMANDS = {"image": image, "nerf": nerf, "sdf": sdf, "poses": poses}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,9 @@ messages carry their paths.
                               <-    artifact {kind: "mesh", path} (PLY, then OBJ)
     status                    ->
                               <-    state {job, mode, step, ...}
+    poses {input, out, ...}   ->    (camera poses from photos, a video or a COLMAP model)
+                              <-    poses_progress {stage, done, total, registered} ...
+                              <-    artifact {kind: "dataset", path}, done {summary}
     shutdown                  ->    (the engine stops any job, saves it and exits 0)
 
 Any request may carry an `id` (a string of the client's choosing); events that answer a
@@ -156,6 +159,38 @@ class ExportMesh(Message):
 
 
 @dataclass(frozen=True)
+class Poses(Message):
+    """Find camera poses (structure from motion, `ngp_engine.poses`) and write a dataset
+    folder that `train` reads as it is. `input`: a folder of photos, a video file, or a
+    COLMAP model folder; `out`: the dataset folder to create (it appears only when
+    complete). `sfm_size`: long side of the copies SfM reads; `image_size`: long side of the
+    dataset's images (default 1600; never upscaled). Progress comes as `poses_progress`, the end as `artifact` {kind "dataset"}
+    and `done`; `stop` cancels (nothing is left on disk). While it runs, `train`,
+    `preview` and `export_mesh` are refused."""
+
+    type: ClassVar[str] = "poses"
+    input: str
+    out: str
+    matching: Literal["auto", "exhaustive", "sequential"] = "auto"
+    camera_model: Literal["SIMPLE_RADIAL", "OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "RADIAL",
+                          "OPENCV_FISHEYE"] = "SIMPLE_RADIAL"
+    single_camera: bool = True
+    sfm_size: int = 1600
+    image_size: int | None = None
+    video_frames: int = 100
+    overwrite: bool = False
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        check(bool(self.input), "input", self.input, "must name a folder or a video file")
+        check(bool(self.out), "out", self.out, "must name a folder")
+        check(64 <= self.sfm_size <= 8192, "sfm_size", self.sfm_size, "must be in 64..8192")
+        check(self.image_size is None or 16 <= self.image_size <= 16384, "image_size",
+              self.image_size, "must be in 16..16384")
+        check(3 <= self.video_frames <= 2000, "video_frames", self.video_frames, "must be in 3..2000")
+
+
+@dataclass(frozen=True)
 class Status(Message):
     """Ask for a `state` event."""
 
@@ -208,11 +243,26 @@ class Progress(Message):
 
 
 @dataclass(frozen=True)
+class PosesProgress(Message):
+    """Progress of a running `poses` job: the stage ("reading", "features", "matching",
+    "mapping", "writing"), `done` of `total` in it, images registered so far."""
+
+    type: ClassVar[str] = "poses_progress"
+    stage: str
+    done: int
+    total: int
+    registered: int = 0
+    message: str = ""
+    request: str | None = None
+
+
+@dataclass(frozen=True)
 class Artifact(Message):
-    """A file the engine wrote in the run folder (complete: written atomically)."""
+    """A file the engine wrote in the run folder (complete: written atomically); kind
+    "dataset" is the folder a `poses` job wrote."""
 
     type: ClassVar[str] = "artifact"
-    kind: Literal["checkpoint", "mesh", "pass", "metrics", "config"]
+    kind: Literal["checkpoint", "mesh", "pass", "metrics", "config", "dataset"]
     path: str
     info: dict[str, Any] = field(default_factory=dict)
     request: str | None = None
@@ -238,7 +288,8 @@ class Error(Message):
 
 @dataclass(frozen=True)
 class Done(Message):
-    """A training job ended: `summary` has steps, seconds, stopped, run_dir, checkpoint, ..."""
+    """A job ended: for training `summary` has steps, seconds, stopped, run_dir, checkpoint,
+    ...; for `poses` it has job "poses", dataset, n_images, n_registered, ..."""
 
     type: ClassVar[str] = "done"
     summary: dict[str, Any]
@@ -250,7 +301,7 @@ class State(Message):
     """Answer to `status`."""
 
     type: ClassVar[str] = "state"
-    job: Literal["idle", "training", "finished", "stopped", "failed"]
+    job: Literal["idle", "training", "posing", "finished", "stopped", "failed"]
     mode: str | None = None
     step: int = 0
     seconds: float = 0.0
@@ -259,9 +310,9 @@ class State(Message):
 
 
 REQUESTS: dict[str, type[Message]] = {c.type: c for c in (Hello, Train, Stop, Preview, ExportMesh,
-                                                          Status, Shutdown)}
-EVENTS: dict[str, type[Message]] = {c.type: c for c in (Ready, Progress, Artifact, Log, Error, Done,
-                                                        State)}
+                                                          Poses, Status, Shutdown)}
+EVENTS: dict[str, type[Message]] = {c.type: c for c in (Ready, Progress, PosesProgress, Artifact, Log,
+                                                        Error, Done, State)}
 
 
 def _no_constants(name: str) -> Any:

@@ -2,7 +2,9 @@
 
 One thread reads stdin into a queue; the main thread owns the model. While a job trains, the
 main thread answers every queued request between two training steps (so a preview never
-races a step), then trains one more step. Stdout carries protocol lines only: file
+races a step), then trains one more step. A `poses` job (structure from motion: pycolmap
+holds the thread for minutes inside one call) runs in a worker thread instead; its progress
+goes out as it comes, its end comes back through the queue, and `stop` cancels it. Stdout carries protocol lines only: file
 descriptor 1 is pointed at stderr at start-up, so a stray print from any library lands in
 the log instead of corrupting the channel.
 
@@ -28,8 +30,8 @@ from .. import __version__
 from ..config import ConfigError
 from ..errors import UserError
 from .protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Artifact, Done, Error, ExportMesh, Hello, Log,
-                       Message, Preview, Progress, ProtocolError, Ready, Shutdown, State, Status, Stop,
-                       Train, parse_request)
+                       Message, Poses, PosesProgress, Preview, Progress, ProtocolError, Ready, Shutdown,
+                       State, Status, Stop, Train, parse_request)
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.1          # seconds between progress events (at most ~10 per second)
@@ -58,6 +60,9 @@ class Server:
         self.train_request: Train | None = None
         self._last_progress = 0.0
         self._progress: dict[str, Any] | None = None
+        self.poses_request: Poses | None = None
+        self._cancel_poses = threading.Event()
+        self._poses_worker: threading.Thread | None = None
 
     # ---------------------------------------------------------------- output
     def send(self, msg: Message) -> None:
@@ -128,7 +133,11 @@ class Server:
         if kind == "eof":
             if self.job == "training":
                 self._finish(stopped=True, reason="stdin closed")
+            self._cancel_running_poses()
             raise _Exit
+        if kind in ("poses_done", "poses_failed"):
+            self._poses_ended(kind, payload)
+            return
         if kind == "too_long":
             self._fail(f"line of {payload} bytes is longer than {MAX_LINE_BYTES}; ignored", None)
             return
@@ -142,8 +151,12 @@ class Server:
             return
         handler: Callable[[Any], None] = {
             Hello: self._hello, Train: self._train, Stop: self._stop, Preview: self._preview,
-            ExportMesh: self._export_mesh, Status: self._status, Shutdown: self._shutdown,
+            ExportMesh: self._export_mesh, Poses: self._poses, Status: self._status,
+            Shutdown: self._shutdown,
         }[type(msg)]
+        if self.job == "posing" and type(msg) in (Train, Preview, ExportMesh, Poses):
+            self._fail(f"{msg.type}: finding camera poses is running; wait for it or send stop", msg.id)
+            return
         try:
             handler(msg)
         except _Exit:
@@ -192,6 +205,9 @@ class Server:
             self._finish(stopped=False)
 
     def _stop(self, msg: Stop) -> None:
+        if self.job == "posing":
+            self._cancel_poses.set()           # the worker ends at its next check; see _poses_ended
+            return
         if self.job != "training":
             raise UserError(f"stop: no job is training (state: {self.job})")
         self._finish(stopped=True, reason="stop requested")
@@ -224,7 +240,82 @@ class Server:
     def _shutdown(self, msg: Shutdown) -> None:
         if self.job == "training":
             self._finish(stopped=True, reason="shutdown")
+        self._cancel_running_poses()
         raise _Exit
+
+    # ---------------------------------------------------------------- poses
+    def _poses(self, msg: Poses) -> None:
+        from ..poses import PosesSpec  # noqa: PLC0415 - pycolmap loads only for this job
+
+        if self.job == "training":
+            raise UserError("poses: a job is training; send stop first")
+        spec = PosesSpec(input=Path(msg.input), output=Path(msg.out), matching=msg.matching,
+                         camera_model=msg.camera_model, per_image_cameras=not msg.single_camera,
+                         sfm_long_side=msg.sfm_size, image_long_side=msg.image_size or 1600,
+                         video_frames=msg.video_frames, overwrite=msg.overwrite)
+        self.poses_request, self.job = msg, "posing"
+        self._cancel_poses.clear()
+        self._poses_worker = threading.Thread(target=self._run_poses, args=(spec, msg.id),
+                                              name="poses", daemon=True)
+        self._poses_worker.start()
+        self.send(Log(level="info", message=f"finding camera poses of {msg.input} into {msg.out}"))
+
+    def _run_poses(self, spec: Any, request: str | None) -> None:
+        """Worker thread: the whole poses job; its end goes back through the queue."""
+        from ..poses import find_poses  # noqa: PLC0415
+
+        last = [0.0, ""]
+
+        def progress(p: Any) -> None:
+            now = time.monotonic()
+            # Every stage change goes out; within a stage at most ~10 events per second.
+            if p.stage != last[1] or now - last[0] >= PROGRESS_INTERVAL or p.done >= p.total:
+                last[0], last[1] = now, p.stage
+                self.send(PosesProgress(stage=p.stage, done=int(p.done), total=int(p.total),
+                                        registered=int(p.registered), message=p.message,
+                                        request=request))
+
+        try:
+            result = find_poses(spec, progress=progress, should_stop=self._cancel_poses.is_set)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self._queue.put(("poses_failed", e))
+        else:
+            self._queue.put(("poses_done", result))
+
+    def _poses_ended(self, kind: str, payload: Any) -> None:
+        req = self.poses_request
+        rid = req.id if req is not None else None
+        self._poses_worker = None
+        if kind == "poses_done":
+            self.job = "finished"
+            r = payload
+            summary = {"job": "poses", "stopped": False, "dataset": str(r.dataset),
+                       "n_images": r.n_images, "n_registered": r.n_registered,
+                       "n_points": r.n_points, "reprojection_error": round(r.reprojection_error, 4),
+                       "rejected": [list(x) for x in r.rejected[:20]],
+                       "seconds": round(sum(r.timings.values()), 2)}
+            self.send(Artifact(kind="dataset", path=summary["dataset"], info=summary, request=rid))
+            self.send(Done(summary=summary, request=rid))
+            return
+        e = payload
+        if self._cancel_poses.is_set():
+            self.job = "stopped"
+            self.send(Done(summary={"job": "poses", "stopped": True, "reason": "stop requested",
+                                    "dataset": None}, request=rid))
+        elif isinstance(e, (UserError, ConfigError)):
+            self.job = "failed"
+            self._fail(str(e), rid)
+        else:
+            self.job = "failed"
+            self._fail(f"finding camera poses failed: {type(e).__name__}: {e}", rid, e)
+
+    def _cancel_running_poses(self, timeout: float = 30.0) -> None:
+        """Cancel a running poses job and wait (bounded) for its worker to clean up, so no
+        temporary folder is left behind when the engine exits."""
+        worker = self._poses_worker
+        if worker is not None and worker.is_alive():
+            self._cancel_poses.set()
+            worker.join(timeout)
 
     # ---------------------------------------------------------------- training
     def _train_step(self) -> None:

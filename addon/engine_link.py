@@ -17,13 +17,14 @@ from .ngp_engine.service.client import EngineClient, EngineError, EngineExited
 from .ngp_engine.service.protocol import Message
 
 PUMP_INTERVAL = 0.1
+BUSY = ("starting", "training", "posing")   # statuses in which a job is under way
 
 
 @dataclass
 class EngineState:
     """What the panel draws: one place, plain values."""
 
-    status: str = "idle"                 # idle | starting | training | done | stopped | error
+    status: str = "idle"                 # idle | starting | training | posing | done | stopped | error
     message: str = ""                    # one sentence for the panel and the status bar
     mode: str = ""
     source_object: str = ""              # the mesh object an SDF is trained on
@@ -42,6 +43,11 @@ class EngineState:
     """export_mesh request id -> (mode, source object) at the time it was sent: a second
     job started while a mesh is on its way must not rename or move the first one."""
     summary: dict[str, Any] = field(default_factory=dict)
+    capture: str = ""                    # name of the photos whose poses are being found
+    poses_stage: str = ""                # reading | features | matching | mapping | writing
+    poses_done: int = 0
+    poses_total: int = 0
+    poses_registered: int = 0
     max_tick_ms: float = 0.0             # slowest pump tick so far (benchmark figure)
 
 
@@ -89,7 +95,7 @@ def shutdown() -> None:
         except Exception:  # noqa: BLE001 - shutting down must never raise into Blender
             _client.kill()
         _client = None
-    if STATE.status in ("starting", "training"):
+    if STATE.status in BUSY:
         STATE.status, STATE.message = "stopped", "engine stopped"
 
 
@@ -101,7 +107,9 @@ def add_handler(fn) -> None:
 def apply_event(ev: Any) -> None:
     """Fold one engine event into STATE."""
     t = ev.type
-    if t == "progress":
+    if t == "poses_progress" or _is_poses_end(ev):
+        _apply_poses_event(ev)
+    elif t == "progress":
         STATE.status = "training"
         STATE.step, STATE.loss, STATE.psnr = ev.step, ev.loss, ev.psnr
         STATE.fraction, STATE.eta_seconds, STATE.seconds = ev.fraction, ev.eta_seconds, ev.seconds
@@ -123,9 +131,35 @@ def apply_event(ev: Any) -> None:
         elif ev.request is None and STATE.status == "starting":
             STATE.status = "error"
     elif t == "exited":
-        if STATE.status in ("starting", "training") or ev.returncode not in (0, None):
+        if STATE.status in BUSY or ev.returncode not in (0, None):
             STATE.status = "error"
             STATE.message = ev.message
+
+
+def _is_poses_end(ev: Any) -> bool:
+    """Whether `ev` is the done or error that ends the latest `poses` request."""
+    return (ev.type in ("done", "error") and ev.request is not None
+            and ev.request == STATE.pending.get("poses"))
+
+
+def _apply_poses_event(ev: Any) -> None:
+    """A poses job's progress or end. Its done only says where the dataset is: the message
+    comes from whoever brings the dataset into the scene (operators.photos)."""
+    if ev.type == "poses_progress":
+        STATE.status = "posing"
+        STATE.poses_stage, STATE.poses_done, STATE.poses_total = ev.stage, ev.done, ev.total
+        STATE.poses_registered = max(STATE.poses_registered, ev.registered)
+    elif ev.type == "done":
+        STATE.summary = dict(ev.summary)
+        STATE.status = "stopped" if ev.summary.get("stopped") else "done"
+        STATE.message = "finding camera poses stopped" if STATE.status == "stopped" \
+            else "camera poses found"
+    elif "cancel" in ev.message.lower():   # the engine's answer to stop may be an error
+        STATE.status, STATE.message = "stopped", "finding camera poses stopped"
+    else:                                  # the job failed: one line in the panel
+        STATE.status = "error"
+        lines = ev.message.strip().splitlines()
+        STATE.message = lines[0] if lines else "finding camera poses failed"
 
 
 def pump() -> float | None:
@@ -177,5 +211,5 @@ def reset_state() -> None:
     STATE.__dict__.update(EngineState().__dict__)
 
 
-__all__ = ["STATE", "EngineError", "EngineExited", "add_handler", "apply_event", "client", "ensure_engine",
+__all__ = ["BUSY", "STATE", "EngineError", "EngineExited", "add_handler", "apply_event", "client", "ensure_engine",
            "pump", "reset_state", "send", "shutdown", "start_pump", "stop_pump"]

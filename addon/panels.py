@@ -6,6 +6,9 @@ import bpy
 from . import engine_link
 
 
+POSES_STAGES = ("reading", "features", "matching", "mapping", "writing")
+
+
 def _time(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -36,10 +39,12 @@ class NGP_PT_main(bpy.types.Panel):
             col.prop(s, "rig_samples")
             col.prop(s, "rig_sphere")
             box.operator("ngp.render_rig", icon="RENDER_STILL")
-        else:
+        elif s.source == "CAMERAS":
             box.prop(s, "camera_collection")
             box.prop(s, "image_folder")
             box.operator("ngp.export_cameras", icon="EXPORT")
+        else:
+            _draw_photos(box, s, st)
         box.operator("ngp.import_transforms", icon="IMPORT")
         box.prop(s, "run_folder")
 
@@ -50,8 +55,9 @@ class NGP_PT_main(bpy.types.Panel):
         row.prop(s, "train_budget", text="")
         row.prop(s, "train_steps" if s.train_budget == "STEPS" else "train_seconds")
         training = st.status in ("starting", "training")
+        busy = st.status in engine_link.BUSY          # one job at a time in the engine
         row = box.row(align=True)
-        row.enabled = not training
+        row.enabled = not busy
         row.operator("ngp.train", icon="PLAY")
         if training:
             box.operator("ngp.stop", icon="PAUSE")
@@ -76,13 +82,35 @@ class NGP_PT_main(bpy.types.Panel):
         box.label(text=f"Active: {obj.name}" if obj is not None and obj.type == "MESH"
                   else "Select a mesh object")
         row = box.row(align=True)
-        row.enabled = not training
+        row.enabled = not busy
         row.operator("ngp.train_sdf", icon="PLAY")
 
         if st.message:
             box = layout.box()
             box.alert = st.status == "error"
             box.label(text=st.message, icon="ERROR" if st.status == "error" else "INFO")
+
+
+def _draw_photos(box: bpy.types.UILayout, s: bpy.types.PropertyGroup, st: engine_link.EngineState) -> None:
+    """The Photos source: settings, Import Photos (or, while poses are found, its progress
+    and Stop), and the dataset Train uses."""
+    col = box.column(align=True)
+    col.prop(s, "photos_matching")
+    col.prop(s, "photos_video_frames")
+    col.prop(s, "photos_image_size")
+    if st.status == "posing":
+        box.operator("ngp.stop_photos", icon="PAUSE")
+        stage = st.poses_stage if st.poses_stage in POSES_STAGES else POSES_STAGES[0]
+        within = st.poses_done / st.poses_total if st.poses_total else 0.0
+        factor = min(1.0, (POSES_STAGES.index(stage) + within) / len(POSES_STAGES))
+        box.progress(factor=factor, type="BAR",
+                     text=f"{stage.capitalize()} {st.poses_done} / {st.poses_total}")
+        box.label(text=f"{st.capture}: {st.poses_registered} registered")
+    else:
+        row = box.row(align=True)
+        row.enabled = st.status not in engine_link.BUSY
+        row.operator("ngp.import_photos", icon="FILE_IMAGE")
+    box.prop(s, "photos_dataset")
 
 
 classes = (NGP_PT_main,)

@@ -11,12 +11,27 @@ class NGP_SceneSettings(bpy.types.PropertyGroup):
     source: EnumProperty(
         name="Source", default="RIG",
         items=[("RIG", "Camera Rig", "Render a ring of cameras around the selected objects"),
-               ("CAMERAS", "Scene Cameras", "Cameras of a collection with their images")])
+               ("CAMERAS", "Scene Cameras", "Cameras of a collection with their images"),
+               ("PHOTOS", "Photos", "Photos or a video whose camera poses the engine finds "
+                "(Import Photos); Train uses that dataset")])
     camera_collection: PointerProperty(name="Cameras", type=bpy.types.Collection,
                                        description="Collection whose cameras are exported")
     image_folder: StringProperty(name="Images", subtype="DIR_PATH",
                                  description="Folder with one image per camera, named like the camera "
                                              "(used when a camera has no background image)")
+    photos_dataset: StringProperty(name="Dataset", subtype="DIR_PATH",
+                                   description="The dataset folder Train uses with the Photos source "
+                                               "(set by Import Photos: transforms.json, images/, points.ply)")
+    photos_matching: EnumProperty(
+        name="Matching", default="auto",
+        items=[("auto", "Auto", "Sequential for a video, exhaustive for a folder of photos"),
+               ("exhaustive", "Exhaustive", "Every photo against every other (slow for hundreds)"),
+               ("sequential", "Sequential", "Each frame against its neighbours (a video, a walk)")])
+    photos_video_frames: IntProperty(name="Video Frames", default=100, min=3, max=2000,
+                                     description="How many frames to take from a video, evenly spaced")
+    photos_image_size: IntProperty(name="Image Size", default=0, min=0, max=16384,
+                                   description="Longer side of the dataset's images in pixels, never "
+                                               "upscaled (0: the engine's default)")
     rig_count: IntProperty(name="Views", default=60, min=4, max=1000)
     rig_radius: FloatProperty(name="Radius", default=0.0, min=0.0, unit="LENGTH",
                               description="Distance of the cameras from the objects' centre (0: fit)")
@@ -57,8 +72,26 @@ def run_folder(scene: bpy.types.Scene) -> Path:
 
 
 def data_folder(scene: bpy.types.Scene) -> Path:
-    """Where the scene's NeRF dataset goes: `transforms.json` and `images/` (not created)."""
+    """The scene's NeRF dataset (`transforms.json` and `images/`, not created): with the
+    Photos source, the dataset Import Photos made (the engine wrote it); else where
+    rendering the rig or exporting cameras writes it."""
+    settings = scene.ngp
+    if settings.source == "PHOTOS" and settings.photos_dataset:
+        return Path(bpy.path.abspath(settings.photos_dataset))
+    return scene_dataset_folder(scene)
+
+
+def scene_dataset_folder(scene: bpy.types.Scene) -> Path:
+    """Where rendering the rig or exporting cameras writes its dataset (not created); never
+    an imported capture, which the engine wrote and which stays as it is."""
     return run_folder(scene) / "data"
+
+
+def captures_folder(scene: bpy.types.Scene) -> Path:
+    """Where Import Photos puts its datasets, one folder per capture (created)."""
+    folder = run_folder(scene) / "captures"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 classes = (NGP_SceneSettings,)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from panel_layout import RecordingLayout  # noqa: E402
+
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 import addon_utils  # noqa: E402  (ships with bpy)
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
@@ -368,35 +370,6 @@ def test_unreadable_image_is_one_sentence(extension, tmp_path):
 
 
 # ------------------------------------------------------------------------------ panel
-class _Layout:
-    """Records what `draw` asks for and checks it exists: every prop on its data, every
-    operator registered. (Headless Blender has no UI to draw into.)"""
-
-    def __init__(self, log):
-        self.log, self.enabled, self.alert = log, True, False
-
-    def _child(self, *a, **k):
-        return _Layout(self.log)
-
-    box = row = column = _child
-
-    def label(self, text="", icon="NONE"):
-        self.log.append(("label", text))
-
-    def prop(self, data, name, **k):
-        assert name in data.bl_rna.properties, name
-        self.log.append(("prop", name))
-
-    def operator(self, idname, **k):
-        group, name = idname.split(".")
-        assert name in dir(getattr(bpy.ops, group)), idname
-        self.log.append(("operator", idname))
-
-    def progress(self, factor=0.0, type="BAR", text=""):
-        assert 0.0 <= factor <= 1.0
-        self.log.append(("progress", text))
-
-
 @pytest.mark.parametrize("status", ["idle", "starting", "training", "done", "stopped", "error"])
 @pytest.mark.parametrize("source", ["RIG", "CAMERAS"])
 def test_panel_draws_in_every_state(extension, status, source):
@@ -409,7 +382,7 @@ def test_panel_draws_in_every_state(extension, status, source):
         budget = "STEPS" if source == "RIG" else "SECONDS"       # both budgets drawn somewhere
         bpy.context.scene.ngp.train_budget = budget
         log = []
-        panel = type("P", (), {"layout": _Layout(log)})()
+        panel = type("P", (), {"layout": RecordingLayout(log)})()
         bpy.types.NGP_PT_main.draw(panel, bpy.context)
         ops = [x[1] for x in log if x[0] == "operator"]
         assert "ngp.train" in ops and "ngp.import_mesh" in ops and "ngp.train_sdf" in ops

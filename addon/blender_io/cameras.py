@@ -82,11 +82,15 @@ def transforms_document(frames: Sequence[tuple[bpy.types.Object, str]], scene: b
 
 
 def create_cameras(frames: Sequence[tuple[Camera, str]], scene: bpy.types.Scene,
-                   collection: bpy.types.Collection) -> list[bpy.types.Object]:
+                   collection: bpy.types.Collection,
+                   photos: Sequence[Path | None] | None = None) -> list[bpy.types.Object]:
     """Blender cameras reproducing each (camera, image file path) pair's pose and
     intrinsics, named after the image. Resolution and pixel aspect are scene-wide in
     Blender, so they come from the first camera; the sensor fit is horizontal, sensor 36 mm;
-    focal length and lens shift carry the rest."""
+    focal length and lens shift carry the rest. Lens distortion has no Blender equivalent:
+    only the pinhole part is kept (`distorted` tells the caller which cameras lose some).
+    `photos` (one per frame, None for none): the image shown behind each camera, so that
+    looking through it shows whether the pose fits."""
     first = frames[0][0]
     w, h = first.w, first.h
     ratio = first.fx / first.fy                  # = ycor = pixel_aspect_y / pixel_aspect_x
@@ -109,4 +113,26 @@ def create_cameras(frames: Sequence[tuple[Camera, str]], scene: bpy.types.Scene,
         obj.matrix_world = Matrix(camera.transform_matrix)
         collection.objects.link(obj)
         objs.append(obj)
+        photo = photos[i] if photos is not None else None
+        if photo is not None:
+            add_background_photo(data, photo)
     return objs
+
+
+def add_background_photo(data: bpy.types.Camera, photo: Path) -> bpy.types.CameraBackgroundImage:
+    """Show the image file `photo` behind the camera `data` (opaque, filling the camera
+    frame as the photo filled the sensor). The image is loaded lazily by Blender (the
+    file is only opened when drawn), and one file loaded once however many use it."""
+    img = bpy.data.images.load(str(photo), check_existing=True)
+    bg = data.background_images.new()
+    bg.image = img
+    bg.alpha = 1.0
+    bg.frame_method = "STRETCH"          # the photo is exactly the camera's frame
+    data.show_background_images = True
+    return bg
+
+
+def distorted(frames: Sequence[Camera]) -> int:
+    """How many of the cameras have a lens model Blender cannot show (anything but a
+    pinhole with all coefficients zero)."""
+    return sum(getattr(c, "camera_model", "PINHOLE") != "PINHOLE" for c in frames)

@@ -75,7 +75,13 @@ def mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.n
 
 def _vertex_colour_material() -> bpy.types.Material:
     """The one material (made on first use) that shows the "Col" attribute as base colour."""
-    name = "NGP Vertex Colour"
+    return colour_attribute_material("NGP Vertex Colour", point_cloud=False)
+
+
+def colour_attribute_material(name: str, point_cloud: bool) -> bpy.types.Material:
+    """The material `name` (made on first use) whose base colour is the "Col" attribute: a
+    Color Attribute node for meshes, an Attribute node for point clouds (which have no mesh
+    colour layers)."""
     mat = bpy.data.materials.get(name)
     if mat is not None:
         return mat

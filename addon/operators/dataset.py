@@ -23,7 +23,7 @@ from ..engine_link import STATE
 from ..ngp_engine.errors import UserError
 from ..ngp_engine.formats import transforms
 from ..ngp_engine.formats.unit_cube import UnitCube
-from ..properties import data_folder
+from ..properties import scene_dataset_folder
 from .feedback import fail
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff")
@@ -45,7 +45,7 @@ class NGP_OT_render_rig(bpy.types.Operator):
             return fail(self, "select the objects to reconstruct first")
         lo, hi = meshes.world_bounds(targets)
         centre, half = rig_geometry.box_centre_half(lo, hi)
-        folder = data_folder(scene)
+        folder = scene_dataset_folder(scene)
         (folder / "images").mkdir(parents=True, exist_ok=True)
         rig = _empty_rig_collection(scene)
         try:
@@ -161,7 +161,7 @@ class NGP_OT_export_cameras(bpy.types.Operator):
             if size != (w, h):
                 return fail(self, f"image {src.name} is {size[0]}x{size[1]} but the render size is {w}x{h}")
             sources.append((cam, src))
-        folder = data_folder(scene)
+        folder = scene_dataset_folder(scene)
         (folder / "images").mkdir(parents=True, exist_ok=True)
         frames = []
         for cam, src in sources:

@@ -84,7 +84,7 @@ class NGP_OT_train(_TrainingOperator, bpy.types.Operator):
             return fail(self, "training is already running; stop it first")
         data = data_folder(scene)
         if not (data / "transforms.json").is_file():
-            return fail(self, "no dataset yet: render a camera rig or export cameras first")
+            return fail(self, "no dataset yet: render a camera rig, export cameras or import photos first")
         STATE.source_object = ""
         return self.start(context, "nerf", data, run_folder(scene) / "run")
 

@@ -6,7 +6,6 @@ Headless Blender has no event loop, so where the UI would run `engine_link.pump`
 the tests call it in a loop (`pump_until`)."""
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -18,19 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from panel_layout import RecordingLayout  # noqa: E402
+from addon_harness import PKG_ID, RecordingLayout, installed_extension  # noqa: E402
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 import addon_utils  # noqa: E402  (ships with bpy)
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
 from mathutils import Vector  # noqa: E402
 
-from conftest import ROOT  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import build_extension  # noqa: E402
-
-PKG_ID = "instant_ngp_fields"
 REPO = "ngp_test_repo"
 
 
@@ -39,21 +33,11 @@ def extension(tmp_path_factory):
     """The built zip installed and enabled in a temporary user repository; yields the add-on
     module. Uninstalls at the end."""
     tmp = tmp_path_factory.mktemp("ext")
-    zip_path = build_extension.build(tmp / "dist")
-    bpy.ops.wm.read_factory_settings(use_empty=True)   # factory preferences too: a clean slate
-    module_name = build_extension.install_in_blender(zip_path, tmp / "repo", REPO)
-    repo = bpy.context.preferences.extensions.repos[REPO]
-    repo_index = list(bpy.context.preferences.extensions.repos).index(repo)
-    assert module_name == f"bl_ext.{REPO}.{PKG_ID}"
-    assert module_name in {m.__name__ for m in addon_utils.modules()}
-    mod = importlib.import_module(module_name)
-    prefs = bpy.context.preferences.addons[module_name].preferences
-    prefs.engine_python = sys.executable
-    yield {"module": mod, "name": module_name, "repo_index": repo_index, "tmp": tmp, "prefs": prefs}
-    mod.engine_link.shutdown()
-    bpy.ops.extensions.package_uninstall(repo_index=repo_index, pkg_id=PKG_ID)
+    with installed_extension(tmp, REPO) as (mod, module_name, repo_index):
+        assert module_name == f"bl_ext.{REPO}.{PKG_ID}"
+        prefs = bpy.context.preferences.addons[module_name].preferences
+        yield {"module": mod, "name": module_name, "repo_index": repo_index, "tmp": tmp, "prefs": prefs}
     assert "train" not in dir(bpy.ops.ngp)
-    bpy.context.preferences.extensions.repos.remove(repo)
 
 
 def pump_until(ext, predicate, timeout: float = 300.0):

@@ -6,49 +6,30 @@ Headless Blender has no event loop, so the tests pump engine_link in a loop as t
 timer would (`pump_until`)."""
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from panel_layout import RecordingLayout  # noqa: E402
+from addon_harness import RecordingLayout, installed_extension  # noqa: E402
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
-import addon_utils  # noqa: E402  (ships with bpy)
 
-from conftest import ROOT  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import build_extension  # noqa: E402
-
-PKG_ID = "instant_ngp_fields"
 REPO = "ngp_photos_repo"
-# 24 views of 256 px at 4 samples: ~35 s to render on 2 cores; SfM (~25 s) registers 23 of
-# them (the first view overlaps least: one end of the spiral).
+# The capture (tests/conftest.py CAPTURE_ARGS): 24 views; SfM registers all or nearly all
+# (the first view overlaps least: one end of the spiral), the tests ask for 80%.
 
 
 @pytest.fixture(scope="module")
 def extension(tmp_path_factory):
     """The built zip installed and enabled in a temporary user repository; yields the
     add-on module. Uninstalls at the end."""
-    tmp = tmp_path_factory.mktemp("ext")
-    zip_path = build_extension.build(tmp / "dist")
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    module_name = build_extension.install_in_blender(zip_path, tmp / "repo", REPO)
-    repo = bpy.context.preferences.extensions.repos[REPO]
-    repo_index = list(bpy.context.preferences.extensions.repos).index(repo)
-    assert module_name in {m.__name__ for m in addon_utils.modules()}
-    mod = importlib.import_module(module_name)
-    bpy.context.preferences.addons[module_name].preferences.engine_python = sys.executable
-    yield mod
-    mod.engine_link.shutdown()
-    bpy.ops.extensions.package_uninstall(repo_index=repo_index, pkg_id=PKG_ID)
-    bpy.context.preferences.extensions.repos.remove(repo)
+    with installed_extension(tmp_path_factory.mktemp("ext"), REPO) as (mod, _, _):
+        yield mod
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,70 @@
+"""What the add-on tests share: installing the built extension into real bpy, and a
+stand-in for Blender's UILayout (headless Blender has no UI to draw into, so panels draw into
+`RecordingLayout`, which records what they ask for and checks that it exists: every prop on
+its data, every operator registered). Imported only by tests that already imported bpy."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+from pathlib import Path
+from typing import Iterator
+
+PKG_ID = "instant_ngp_fields"
+
+
+@contextlib.contextmanager
+def installed_extension(tmp: Path, repo_name: str) -> Iterator[tuple[object, str, int]]:
+    """Build the zip, install and enable it in a temporary user repository `repo_name`
+    (factory settings first: a clean slate), point its Engine Python at this interpreter;
+    yields (add-on module, module name, repository index); uninstalls at the end."""
+    import addon_utils  # noqa: PLC0415 - ships with bpy
+    import bpy  # noqa: PLC0415
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import build_extension  # noqa: PLC0415
+
+    zip_path = build_extension.build(tmp / "dist")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    module_name = build_extension.install_in_blender(zip_path, tmp / "repo", repo_name)
+    repo = bpy.context.preferences.extensions.repos[repo_name]
+    repo_index = list(bpy.context.preferences.extensions.repos).index(repo)
+    assert module_name in {m.__name__ for m in addon_utils.modules()}
+    mod = importlib.import_module(module_name)
+    bpy.context.preferences.addons[module_name].preferences.engine_python = sys.executable
+    try:
+        yield mod, module_name, repo_index
+    finally:
+        mod.engine_link.shutdown()
+        bpy.ops.extensions.package_uninstall(repo_index=repo_index, pkg_id=PKG_ID)
+        bpy.context.preferences.extensions.repos.remove(repo)
+
+
+class RecordingLayout:
+    """Records ("label" | "prop" | "operator" | "progress", text-or-name) into `log`."""
+
+    def __init__(self, log: list) -> None:
+        self.log, self.enabled, self.alert = log, True, False
+
+    def _child(self, *a, **k) -> "RecordingLayout":
+        return RecordingLayout(self.log)
+
+    box = row = column = _child
+
+    def label(self, text="", icon="NONE"):
+        self.log.append(("label", text))
+
+    def prop(self, data, name, **k):
+        assert name in data.bl_rna.properties, name
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **k):
+        import bpy  # noqa: PLC0415 - only the add-on tests, which run in bpy, use this
+
+        group, name = idname.split(".")
+        assert name in dir(getattr(bpy.ops, group)), idname
+        self.log.append(("operator", idname))
+
+    def progress(self, factor=0.0, type="BAR", text=""):
+        assert 0.0 <= factor <= 1.0
+        self.log.append(("progress", text))

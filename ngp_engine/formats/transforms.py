@@ -41,7 +41,8 @@ import numpy as np
 from ..schema import ConfigError
 from ..errors import UserError
 from .atomic import atomic_write
-from .camera import FISHEYE, MODEL_ALIASES, OPENCV, PINHOLE, Camera, canonical_model
+from .camera import Camera
+from .lens import FISHEYE, MODEL_ALIASES, OPENCV, PINHOLE, canonical_model
 from .unit_cube import UnitCube, check_aabb_scale
 
 DEFAULT_SCALE = 0.33                    # instant-ngp's NERF_SCALE

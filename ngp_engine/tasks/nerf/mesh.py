@@ -17,7 +17,7 @@ from ...formats.camera import Camera
 from ...mesh import remove_floaters
 from ...mesh.marching_cubes import marching_cubes, sample_grid
 from .model import NerfModel
-from .visibility import fill_hidden, hidden_space, lattice_shape
+from .visibility import apply_edit, lattice_shape, space_edit
 
 DEFAULT_MESH_THRESHOLD = 2.5   # instant-ngp's marching-cubes density threshold
 HIDDEN_RESOLUTION = 128        # lattice of the hidden-space test (upsampled to the mesh's)
@@ -58,25 +58,28 @@ def mesh_box(model: NerfModel, box: tuple[Any, Any] | None = None) -> tuple[np.n
 def nerf_mesh(model: NerfModel, resolution: int = 256, threshold: float = DEFAULT_MESH_THRESHOLD,
               min_component_fraction: float | None = 0.05,
               cameras: list[Camera] | None = None,
-              box: tuple[Any, Any] | None = None) -> dict[str, Any]:
+              box: tuple[Any, Any] | None = None,
+              alphas: np.ndarray | None = None) -> dict[str, Any]:
     """Marching cubes over the density in `box` (world lo [3], hi [3]; default the unit cube,
     see `mesh_box`), `resolution` grid points along its longest side; world-unit vertices
     [V, 3] float32, faces [F, 3] int32, vertex colours [V, 3] uint8 (the colour network looking
     at each vertex from outside, along -normal). `min_component_fraction` drops floaters:
     components with fewer faces than that fraction of the largest (None keeps everything).
     With the training `cameras`, hidden space that their observed surfaces enclose is filled
-    before meshing (see visibility.py): no hollow insides, no open bottoms, and no fill
-    under an object where no camera saw."""
+    before meshing and hidden space outside them emptied (see visibility.py): no hollow
+    insides, no open bottoms, and nothing under an object where no camera saw; `alphas`
+    [N, H, W] (the training photos' alpha, when they have one) empties their background too."""
     lo, hi = mesh_box(model, box)
     volume = sample_grid(model.density_world, lo, hi, lattice_shape(lo, hi, resolution),
                          device=model.device)
     info: dict[str, Any] = {"resolution": resolution, "threshold": threshold,
                             "box_min": lo.tolist(), "box_max": hi.tolist()}
     if cameras is not None:
-        hidden = hidden_space(model, cameras, resolution=min(resolution, HIDDEN_RESOLUTION),
-                              box=(lo, hi))
-        volume = fill_hidden(volume, hidden, value=2.0 * threshold + 1.0)
-        info["hidden_fraction"] = float(hidden.mean())
+        edit = space_edit(model, cameras, resolution=min(resolution, HIDDEN_RESOLUTION),
+                          box=(lo, hi), alphas=alphas)
+        volume = apply_edit(volume, edit, fill_value=2.0 * threshold + 1.0, empty_value=0.0)
+        info["hidden_fraction"] = float(edit.fill.mean())
+        info["emptied_fraction"] = float(edit.empty.mean())
     verts, faces = marching_cubes(volume, threshold, lo, hi, inside="above")
     if min_component_fraction is not None and len(faces):
         verts, faces, cleanup = remove_floaters(verts, faces, min_fraction=min_component_fraction)

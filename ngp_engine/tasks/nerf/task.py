@@ -210,7 +210,8 @@ class NerfTask(Task):
                             "hidden space (or mesh the raw density)")
         mesh = nerf_mesh(self.model, resolution=resolution, threshold=threshold,
                          min_component_fraction=min_component_fraction,
-                         cameras=self.cameras if fill_hidden else None, box=box)
+                         cameras=self.cameras if fill_hidden else None, box=box,
+                         alphas=self.dataset.images[..., 3] if self.has_alpha else None)
         if not len(mesh["faces"]):
             raise UserError(f"export_mesh: no surface at density {threshold} yet "
                             "(train longer or lower the threshold)")

@@ -99,7 +99,7 @@ def _draw_photos(box: bpy.types.UILayout, s: bpy.types.PropertyGroup, st: engine
     col.prop(s, "photos_video_frames")
     col.prop(s, "photos_image_size")
     if st.status == "posing":
-        box.operator("ngp.stop_photos", icon="PAUSE")
+        box.operator("ngp.stop", icon="PAUSE")
         stage = st.poses_stage if st.poses_stage in POSES_STAGES else POSES_STAGES[0]
         within = st.poses_done / st.poses_total if st.poses_total else 0.0
         factor = min(1.0, (POSES_STAGES.index(stage) + within) / len(POSES_STAGES))

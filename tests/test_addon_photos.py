@@ -202,7 +202,7 @@ def test_stop_cancels_and_leaves_nothing(extension, tmp_path, capture):
     with pytest.raises(RuntimeError, match="a job is running"):
         bpy.ops.ngp.import_photos(directory=str(capture / "photos"))
     pump_until(extension, lambda s: s.status == "posing" and s.poses_stage == "features", timeout=120)
-    assert bpy.ops.ngp.stop_photos() == {"FINISHED"}
+    assert bpy.ops.ngp.stop() == {"FINISHED"}      # the one Stop, for any job
     state = pump_until(extension, lambda s: s.status not in extension.engine_link.BUSY, timeout=120)
     assert state.status == "stopped", state.message
     assert _scene_contents() == before and scene.ngp.source == "RIG"
@@ -257,7 +257,7 @@ def test_panel_draws_the_photos_source(extension, status):
         bpy.types.NGP_PT_main.draw(type("P", (), {"layout": RecordingLayout(log)})(), bpy.context)
         ops = [x[1] for x in log if x[0] == "operator"]
         assert ("ngp.import_photos" in ops) == (status != "posing")
-        assert ("ngp.stop_photos" in ops) == (status == "posing")
+        assert ("ngp.stop" in ops) == (status == "posing")
         assert ("prop", "photos_dataset") in log
         if status == "posing":
             assert ("progress", "Mapping 7 / 20") in log

@@ -131,21 +131,6 @@ def stop_poses() -> None:
         STATE.message = str(e)
 
 
-class NGP_OT_stop_photos(bpy.types.Operator):
-    """Stop finding camera poses; nothing is added to the scene"""
-
-    bl_idname = "ngp.stop_photos"
-    bl_label = "Stop"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return STATE.status == "posing"
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        stop_poses()
-        return {"FINISHED"}
-
-
 class NGP_OT_watch_photos(bpy.types.Operator):
     """While camera poses are being found: ESC stops it, and the result goes to the status bar"""
 
@@ -259,4 +244,4 @@ def _remove_collection(coll: bpy.types.Collection) -> None:
     bpy.data.collections.remove(coll)
 
 
-classes = (NGP_OT_import_photos, NGP_OT_stop_photos, NGP_OT_watch_photos)
+classes = (NGP_OT_import_photos, NGP_OT_watch_photos)

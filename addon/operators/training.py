@@ -126,15 +126,20 @@ def _send_stop() -> None:
 
 
 class NGP_OT_stop(bpy.types.Operator):
-    """Stop training; the engine keeps a checkpoint of where it got to"""
+    """Stop the engine's job: training keeps a checkpoint of where it got to; finding camera
+    poses adds nothing to the scene"""
 
     bl_idname = "ngp.stop"
     bl_label = "Stop"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return STATE.status == "training"
+        return STATE.status in ("training", "posing")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        _send_stop()
+        if STATE.status == "posing":
+            from .photos import stop_poses  # noqa: PLC0415  (photos imports this module)
+            stop_poses()
+        else:
+            _send_stop()
         return {"FINISHED"}

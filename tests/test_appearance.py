@@ -3,12 +3,13 @@ photos whose exposure and white balance differ learns those differences instead 
 them into the field."""
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from conftest import ROOT
 from ngp_engine.nn.appearance import ImageAppearance
 
 
@@ -72,29 +73,12 @@ E2E_STEPS = 120
 
 
 def _photos_with_exposures(scene: Path, out: Path) -> np.ndarray:
-    """The nerf_scene renders as photos: composited on white (no alpha), each training image
-    with its own colour gains [N, 3] (exposure and white balance, 0.6..1.4 per channel);
-    the test views keep gain 1. Returns the gains."""
-    from PIL import Image
+    """The nerf_scene renders as photos (scripts/bench_appearance.py): on white, each
+    training photo with its own colour gains [N, 3]; the test views at gain 1."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_appearance import photos_with_exposures
 
-    out.mkdir(parents=True)
-    rng = np.random.default_rng(GAINS_SEED)
-    gains = None
-    for split in ("train", "test"):
-        doc = json.loads((scene / f"transforms_{split}.json").read_text())
-        if split == "train":
-            gains = rng.uniform(0.6, 1.4, (len(doc["frames"]), 3))
-        for i, frame in enumerate(doc["frames"]):
-            src = scene / (frame["file_path"] + ("" if frame["file_path"].endswith(".png") else ".png"))
-            rgba = np.asarray(Image.open(src).convert("RGBA")).astype(np.float64) / 255.0
-            rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
-            if split == "train":
-                rgb = rgb * gains[i]
-            name = f"{split}_{i:03d}.png"
-            Image.fromarray(np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)).save(out / name)
-            frame["file_path"] = name
-        (out / f"transforms_{split}.json").write_text(json.dumps(doc))
-    return gains
+    return photos_with_exposures(scene, out, seed=GAINS_SEED)
 
 
 def _train(data: Path, appearance: str):

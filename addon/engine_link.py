@@ -8,13 +8,17 @@ main thread.
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import interpreters
+from .ngp_engine import __version__ as ENGINE_VERSION
 from .ngp_engine.service.client import EngineClient, EngineError, EngineExited
-from .ngp_engine.service.protocol import Message
+from .ngp_engine.service.protocol import PROTOCOL_VERSION, Message
 
 PUMP_INTERVAL = 0.1
 BUSY = ("starting", "training", "posing")   # statuses in which a job is under way
@@ -39,9 +43,10 @@ class EngineState:
     engine_info: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)   # kind / pass -> latest path
     pending: dict[str, str] = field(default_factory=dict)     # what it is for -> latest request id
-    mesh_targets: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """export_mesh request id -> (mode, source object) at the time it was sent: a second
-    job started while a mesh is on its way must not rename or move the first one."""
+    run_name: str = ""                   # the collection this run's results go to ("NGP Run 3")
+    mesh_targets: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    """export_mesh request id -> (mode, source object, run name) at the time it was sent: a
+    second job started while a mesh is on its way must not rename or move the first one."""
     summary: dict[str, Any] = field(default_factory=dict)
     capture: str = ""                    # name of the photos whose poses are being found
     poses_stage: str = ""                # reading | features | matching | mapping | writing
@@ -49,28 +54,49 @@ class EngineState:
     poses_total: int = 0
     poses_registered: int = 0
     max_tick_ms: float = 0.0             # slowest pump tick so far (benchmark figure)
+    rig_status: str = ""                 # "" | rendering | cancelling (the rig renders in Blender)
+    rig_done: int = 0
+    rig_total: int = 0
 
 
 STATE = EngineState()
 _client: EngineClient | None = None
 _handlers: list = []                    # callables(event) run on the main thread per event
+# Requests someone waits on (the render engine, possibly on Blender's render thread): their
+# events go to the waiter, everything else to `_deferred`, which the pump folds in on the
+# main thread. One lock for both.
+_awaited: dict[str, list] = {}
+_deferred: list = []
+_route_lock = threading.Lock()
 
 
 def client() -> EngineClient | None:
     return _client if _client is not None and _client.alive else None
 
 
-def ensure_engine(python: str, timeout: float = 120.0) -> EngineClient:
-    """The running engine, or a new one started with `python` (EngineError with a one-line
-    reason otherwise). Blocks for the start-up (about a second or two)."""
+def ensure_engine(python: str, timeout: float = 120.0, engine_root: Path | None = None) -> EngineClient:
+    """The running engine, or a new one started with `python` from `engine_root` (default: the
+    engine bundled with the add-on); EngineError with a one-line reason otherwise: what the
+    interpreter lacks and the command that fixes it, or a version that does not match.
+    Blocks for the start-up (about a second or two)."""
     global _client
     if _client is not None and _client.alive:
         return _client
     shutdown()
     if not python:
-        raise EngineError("no engine Python is set (Preferences > Add-ons > Instant NGP Fields)")
-    new = EngineClient(python=python, engine_root=Path(__file__).resolve().parent)
-    ready = new.start(timeout=timeout)
+        raise EngineError("no engine Python is set: click Install Engine (or Detect) in Preferences > Add-ons > "
+                          "Instant NGP Fields")
+    new = EngineClient(python=python, engine_root=engine_root or Path(__file__).resolve().parent)
+    try:
+        ready = new.start(timeout=timeout)
+    except EngineError as e:
+        # A Python that is there but cannot run the engine: say what it lacks and the fix.
+        raise EngineError((_why_not(python) if Path(python).is_file() else "") or str(e)) from None
+    try:
+        check_handshake(ready)
+    except EngineError:
+        new.close(timeout=5.0)
+        raise
     _client = new
     STATE.device = ready.device
     STATE.engine_info = {"engine_version": ready.engine_version, "device": ready.device,
@@ -78,6 +104,27 @@ def ensure_engine(python: str, timeout: float = 120.0) -> EngineClient:
                          "modes": list(ready.modes)}
     start_pump()
     return new
+
+
+def check_handshake(ready: Any) -> None:
+    """Refuse an engine whose version or protocol is not the add-on's (one line saying how
+    to update it)."""
+    if ready.engine_version != ENGINE_VERSION or ready.protocol != PROTOCOL_VERSION:
+        raise EngineError(f"the engine is version {ready.engine_version} (protocol {ready.protocol}) but this "
+                          f"add-on needs {ENGINE_VERSION} (protocol {PROTOCOL_VERSION}): run Install Engine "
+                          f"(Preferences > Add-ons > Instant NGP Fields) to update it, or update the add-on")
+
+
+def _why_not(python: str) -> str:
+    """Why `python` cannot run the engine, from the engine's probe ("" if it seems able)."""
+    it = interpreters.probe(python)
+    if it.error:
+        return f"engine Python {python} {it.error}"
+    if not it.ok:
+        missing = ", ".join(m.split(" (", 1)[0] for m in it.report.get("missing", []))
+        return (f"engine Python {python} lacks {missing}: run Install Engine (Preferences > Add-ons > "
+                f"Instant NGP Fields) or: {it.report.get('fix', '')}")
+    return ""
 
 
 def send(msg: Message) -> None:
@@ -162,12 +209,66 @@ def _apply_poses_event(ev: Any) -> None:
         STATE.message = lines[0] if lines else "finding camera poses failed"
 
 
+def _route(events: list) -> list:
+    """The events nobody waits on; the awaited ones go to their waiters."""
+    rest = []
+    with _route_lock:
+        for ev in events:
+            box = _awaited.get(getattr(ev, "request", None) or "")
+            if box is not None:
+                box.append(ev)
+            else:
+                rest.append(ev)
+        return rest
+
+
+def request(msg: Message, expect: int, timeout: float = 600.0,
+            should_stop: Callable[[], bool] = lambda: False) -> list | None:
+    """Send `msg` (which carries an id) and wait for `expect` artifacts answering it; returns
+    them, or None if `should_stop()` turned true first. EngineError on the engine's error for
+    it, its exit, or the timeout. Safe off the main thread: other events are kept for the
+    pump, which applies them on the main thread."""
+    c = client()
+    if c is None:
+        raise EngineError("the engine is not running")
+    box: list = []
+    with _route_lock:
+        _awaited[msg.id] = box
+    try:
+        c.send(msg)
+        deadline = time.monotonic() + timeout
+        while True:
+            rest = _route(c.poll())
+            with _route_lock:
+                _deferred.extend(rest)
+                got = list(box)
+            for ev in got:
+                if ev.type == "error":
+                    raise EngineError(ev.message.strip().splitlines()[0] if ev.message.strip() else "engine error")
+            if any(ev.type == "exited" for ev in rest) or not c.alive:
+                raise EngineError("the engine stopped")
+            artifacts = [ev for ev in got if ev.type == "artifact"]
+            if len(artifacts) >= expect:
+                return artifacts
+            if should_stop():
+                return None
+            if time.monotonic() > deadline:
+                raise EngineError(f"the engine did not answer {msg.type} within {timeout:.0f} s")
+            time.sleep(0.01)
+    finally:
+        with _route_lock:
+            _awaited.pop(msg.id, None)
+
+
 def pump() -> float | None:
     """Timer callback: drain events, update STATE, redraw. Returns the next interval."""
     t0 = time.perf_counter()
     c = _client
     if c is not None:
-        for ev in c.poll():
+        with _route_lock:
+            events = _deferred[:]
+            _deferred.clear()
+        for ev in events + _route(c.poll()):
             apply_event(ev)
             for fn in list(_handlers):
                 try:
@@ -209,7 +310,10 @@ def _redraw() -> None:
 def reset_state() -> None:
     """Back to a fresh state (in place: other modules hold a reference to STATE)."""
     STATE.__dict__.update(EngineState().__dict__)
+    with _route_lock:
+        _deferred.clear()
 
 
-__all__ = ["BUSY", "STATE", "EngineError", "EngineExited", "add_handler", "apply_event", "client", "ensure_engine",
-           "pump", "reset_state", "send", "shutdown", "start_pump", "stop_pump"]
+__all__ = ["BUSY", "STATE", "EngineError", "EngineExited", "add_handler", "apply_event", "check_handshake", "client",
+           "ensure_engine",
+           "pump", "request", "reset_state", "send", "shutdown", "start_pump", "stop_pump"]

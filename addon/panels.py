@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import engine_link
+from . import bounds, engine_link
 
 
 POSES_STAGES = ("reading", "features", "matching", "mapping", "writing")
@@ -38,7 +38,12 @@ class NGP_PT_main(bpy.types.Panel):
             col.prop(s, "rig_resolution")
             col.prop(s, "rig_samples")
             col.prop(s, "rig_sphere")
-            box.operator("ngp.render_rig", icon="RENDER_STILL")
+            if st.rig_status:
+                box.progress(factor=st.rig_done / max(1, st.rig_total), type="BAR",
+                             text=f"View {st.rig_done} / {st.rig_total}")
+                box.operator("ngp.cancel_rig", icon="CANCEL")
+            else:
+                box.operator("ngp.render_rig", icon="RENDER_STILL")
         elif s.source == "CAMERAS":
             box.prop(s, "camera_collection")
             box.prop(s, "image_folder")
@@ -47,6 +52,14 @@ class NGP_PT_main(bpy.types.Panel):
             _draw_photos(box, s, st)
         box.operator("ngp.import_transforms", icon="IMPORT")
         box.prop(s, "run_folder")
+        box_lohi = bounds.bounds_box()
+        row = box.row(align=True)
+        if box_lohi is not None:
+            size = box_lohi[1] - box_lohi[0]
+            row.label(text=f"Bounds {size[0]:.3g} x {size[1]:.3g} x {size[2]:.3g}", icon="CUBE")
+        else:
+            row.label(text="Bounds: made with the dataset", icon="CUBE")
+        row.operator("ngp.fit_bounds", text="Fit to Selection")
 
         box = layout.box()
         box.label(text="Train", icon="PLAY")
@@ -72,6 +85,10 @@ class NGP_PT_main(bpy.types.Panel):
         box = layout.box()
         box.label(text="Results", icon="MESH_DATA")
         box.prop(s, "mesh_resolution")
+        row = box.row(align=True)
+        row.prop(s, "mesh_triangles")
+        row.prop(s, "mesh_smooth", text="Smooth")
+        row.prop(s, "mesh_replace")
         box.operator("ngp.import_mesh", icon="IMPORT")
         box.prop(s, "preview_resolution")
         box.operator("ngp.preview", icon="IMAGE_DATA")

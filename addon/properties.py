@@ -54,20 +54,30 @@ class NGP_SceneSettings(bpy.types.PropertyGroup):
                          items=[("cpu-fast", "Fast (CPU)", "Smaller grid and batch; minutes on a CPU"),
                                 ("instant-ngp", "Instant-NGP", "The paper's configuration; for a GPU")])
     mesh_resolution: IntProperty(name="Mesh Resolution", default=256, min=32, max=1024)
+    mesh_triangles: IntProperty(name="Target Triangles", default=0, min=0, max=100_000_000,
+                                description="Decimate imported meshes to about this many triangles "
+                                            "(a Decimate modifier; 0: keep every triangle)")
+    mesh_smooth: BoolProperty(name="Smooth Shading", default=True,
+                              description="Shade imported meshes smooth")
+    mesh_replace: BoolProperty(name="Replace", default=False,
+                               description="A new import replaces the run's previous one "
+                                           "(off: every import is kept)")
     preview_resolution: IntProperty(name="Preview Size", default=256, min=16, max=4096,
                                     description="Longer side of the preview image in pixels")
 
 
-def run_folder(scene: bpy.types.Scene) -> Path:
-    """The scene's run folder (created): the setting, or <user folder>/runs/<blend name>."""
+def run_folder(scene: bpy.types.Scene, create: bool = True) -> Path:
+    """The scene's run folder (created unless `create` is off): the setting, or <user
+    folder>/runs/<blend name>."""
     settings = scene.ngp
     if settings.run_folder:
         folder = Path(bpy.path.abspath(settings.run_folder))
     else:
-        base = Path(bpy.utils.extension_path_user(__package__, create=True))
+        base = Path(bpy.utils.extension_path_user(__package__, create=create))
         stem = Path(bpy.data.filepath).stem if bpy.data.filepath else "untitled"
         folder = base / "runs" / stem
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -84,7 +94,7 @@ def data_folder(scene: bpy.types.Scene) -> Path:
 def scene_dataset_folder(scene: bpy.types.Scene) -> Path:
     """Where rendering the rig or exporting cameras writes its dataset (not created); never
     an imported capture, which the engine wrote and which stays as it is."""
-    return run_folder(scene) / "data"
+    return run_folder(scene, create=False) / "data"
 
 
 def captures_folder(scene: bpy.types.Scene) -> Path:

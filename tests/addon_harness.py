@@ -68,3 +68,29 @@ class RecordingLayout:
     def progress(self, factor=0.0, type="BAR", text=""):
         assert 0.0 <= factor <= 1.0
         self.log.append(("progress", text))
+
+
+def scene_snapshot(*folders: Path) -> dict:
+    """What a failing or cancelled operator must leave as it was: the objects, collections,
+    cameras, meshes and images of the file, the render settings, the active camera, and the
+    files (names and bytes) under `folders`."""
+    import bpy  # noqa: PLC0415
+
+    scene, render = bpy.context.scene, bpy.context.scene.render
+    files = {}
+    for folder in folders:
+        for p in sorted(Path(folder).rglob("*")) if Path(folder).exists() else ():
+            files[str(p)] = p.read_bytes() if p.is_file() else None
+    return {
+        "objects": sorted((o.name, tuple(round(x, 6) for x in o.matrix_world.translation)) for o in bpy.data.objects),
+        "collections": sorted((c.name, len(c.objects)) for c in bpy.data.collections),
+        "cameras": sorted(c.name for c in bpy.data.cameras),
+        "meshes": sorted(m.name for m in bpy.data.meshes),
+        "images": sorted(i.name for i in bpy.data.images),
+        "render": (render.resolution_x, render.resolution_y, render.resolution_percentage,
+                   render.pixel_aspect_x, render.pixel_aspect_y, render.film_transparent, render.filepath,
+                   render.image_settings.file_format, render.image_settings.color_mode,
+                   scene.cycles.samples if render.engine == "CYCLES" else None),
+        "camera": scene.camera.name if scene.camera else None,
+        "files": files,
+    }

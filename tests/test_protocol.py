@@ -22,7 +22,8 @@ REQUEST_SAMPLES = [
     Train(mode="image", data="/img.png", run_dir="/runs/b", config={"schema_version": 1, "batch_size": 4},
           steps=10, resume="/runs/b/checkpoint.pt", device="cpu"),
     Stop(), Preview(camera=CAMERA, passes=["rgb", "depth"], resolution=[64, 48], id="p"),
-    Preview(), ExportMesh(resolution=128, threshold=3.0), Status(id="s"), Shutdown(),
+    Preview(), ExportMesh(resolution=128, threshold=3.0),
+    ExportMesh(resolution=64, box=[[-1.0, -1.0, 0.0], [1.0, 1.0, 0.5]], id="m"), Status(id="s"), Shutdown(),
 ]
 EVENT_SAMPLES = [
     Ready(engine_version="0.1.0", protocol=1, device="cpu", backends=["torch", "cpu"], modes=["nerf"],
@@ -59,6 +60,8 @@ def test_camera_intrinsics_scale_with_the_rendered_size():
 
 TRAIN = '"type":"train","mode":"nerf","data":"/d","run_dir":"/r"'
 BAD_LINES = [
+    ('{"type":"export_mesh","box":[[0,0,1],[1,1,1]]}', "export_mesh.box: [[0.0, 0.0, 1.0], [1.0, 1.0, 1.0]] must be [lo, hi]"),
+    ('{"type":"export_mesh","box":[[0,0],[1,1]]}', "export_mesh.box: [[0.0, 0.0], [1.0, 1.0]] must be [lo, hi]"),
     ('{"type":"poses","input":"/p"}', "poses.out: missing"),
     ('{"type":"poses","input":"/p","out":"/o","matching":"random"}', "poses.matching: 'random' is not one of"),
     ('{"type":"poses","input":"/p","out":"/o","sfm_size":10}', "poses.sfm_size: 10 must be in 64..8192"),

@@ -28,7 +28,7 @@ from ngp_engine.mesh import read_mesh
 from ngp_engine.tasks.nerf.task import NerfTask
 
 load_checkpoint = NerfTask.read_checkpoint
-from ngp_engine.service.protocol import (Camera, ExportMesh, Hello, Poses, Preview, ProtocolError, Status,
+from ngp_engine.service.protocol import (PROTOCOL_VERSION, Camera, ExportMesh, Hello, Poses, Preview, ProtocolError, Status,
                                         Stop, Train, parse_request)
 
 PASSES = ["rgb", "depth", "opacity", "normals"]
@@ -81,7 +81,7 @@ def nerf_session(nerf_scene, tmp_path_factory):
 
 def test_ready_describes_the_engine(nerf_session):
     ready = nerf_session["ready"]
-    assert ready.protocol == 1 and ready.engine_version and ready.pid > 0
+    assert ready.protocol == PROTOCOL_VERSION and ready.engine_version and ready.pid > 0
     assert ready.device == ("cuda" if torch.cuda.is_available() else ready.device)
     assert "torch" in ready.backends and {"nerf", "image"} <= set(ready.modes)
     assert ready.torch == torch.__version__
@@ -325,4 +325,4 @@ def test_interpreter_without_torch_is_one_clear_error():
 def test_protocol_mismatch_is_refused(engine):
     engine.send(Hello(protocol=99, id="old"))
     err = engine.wait_for("error", timeout=30)
-    assert err.request == "old" and "client speaks protocol 99, this engine speaks 1" in err.message
+    assert err.request == "old" and f"client speaks protocol 99, this engine speaks {PROTOCOL_VERSION}" in err.message

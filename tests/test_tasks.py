@@ -26,7 +26,7 @@ from ngp_engine.encoding import make_encoding
 from ngp_engine.errors import UserError
 from ngp_engine.nn.mlp import MLP
 from ngp_engine.nn.optim import TcnnAdam, param_groups
-from ngp_engine.service.protocol import (ExportMesh, Hello, Preview, Shutdown, Status, Train,
+from ngp_engine.service.protocol import (PROTOCOL_VERSION, ExportMesh, Hello, Preview, Shutdown, Status, Train,
                                          parse_event)
 from ngp_engine.service.session import RunSpec, Session
 from ngp_engine.tasks.base import Budget, Progress, Task, run_training
@@ -249,7 +249,7 @@ class InProcessEngine:
 def test_a_new_task_is_served_without_any_other_change(signal_file, tmp_path):
     engine = InProcessEngine()
     try:
-        engine.send(Hello(protocol=1, id="h"))
+        engine.send(Hello(protocol=PROTOCOL_VERSION, id="h"))
         assert "signal" in engine.wait_for("ready", "h").modes
         engine.send(Train(mode="signal", data=str(signal_file), run_dir=str(tmp_path / "svc"),
                           steps=200, id="t"))

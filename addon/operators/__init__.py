@@ -9,11 +9,11 @@ found it."""
 from __future__ import annotations
 
 from . import photos, results
-from .dataset import NGP_OT_export_cameras, NGP_OT_import_transforms, NGP_OT_render_rig
+from .dataset import NGP_OT_cancel_rig, NGP_OT_export_cameras, NGP_OT_fit_bounds, NGP_OT_import_transforms, NGP_OT_render_rig
 from .results import NGP_OT_import_mesh, NGP_OT_preview
 from .training import NGP_OT_stop, NGP_OT_train, NGP_OT_train_sdf
 
-classes = (NGP_OT_render_rig, NGP_OT_export_cameras, NGP_OT_import_transforms, *photos.classes,
+classes = (NGP_OT_render_rig, NGP_OT_cancel_rig, NGP_OT_fit_bounds, NGP_OT_export_cameras, NGP_OT_import_transforms, *photos.classes,
            NGP_OT_train, NGP_OT_train_sdf, NGP_OT_stop, NGP_OT_import_mesh, NGP_OT_preview)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from .. import engine_link
+from .. import bounds, engine_link
 from ..blender_io import SceneIOError, cameras, images, meshes
 from ..engine_link import STATE, EngineError
 from ..ngp_engine.errors import UserError
@@ -46,8 +46,10 @@ class NGP_OT_import_mesh(bpy.types.Operator):
 def _request_mesh(scene: bpy.types.Scene) -> None:
     """Ask the engine for the mesh, remembering where it is to go."""
     rid = request_id("mesh")
-    STATE.mesh_targets[rid] = (STATE.mode, STATE.source_object)
-    engine_link.send(ExportMesh(resolution=scene.ngp.mesh_resolution, id=rid))
+    STATE.mesh_targets[rid] = (STATE.mode, STATE.source_object, STATE.run_name)
+    box = bounds.bounds_box() if STATE.mode == "nerf" else None      # the mesh is cut to NGP Bounds
+    engine_link.send(ExportMesh(resolution=scene.ngp.mesh_resolution, id=rid,
+                                box=[box[0].tolist(), box[1].tolist()] if box is not None else None))
 
 
 class NGP_OT_preview(bpy.types.Operator):
@@ -92,7 +94,7 @@ def on_event(ev) -> None:
         return
     if ev.kind == "mesh" and ev.path.endswith(".ply") and ev.request in STATE.mesh_targets:
         try:
-            import_mesh_file(Path(ev.path), *STATE.mesh_targets.pop(ev.request))
+            import_mesh_file(Path(ev.path), *STATE.mesh_targets.pop(ev.request))   # mode, source, run
         except UserError as e:                         # an unreadable file: one sentence
             STATE.message = str(e)
     elif ev.kind == "pass" and ev.request == STATE.pending.get("preview"):
@@ -105,28 +107,58 @@ def on_event(ev) -> None:
         _show_image(img)
 
 
-def import_mesh_file(path: Path, mode: str, source_name: str) -> bpy.types.Object:
-    """Add the engine's mesh to the scene: a NeRF mesh as "NGP Mesh" over the objects it came
-    from; an SDF mesh as "<object> SDF", moved beside its source along X. An earlier import
-    of the same name is replaced."""
+def import_mesh_file(path: Path, mode: str, source_name: str, run_name: str = "") -> bpy.types.Object:
+    """Add the engine's mesh to the scene, in the collection of its run (`run_name`, made when
+    missing; "" for the scene collection): a NeRF mesh as "NGP Mesh" over the objects it came
+    from; an SDF mesh as "<object> SDF", moved beside its source along X. Each import is
+    kept (Blender numbers repeats) unless the scene's Replace setting is on, which replaces
+    the run's latest import of that name. Smooth shading and a Decimate modifier to the
+    target triangle count follow the scene's settings."""
     v, f, colors = ply.read_ply(path)
     scene = bpy.context.scene
+    s = scene.ngp
     source = bpy.data.objects.get(source_name) if mode == "sdf" else None
     # Blender names hold 63 bytes: shorten the source's so that " SDF" always fits.
     short = source_name.encode()[:59].decode(errors="ignore")
     name = f"{short} SDF" if mode == "sdf" else "NGP Mesh"
-    old = bpy.data.objects.get(name)
-    if old is not None:
-        mesh = old.data
-        bpy.data.objects.remove(old)
-        if mesh.users == 0:
-            bpy.data.meshes.remove(mesh)
-    obj = meshes.mesh_object(name, v, f, colors, scene.collection)
+    collection = run_collection(scene, run_name)
+    if s.mesh_replace:
+        for old in [o for o in collection.objects if o.type == "MESH" and _base_name(o.name) == name]:
+            mesh = old.data
+            bpy.data.objects.remove(old)
+            if mesh.users == 0:
+                bpy.data.meshes.remove(mesh)
+    obj = meshes.mesh_object(name, v, f, colors, collection)
+    if s.mesh_smooth:
+        obj.data.shade_smooth()
+    else:
+        obj.data.shade_flat()
+    if 0 < s.mesh_triangles < len(f):
+        mod = obj.modifiers.new("NGP Decimate", "DECIMATE")
+        mod.decimate_type, mod.ratio = "COLLAPSE", s.mesh_triangles / len(f)
     if source is not None:
         lo, hi = meshes.world_bounds([source])
         obj.location.x += 1.2 * (hi[0] - lo[0])        # vertices are in world units: shift beside
-    STATE.message = f"imported {name}: {len(v):,} vertices, {len(f):,} triangles"
+    STATE.message = f"imported {obj.name}: {len(v):,} vertices, {len(f):,} triangles"
     return obj
+
+
+def _base_name(name: str) -> str:
+    """"NGP Mesh.002" -> "NGP Mesh": the name before Blender's numbering of repeats."""
+    stem, dot, num = name.rpartition(".")
+    return stem if dot and num.isdigit() and len(num) == 3 else name
+
+
+def run_collection(scene: bpy.types.Scene, run_name: str) -> bpy.types.Collection:
+    """The collection a run's results go to (created and linked to the scene when missing)."""
+    if not run_name:
+        return scene.collection
+    coll = bpy.data.collections.get(run_name)
+    if coll is None:
+        coll = bpy.data.collections.new(run_name)
+    if coll.name not in scene.collection.children:
+        scene.collection.children.link(coll)
+    return coll
 
 
 def _show_image(img: bpy.types.Image) -> None:

@@ -4,14 +4,16 @@ those of an earlier request of the same kind."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import bpy
 
-from .. import engine_link, preferences
+from .. import bounds, engine_link, preferences
 from ..blender_io import meshes
 from ..engine_link import STATE, EngineError
-from ..ngp_engine.formats import ply
+from ..ngp_engine.errors import UserError
+from ..ngp_engine.formats import ply, transforms
 from ..ngp_engine.service.protocol import Stop, Train
 from ..properties import data_folder, run_folder
 from .feedback import fail
@@ -25,6 +27,13 @@ def request_id(kind: str) -> str:
     rid = f"{kind}-{next(_ids)}"
     STATE.pending[kind] = rid
     return rid
+
+
+def next_run_name() -> str:
+    """"NGP Run <n>", n one more than the highest run collection in the file."""
+    numbers = [int(c.name[len("NGP Run "):]) for c in bpy.data.collections
+               if c.name.startswith("NGP Run ") and c.name[len("NGP Run "):].isdigit()]
+    return f"NGP Run {max(numbers, default=0) + 1}"
 
 
 def _budget(s: bpy.types.PropertyGroup) -> dict:
@@ -45,7 +54,7 @@ class _TrainingOperator:
         STATE.status, STATE.message = "starting", "starting the engine"
         try:
             engine_link.ensure_engine(preferences.engine_python(context))
-            STATE.mode, STATE.run_dir = mode, str(run_dir)
+            STATE.mode, STATE.run_dir, STATE.run_name = mode, str(run_dir), next_run_name()
             STATE.step, STATE.fraction, STATE.psnr, STATE.eta_seconds = 0, 0.0, None, None
             STATE.artifacts.clear()
             engine_link.send(Train(mode=mode, data=str(data), run_dir=STATE.run_dir, preset=s.preset,
@@ -86,6 +95,11 @@ class NGP_OT_train(_TrainingOperator, bpy.types.Operator):
         if not (data / "transforms.json").is_file():
             return fail(self, "no dataset yet: render a camera rig, export cameras or import photos first")
         STATE.source_object = ""
+        if scene.ngp.source != "PHOTOS":
+            try:
+                _box_into_dataset(data / "transforms.json")
+            except (OSError, ValueError, UserError) as e:
+                return fail(self, f"{data / 'transforms.json'}: cannot apply the NGP Bounds box ({e})")
         return self.start(context, "nerf", data, run_folder(scene) / "run")
 
 
@@ -116,6 +130,20 @@ class NGP_OT_train_sdf(_TrainingOperator, bpy.types.Operator):
         ply.write_ply(data, v, f)
         STATE.source_object = obj.name
         return self.start(context, "sdf", data, folder / "run")
+
+
+def _box_into_dataset(path: Path) -> None:
+    """The NGP Bounds object, as the user left it, becomes the dataset's unit cube (scale and
+    offset of the scene's own transforms.json; an imported capture's stays as the engine wrote it)."""
+    box = bounds.bounds_box()
+    if box is None:
+        return
+    cube = bounds.unit_cube(*box)
+    doc = json.loads(path.read_text())
+    if doc.get("scale") == cube.world_to_unit and doc.get("offset") == list(cube.offset):
+        return
+    doc["scale"], doc["offset"] = cube.world_to_unit, list(cube.offset)
+    transforms.write_transforms(path, doc)
 
 
 def _send_stop() -> None:

@@ -17,7 +17,7 @@ messages carry their paths.
                               <-    artifact {kind: "pass", path, info: {pass, ...}} per pass
     stop                      ->
                               <-    artifact {checkpoint}, done {summary}
-    export_mesh {resolution}  ->
+    export_mesh {resolution, box?} ->
                               <-    artifact {kind: "mesh", path} (PLY, then OBJ)
     status                    ->
                               <-    state {job, mode, step, ...}
@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Literal
 from ..schema import ConfigError, check, clip, from_dict
 from ..formats.camera import Camera
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2                 # 2: export_mesh takes a box
 MAX_LINE_BYTES = 1 << 20            # longer lines are refused (with an error event), not read
 PASSES = ("rgb", "depth", "opacity", "normals")
 
@@ -152,10 +152,17 @@ class ExportMesh(Message):
     type: ClassVar[str] = "export_mesh"
     resolution: int = 256
     threshold: float | None = None
+    box: list[list[float]] | None = None     # world [lo, hi] to cut the mesh to (NeRF); None: the unit cube
     id: str | None = None
 
     def __post_init__(self) -> None:
         check(8 <= self.resolution <= 1024, "resolution", self.resolution, "must be in 8..1024")
+        if self.box is not None:
+            ok = (isinstance(self.box, (list, tuple)) and len(self.box) == 2
+                  and all(isinstance(b, (list, tuple)) and len(b) == 3
+                          and all(isinstance(x, (int, float)) and math.isfinite(x) for x in b) for b in self.box)
+                  and all(lo < hi for lo, hi in zip(*self.box)))
+            check(ok, "box", self.box, "must be [lo, hi], each 3 finite numbers, lo below hi")
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,10 @@ class Server:
     def _export_mesh(self, msg: ExportMesh) -> None:
         if self.session is None:
             raise UserError("export_mesh: no model yet; send train first")
-        paths, info = self.session.export_mesh(msg.resolution, msg.threshold)
+        options = {"box": msg.box} if msg.box is not None else {}
+        if options and self.session.mode != "nerf":
+            raise UserError(f"export_mesh: a mesh box applies to a NeRF, not to the {self.session.mode} field")
+        paths, info = self.session.export_mesh(msg.resolution, msg.threshold, **options)
         for p in paths:
             self.send(Artifact(kind="mesh", path=str(p), request=msg.id,
                                info={**info, "format": Path(p).suffix[1:], "step": self.session.steps_done}))

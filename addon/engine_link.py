@@ -21,6 +21,7 @@ from .ngp_engine.service.client import EngineClient, EngineError, EngineExited
 from .ngp_engine.service.protocol import PROTOCOL_VERSION, Message
 
 PUMP_INTERVAL = 0.1
+PREFERENCES = "Preferences > Add-ons > Instant NGP Fields"   # where the user sets the engine up
 BUSY = ("starting", "training", "posing")   # statuses in which a job is under way
 
 
@@ -44,6 +45,7 @@ class EngineState:
     artifacts: dict[str, str] = field(default_factory=dict)   # kind / pass -> latest path
     pending: dict[str, str] = field(default_factory=dict)     # what it is for -> latest request id
     run_name: str = ""                   # the collection this run's results go to ("NGP Run 3")
+    bounds_run: bool = False             # the run trained in NGP Bounds: its mesh is cut to them
     mesh_targets: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     """export_mesh request id -> (mode, source object, run name) at the time it was sent: a
     second job started while a mesh is on its way must not rename or move the first one."""
@@ -84,12 +86,12 @@ def ensure_engine(python: str, timeout: float = 120.0, engine_root: Path | None 
         return _client
     shutdown()
     if not python:
-        raise EngineError("no engine Python is set: click Install Engine (or Detect) in Preferences > Add-ons > "
-                          "Instant NGP Fields")
+        raise EngineError(f"no engine Python is set: click Install Engine (or Detect) in {PREFERENCES}")
     new = EngineClient(python=python, engine_root=engine_root or Path(__file__).resolve().parent)
     try:
         ready = new.start(timeout=timeout)
     except EngineError as e:
+        new.kill()                        # whatever started: its pipes and process go
         # A Python that is there but cannot run the engine: say what it lacks and the fix.
         raise EngineError((_why_not(python) if Path(python).is_file() else "") or str(e)) from None
     try:
@@ -112,7 +114,7 @@ def check_handshake(ready: Any) -> None:
     if ready.engine_version != ENGINE_VERSION or ready.protocol != PROTOCOL_VERSION:
         raise EngineError(f"the engine is version {ready.engine_version} (protocol {ready.protocol}) but this "
                           f"add-on needs {ENGINE_VERSION} (protocol {PROTOCOL_VERSION}): run Install Engine "
-                          f"(Preferences > Add-ons > Instant NGP Fields) to update it, or update the add-on")
+                          f"({PREFERENCES}) to update it, or update the add-on")
 
 
 def _why_not(python: str) -> str:
@@ -121,9 +123,9 @@ def _why_not(python: str) -> str:
     if it.error:
         return f"engine Python {python} {it.error}"
     if not it.ok:
-        missing = ", ".join(m.split(" (", 1)[0] for m in it.report.get("missing", []))
-        return (f"engine Python {python} lacks {missing}: run Install Engine (Preferences > Add-ons > "
-                f"Instant NGP Fields) or: {it.report.get('fix', '')}")
+        missing = ", ".join(interpreters.missing_names(it.report))
+        return (f"engine Python {python} lacks {missing}: run Install Engine ({PREFERENCES}) "
+                f"or: {it.report.get('fix', '')}")
     return ""
 
 
@@ -136,6 +138,8 @@ def send(msg: Message) -> None:
 def shutdown() -> None:
     """Stop the engine (its job saves a checkpoint) and forget it. Safe to call any time."""
     global _client
+    with _route_lock:
+        _deferred.clear()                 # events of that engine mean nothing to the next one
     if _client is not None:
         try:
             _client.close(timeout=5.0)
@@ -209,25 +213,31 @@ def _apply_poses_event(ev: Any) -> None:
         STATE.message = lines[0] if lines else "finding camera poses failed"
 
 
-def _route(events: list) -> list:
-    """The events nobody waits on; the awaited ones go to their waiters."""
-    rest = []
+def _route_locked(c: EngineClient) -> None:
+    """Poll `c` and route what came (the caller holds `_route_lock`): awaited events to their
+    waiters, the rest to `_deferred`. The pump and a waiter on the render thread both poll
+    only this way, so neither ever reorders the other's events."""
+    for ev in c.poll():
+        box = _awaited.get(getattr(ev, "request", None) or "")
+        (box if box is not None else _deferred).append(ev)
+    c.received.clear()                     # the add-on keeps STATE, not the history
+
+
+def _take(c: EngineClient) -> list:
+    """The events nobody waits on, oldest first (taken from `_deferred`)."""
     with _route_lock:
-        for ev in events:
-            box = _awaited.get(getattr(ev, "request", None) or "")
-            if box is not None:
-                box.append(ev)
-            else:
-                rest.append(ev)
-        return rest
+        _route_locked(c)
+        out = _deferred[:]
+        _deferred.clear()
+        return out
 
 
 def request(msg: Message, expect: int, timeout: float = 600.0,
             should_stop: Callable[[], bool] = lambda: False) -> list | None:
     """Send `msg` (which carries an id) and wait for `expect` artifacts answering it; returns
     them, or None if `should_stop()` turned true first. EngineError on the engine's error for
-    it, its exit, or the timeout. Safe off the main thread: other events are kept for the
-    pump, which applies them on the main thread."""
+    it, its exit, or the timeout. Safe off the main thread: the events of others stay queued
+    for the pump, which applies them, in order, on the main thread."""
     c = client()
     if c is None:
         raise EngineError("the engine is not running")
@@ -238,18 +248,18 @@ def request(msg: Message, expect: int, timeout: float = 600.0,
         c.send(msg)
         deadline = time.monotonic() + timeout
         while True:
-            rest = _route(c.poll())
             with _route_lock:
-                _deferred.extend(rest)
+                _route_locked(c)
                 got = list(box)
+                exited = any(ev.type == "exited" for ev in _deferred)
             for ev in got:
                 if ev.type == "error":
                     raise EngineError(ev.message.strip().splitlines()[0] if ev.message.strip() else "engine error")
-            if any(ev.type == "exited" for ev in rest) or not c.alive:
-                raise EngineError("the engine stopped")
             artifacts = [ev for ev in got if ev.type == "artifact"]
             if len(artifacts) >= expect:
                 return artifacts
+            if exited or not c.alive:
+                raise EngineError("the engine stopped")
             if should_stop():
                 return None
             if time.monotonic() > deadline:
@@ -265,17 +275,13 @@ def pump() -> float | None:
     t0 = time.perf_counter()
     c = _client
     if c is not None:
-        with _route_lock:
-            events = _deferred[:]
-            _deferred.clear()
-        for ev in events + _route(c.poll()):
+        for ev in _take(c):
             apply_event(ev)
             for fn in list(_handlers):
                 try:
                     fn(ev)
                 except Exception as e:  # noqa: BLE001 - a handler bug must not kill the pump
                     STATE.message = f"{type(e).__name__}: {e}"
-        c.received.clear()                     # the add-on keeps STATE, not the history
     _redraw()
     STATE.max_tick_ms = max(STATE.max_tick_ms, 1000.0 * (time.perf_counter() - t0))
     return PUMP_INTERVAL if c is not None else None

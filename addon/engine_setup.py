@@ -22,6 +22,7 @@ In the add-on, `InstallJob` starts the script with its output going to a log fil
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -44,16 +45,18 @@ DOWNLOAD_MB = {"cpu": 900, "cuda": 3500, "default": 900}
 MARKER = "ngp_engine_env.json"
 
 
+@functools.lru_cache(maxsize=1)
 def detect_torch_build() -> tuple[str, str]:
     """(build, why): CUDA when an NVIDIA driver answers, the default wheels on macOS (they
-    carry MPS), the CPU build otherwise."""
+    carry MPS), the CPU build otherwise. Asked once per session (the preferences draw it)."""
     if sys.platform == "darwin":
         return "default", "macOS: the default PyTorch wheels (Apple GPU through MPS)"
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
             out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10)
+                                 capture_output=True, text=True, timeout=10,
+                                 creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
             name = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
         except (OSError, subprocess.SubprocessError):
             name = ""
@@ -88,6 +91,16 @@ def _run(args: list[str]) -> None:
         raise RuntimeError(f"{Path(args[0]).name} {' '.join(args[1:4])} ... failed (exit {proc.returncode})")
 
 
+def _has_pip(python: Path) -> bool:
+    if not python.is_file():
+        return False
+    try:
+        return subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True,
+                              timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def install(venv: Path, requirements: Path, build: str, index: str | None) -> str:
     """Make or repair the environment; returns its python."""
     if not requirements.is_file():
@@ -95,9 +108,10 @@ def install(venv: Path, requirements: Path, build: str, index: str | None) -> st
     python = venv_python(venv)
     (venv / MARKER).unlink(missing_ok=True)            # installed again only when this run ends well
     _say("PROGRESS", f"0.02 creating the virtual environment in {venv}")
-    if not python.is_file():
-        # From Blender's own Python: the environment has its own site-packages.
-        _run([sys.executable, "-m", "venv", str(venv)])
+    if not _has_pip(python):
+        # From Blender's own Python: the environment has its own site-packages. --clear: an
+        # environment left without pip (a cancelled earlier run) is made again.
+        _run([sys.executable, "-m", "venv", "--clear", str(venv)])
     index = TORCH_INDEXES[build] if index is None else index
     where = f" from {index}" if index else ""
     _say("PROGRESS", f"0.10 installing PyTorch {TORCH_VERSION} ({build} build){where}")
@@ -175,13 +189,14 @@ class InstallJob:
 
     def poll(self) -> bool:
         """Read the log's new progress lines; True while the installer runs."""
+        alive = self.running                 # before reading: a last line written just before exit is read
         try:
             with open(self.log, "rb") as f:
                 f.seek(self._offset)
                 chunk = f.read()
         except OSError:
             chunk = b""
-        if not self.running:                 # the whole remainder: the process has ended
+        if not alive:                        # the whole remainder: the process has ended
             end = len(chunk)
         else:
             end = chunk.rfind(b"\n") + 1     # whole lines only
@@ -197,20 +212,26 @@ class InstallJob:
                 self.error = rest.strip()
             elif raw.startswith(("Collecting ", "Downloading ", "Installing collected")):
                 self.stage = self.stage.split(":")[0] + ": " + raw.strip()[:80]
-        if not self.running and not self.result and not self.error:
+        if not alive and not self.result and not self.error:
             self.error = f"the installer stopped (exit {self.proc.returncode}); see {self.log}"
-        return self.running
+        return alive
 
     def cancel(self) -> None:
         """Stop the installer and pip under it (the whole process group)."""
         if self.running:
             try:
-                if os.name == "nt":
-                    self.proc.send_signal(signal.CTRL_BREAK_EVENT)
+                if os.name == "nt":                  # the installer, pip and whatever pip runs
+                    subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.proc.pid)], capture_output=True,
+                                   creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
                 else:
                     os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=10)
             except (OSError, subprocess.TimeoutExpired):
+                if os.name != "nt":
+                    try:
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
                 self.proc.kill()
                 self.proc.wait()
         self.error = self.error or "cancelled"

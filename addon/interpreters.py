@@ -14,9 +14,11 @@ import shutil
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .ngp_engine.probe import missing_names
 
 PROBE = Path(__file__).resolve().parent / "ngp_engine" / "probe.py"
 PROBE_TIMEOUT = 60.0
@@ -49,9 +51,19 @@ class Interpreter:
         if extras:
             has += ", " + ", ".join(extras)
         if not r.get("ok"):
-            missing = [m.split(" (", 1)[0] for m in r.get("missing", [])]
+            missing = missing_names(r)
             has += "; lacks " + ", ".join(missing) if missing else ""
         return has
+
+
+def python_key(python: str) -> str:
+    """What tells two interpreter paths apart: not resolved, since a virtual environment's
+    python is a link to its base interpreter and still another environment."""
+    return os.path.normcase(os.path.abspath(python))
+
+
+def same_python(a: str, b: str) -> bool:
+    return python_key(a) == python_key(b)
 
 
 def _python_in(prefix: Path) -> Path:
@@ -81,7 +93,7 @@ def candidates(installed: str = "", configured: str = "") -> list[tuple[str, str
     for python, origin in found:
         if not python or not os.path.isfile(python):
             continue
-        key = os.path.normcase(os.path.abspath(python))   # not realpath: a venv's python links to its base
+        key = python_key(python)
         if key not in seen:
             seen.add(key)
             out.append((python, origin))
@@ -116,9 +128,9 @@ class Detection:
 
     def _run(self, found: list[tuple[str, str]]) -> None:
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for it in pool.map(lambda c: probe(*c), found):
+            for future in as_completed([pool.submit(probe, *c) for c in found]):   # as each answers
                 with self._lock:
-                    self.results.append(it)
+                    self.results.append(future.result())
 
     @property
     def done(self) -> bool:

@@ -39,15 +39,9 @@ def engine_folder() -> Path:
     return Path(bpy.utils.extension_path_user(__package__, path="engine", create=True)) / "venv"
 
 
-def _same_file(a: str, b: str) -> bool:
-    """Whether two interpreter paths are the same one (not resolved: a virtual environment's
-    python is a link to its base interpreter, and still another environment)."""
-    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
-
-
 def _has_torch(python: str) -> bool:
     """Whether `python` can find torch, without importing it (a fraction of a second)."""
-    if _same_file(python, sys.executable):
+    if interpreters.same_python(python, sys.executable):
         return importlib.util.find_spec("torch") is not None
     try:
         probe = "import importlib.util,sys; sys.exit(importlib.util.find_spec('torch') is None)"
@@ -166,7 +160,7 @@ def check_engine(prefs: NGP_AddonPreferences) -> bool:
     python = engine_python()
     running = engine_link.client()
     if (running is not None and engine_link.STATE.status not in engine_link.BUSY
-            and _same_file(running.python, python or running.python) is False):
+            and interpreters.same_python(running.python, python or running.python) is False):
         engine_link.shutdown()                         # a changed Engine Python takes effect now
     try:
         engine_link.ensure_engine(python)
@@ -227,11 +221,15 @@ def start_install(prefs: NGP_AddonPreferences, watch_it: bool = True) -> engine_
     if WORK.install is not None and WORK.install.running:
         prefs.install_status = "Install Engine is already running"
         return None
+    if engine_link.STATE.status in engine_link.BUSY:
+        prefs.install_status = "a job is running in the engine; stop it before installing the engine again"
+        return None
     if not bpy.app.online_access:
         prefs.install_status = ("Install Engine needs the internet, and online access is off "
                                 "(Preferences > System > Network > Allow Online Access)")
         return None
     build, _why = torch_build(prefs)
+    engine_link.shutdown()        # an engine running from the environment must not hold its files
     try:
         job = engine_setup.InstallJob.start(engine_folder(), REQUIREMENTS, build, prefs.torch_index or None)
     except OSError as e:

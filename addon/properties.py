@@ -93,7 +93,7 @@ def data_folder(scene: bpy.types.Scene) -> Path:
 
 def scene_dataset_folder(scene: bpy.types.Scene) -> Path:
     """Where rendering the rig or exporting cameras writes its dataset (not created); never
-    an imported capture, which the engine wrote and which stays as it is."""
+    an imported capture, which the engine wrote and which rendering and exporting never touch."""
     return run_folder(scene, create=False) / "data"
 
 

@@ -14,6 +14,7 @@ UI `render` runs on Blender's render thread while the pump keeps serving the mai
 headless it runs on the main thread with no pump at all."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import bpy
@@ -41,9 +42,10 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
 
 
 def band_camera(cam: Camera, y0: int, rows: int) -> Camera:
-    """Rows y0 .. y0 + rows (from the top) of `cam`'s image as a camera of their own."""
-    cx, cy = cam.principal_point
-    return Camera(cam.transform_matrix, cam.w, rows, cam.fx, cam.fy, cx, cy - y0)
+    """Rows y0 .. y0 + rows (from the top) of `cam`'s image as a camera of their own (every
+    other field, the lens included, as it is)."""
+    _cx, cy = cam.principal_point
+    return dataclasses.replace(cam, h=rows, cy=cy - y0)
 
 
 def frame_camera(depsgraph: bpy.types.Depsgraph) -> Camera:
@@ -80,8 +82,11 @@ class NGP_RenderEngine(bpy.types.RenderEngine):
     def render(self, depsgraph: bpy.types.Depsgraph) -> None:
         try:
             self._render(depsgraph)
-        except (FieldRenderError, EngineError) as e:
-            msg = str(e) if str(e).startswith("NGP Fields") else f"NGP Fields: {e}"
+        except Exception as e:  # noqa: BLE001 - a render must end in one line, never a traceback
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if not isinstance(e, (FieldRenderError, EngineError)):
+                text = f"{type(e).__name__}: {text}"
+            msg = text if text.startswith("NGP Fields") else f"NGP Fields: {text}"
             STATE.message = msg
             self.report({"ERROR"}, msg)
 
@@ -91,8 +96,11 @@ class NGP_RenderEngine(bpy.types.RenderEngine):
             raise FieldRenderError("NGP Fields: nothing trained in this session yet: train first")
         if STATE.mode not in ("nerf", "sdf"):
             raise FieldRenderError(f"NGP Fields: the engine holds an {STATE.mode} field, which has no 3-D view")
+        if scene.render.use_border:
+            raise FieldRenderError("NGP Fields: render regions (border) are not supported yet; turn Render Region off")
         cam = frame_camera(depsgraph)
         w, h = cam.w, cam.h
+        layer_name = depsgraph.view_layer.name
         film = scene.render.film_transparent
         world = None
         if not film:
@@ -114,7 +122,7 @@ class NGP_RenderEngine(bpy.types.RenderEngine):
                     "Depth": np.where(arrays["depth"] > 0, arrays["depth"], NO_HIT_DEPTH)[..., None],
                     "Normal": arrays["normals"], OPACITY_PASS: opacity[..., None]}
             # Blender's rows go bottom-up: this band is rows h - y0 - n .. h - y0 of the result.
-            result = self.begin_result(0, h - y0 - n, w, n)
+            result = self.begin_result(0, h - y0 - n, w, n, layer=layer_name)
             layer = result.layers[0]
             for name, arr in band.items():
                 layer.passes[name].rect.foreach_set(np.ascontiguousarray(arr[::-1], np.float32).ravel())

@@ -64,6 +64,12 @@ def _satisfies(line: str, version: str) -> bool:
     return True
 
 
+def missing_names(report: dict) -> list[str]:
+    """The requirement lines a report lacks, without the reason a broken one carries
+    ("torch>=2.1 (import failed: ...)" -> "torch>=2.1")."""
+    return [m.split(" (", 1)[0] for m in report.get("missing", [])]
+
+
 def probe() -> dict:
     report: dict = {"python": sys.executable, "version": ".".join(map(str, sys.version_info[:3])),
                     "packages": {}, "missing": [], "torch": None, "cuda": False, "cuda_name": "",
@@ -90,8 +96,7 @@ def probe() -> dict:
     if too_old:
         report["fix"] = f"Python {'.'.join(map(str, MIN_PYTHON))} or newer is needed (this is {report['version']})"
     elif report["missing"]:
-        wanted = [m.split(" (", 1)[0] for m in report["missing"]]
-        report["fix"] = command_line([sys.executable, "-m", "pip", "install", *wanted])
+        report["fix"] = command_line([sys.executable, "-m", "pip", "install", *missing_names(report)])
     else:
         report["fix"] = ""
     return report

@@ -32,6 +32,20 @@ def site_packages_listing() -> list[str]:
     return sorted(names)
 
 
+def _group_gone(pgid: int, wait: float = 10.0) -> bool:
+    """Whether no process of the installer's process group (pip under it) is left (POSIX)."""
+    if os.name == "nt":
+        return True
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def error_of(op, *args, **kwargs) -> str:
     try:
         op(*args, **kwargs)
@@ -74,6 +88,7 @@ def main(tmp: Path, out: Path) -> None:
         seen["watch_longest_tick_ms"] = 1000 * longest_tick
         bpy.ops.ngp.cancel_install()
         seen["cancel_process_ended"] = job.proc.poll() is not None
+        seen["cancel_group_gone"] = _group_gone(job.proc.pid)
         seen["cancel_status"] = prefs.install_status
         seen["cancel_engine_python"] = prefs.engine_python
         seen["cancel_marker"] = (venv / mod.engine_setup.MARKER).exists()

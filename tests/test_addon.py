@@ -338,6 +338,23 @@ def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scen
         # Each frame is its own camera: frame 3 against Cycles' frame 1 is far off.
         assert _psnr_on_white(tmp_path / "cycles_0001.png", tmp_path / "ngp_0003.png") < min(psnr) - 6
 
+        # Rendered in bands of 7 rows (the last one 5) it is the same frame: the bands' cameras
+        # join exactly.
+        engine_mod = extension["module"].render_engine
+        saved_band = engine_mod.BAND_PIXELS
+        try:
+            engine_mod.BAND_PIXELS = 40 * 7
+            render.filepath = str(tmp_path / "bands_####")
+            scene.frame_start = scene.frame_end = 2
+            bpy.ops.render.render(animation=True)
+        finally:
+            engine_mod.BAND_PIXELS = saved_band
+            scene.frame_start, scene.frame_end = 1, 3
+        from PIL import Image
+        whole = np.asarray(Image.open(tmp_path / "ngp_0002.png"), np.int16)
+        banded = np.asarray(Image.open(tmp_path / "bands_0002.png"), np.int16)
+        assert np.abs(whole - banded).max() <= 2
+
         # F12 of frame 2 to a multilayer EXR: Depth, Normal and opacity passes beside Combined.
         scene.frame_set(2)
         render.image_settings.media_type = "MULTI_LAYER_IMAGE"

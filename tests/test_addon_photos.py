@@ -135,6 +135,29 @@ def test_points_come_in_and_lie_in_front_of_the_cameras(extension, imported, cap
         assert front.mean() > 0.9 and inside.sum() > 0.3 * n, (cam.name, front.mean(), inside.sum() / n)
 
 
+def test_the_capture_comes_with_bounds_that_leave_it_as_the_engine_made_it(extension, imported, tmp_path):
+    """NGP Bounds fitted to the engine's box of the sparse points: untouched, Train writes
+    nothing; scaled, the capture's unit cube follows (aabb_scale kept)."""
+    import shutil
+
+    bounds = bpy.data.objects["NGP Bounds"]
+    copy = tmp_path / "transforms.json"
+    shutil.copyfile(imported["dataset"] / "transforms.json", copy)
+    before = copy.read_bytes()
+    extension.operators.training._box_into_dataset(bpy.context, copy)
+    assert copy.read_bytes() == before
+    saved = tuple(bounds.scale)
+    try:
+        bounds.scale = tuple(0.5 * x for x in saved)
+        extension.operators.training._box_into_dataset(bpy.context, copy)
+        old, new = json.loads(before), json.loads(copy.read_text())
+        assert new["scale"] == pytest.approx(2.0 * old["scale"], rel=1e-5)
+        assert new["aabb_scale"] == old["aabb_scale"] and new["frames"] == old["frames"]
+    finally:
+        bounds.scale = saved
+        bpy.context.view_layer.update()
+
+
 def test_train_uses_the_imported_dataset(extension, imported, monkeypatch):
     scene, dataset = imported["scene"], imported["dataset"]
     assert scene.ngp.source == "PHOTOS"

@@ -5,6 +5,7 @@ the scene and the dataset folder exactly as they were."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -132,12 +133,34 @@ def test_moving_and_scaling_the_bounds_changes_what_is_trained(ext, tmp_path):
     obj.location = (1.0, 0.0, 0.25)
     obj.scale = (1.0, 0.5, 0.5)                           # a 2 x 1 x 1 box
     bpy.context.view_layer.update()
-    ext.operators.training._box_into_dataset(path)       # what Train does first
+    ext.operators.training._box_into_dataset(bpy.context, path)   # what Train does first
     cube = read_transforms(path, image_size=lambda p: (24, 24), images_required=False).transform
     np.testing.assert_allclose(cube.to_world(np.full(3, 0.5)), (1.0, 0.0, 0.25), atol=1e-9)
     # The unit cube holds the box's longest side with the dataset's margin.
     side = cube.to_world(np.ones(3))[0] - cube.to_world(np.zeros(3))[0]
     assert side == pytest.approx(ext.rig_geometry.scene_cube_side(1.0))
+
+
+def test_a_rotated_parented_bounds_counts_by_its_corners_and_refits_exactly(ext, tmp_path):
+    _, sphere = _scene(tmp_path)
+    assert bpy.ops.ngp.fit_bounds() == {"FINISHED"}
+    obj = bpy.data.objects["NGP Bounds"]
+    parent = bpy.data.objects.new("holder", None)
+    bpy.context.scene.collection.objects.link(parent)
+    parent.location = (2.0, 0.0, 0.0)
+    obj.parent = parent
+    obj.rotation_euler = (0.0, 0.0, math.radians(45.0))
+    obj.empty_display_size = 2.0
+    bpy.context.view_layer.update()
+    lo, hi = ext.bounds.bounds_box()
+    # A 2 x 2 x 2 cube turned 45 degrees about Z: 2 sqrt(2) wide in x and y, shifted by the parent.
+    np.testing.assert_allclose(hi - lo, (2 * math.sqrt(2), 2 * math.sqrt(2), 2.0), atol=1e-5)
+    np.testing.assert_allclose(0.5 * (lo + hi), (2.0, 0.0, 0.0), atol=1e-5)
+    assert bpy.ops.ngp.fit_bounds() == {"FINISHED"}          # refitting undoes all of it
+    bpy.context.view_layer.update()
+    lo, hi = ext.bounds.bounds_box()
+    np.testing.assert_allclose(lo, (-0.5, -0.5, -0.5), atol=1e-5)
+    np.testing.assert_allclose(hi, (0.5, 0.5, 0.5), atol=1e-5)
 
 
 def test_fit_bounds_to_selection(ext, tmp_path):
@@ -239,6 +262,11 @@ def _bad_transforms(tmp):
     return {"filepath": str(tmp / "bad.json")}
 
 
+def _ngp_fields_engine(tmp):
+    bpy.context.scene.render.engine = "NGP_FIELDS"
+    return {}
+
+
 def _no_photos(tmp):
     return {"filepath": str(tmp / "nothing_here")}
 
@@ -250,6 +278,7 @@ def _missing_python(tmp):
 # (operator, set-up making it fail -> its arguments, words of the one-line error)
 FAILURES = [
     ("render_rig", _nothing_selected, "select the objects"),
+    ("render_rig", _ngp_fields_engine, "choose Cycles or EEVEE"),
     ("fit_bounds", _nothing_selected, "select the objects"),
     ("export_cameras", _no_camera_collection, "choose the collection"),
     ("export_cameras", _unreadable_image, "cannot be read"),
@@ -274,3 +303,53 @@ def test_a_failing_operator_leaves_the_scene_as_it_was(ext, tmp_path, op, setup,
         getattr(bpy.ops.ngp, op)(**kwargs)
     assert "\n" not in str(e.value).strip() and "Traceback" not in str(e.value)
     assert scene_snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------ awaited requests
+class _FakeClient:
+    """An engine that answers over a few polls: the job's progress, the awaited request's
+    two artifacts, then the job's end (events of both interleaved, as the engine sends them)."""
+
+    def __init__(self, protocol) -> None:
+        P = protocol
+        self.script = [[P.Progress(mode="nerf", step=1, seconds=0.1, loss=0.5)],
+                       [P.Artifact(kind="pass", path="a.npy", info={"pass": "rgb"}, request="r-1"),
+                        P.Progress(mode="nerf", step=2, seconds=0.2, loss=0.4)],
+                       [], [P.Artifact(kind="pass", path="b.npy", info={"pass": "depth"}, request="r-1")],
+                       [P.Progress(mode="nerf", step=3, seconds=0.3, loss=0.3), P.Done(summary={"steps": 3})]]
+        self.sent, self.received, self.alive = [], [], True
+
+    def send(self, msg) -> None:
+        self.sent.append(msg)
+
+    def poll(self) -> list:
+        return self.script.pop(0) if self.script else []
+
+
+def test_a_waiter_gets_its_events_and_the_pump_the_rest_in_order(ext):
+    import threading
+
+    link, protocol = ext.engine_link, ext.ngp_engine.service.protocol
+    fake = _FakeClient(protocol)
+    applied, got = [], {}
+    saved_client, saved_state = link._client, dict(link.STATE.__dict__)
+    link._client = fake
+    link.add_handler(applied.append)
+    try:
+        link.STATE.status = "training"
+        waiter = threading.Thread(target=lambda: got.update(events=link.request(
+            protocol.Preview(id="r-1"), expect=2, timeout=30)))
+        waiter.start()
+        while waiter.is_alive() or fake.script:
+            link.pump()
+        waiter.join()
+        link.pump()
+        assert [ev.info["pass"] for ev in got["events"]] == ["rgb", "depth"]
+        assert [(ev.type, getattr(ev, "step", None)) for ev in applied] == [
+            ("progress", 1), ("progress", 2), ("progress", 3), ("done", None)]
+        assert link.STATE.status == "done" and link.STATE.step == 3
+        assert fake.sent[0].id == "r-1" and not link._awaited
+    finally:
+        link._handlers.remove(applied.append)
+        link._client = saved_client
+        link.STATE.__dict__.update(saved_state)

@@ -17,6 +17,7 @@ from bpy_extras.io_utils import ImportHelper
 from mathutils import Vector
 
 from .. import bounds, rig_geometry
+from ..render_engine import ENGINE_ID
 from ..blender_io import SceneIOError, cameras, images, meshes
 from ..engine_link import STATE
 from ..ngp_engine.errors import UserError
@@ -113,19 +114,32 @@ def _swap_in(staging: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
-    staging.rename(folder)
+    try:
+        staging.rename(folder)
+    except OSError:
+        if old.exists():
+            old.rename(folder)                # the previous dataset back in its place
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_collection(coll: bpy.types.Collection | None) -> None:
-    """A rig collection, its cameras and their camera data (once unused)."""
+    """A rig collection, its cameras and their camera data (once unused); what the user
+    already deleted is skipped."""
     if coll is None:
         return
-    for obj in list(coll.objects):
-        data = obj.data
-        bpy.data.objects.remove(obj)
-        if data is not None and data.users == 0:
-            bpy.data.cameras.remove(data)
+    try:
+        objects = list(coll.objects)
+    except ReferenceError:
+        return
+    for obj in objects:
+        try:
+            data = obj.data
+            bpy.data.objects.remove(obj)
+            if data is not None and data.users == 0:
+                bpy.data.cameras.remove(data)
+        except ReferenceError:
+            continue
     bpy.data.collections.remove(coll)
 
 
@@ -148,6 +162,9 @@ class NGP_OT_render_rig(bpy.types.Operator):
         if STATE.rig_status:
             fail(self, "a rig is already rendering")
             return None
+        if context.scene.render.engine == ENGINE_ID:
+            fail(self, "the rig renders the scene itself: choose Cycles or EEVEE as the render engine, not NGP Fields")
+            return None
         try:
             return RigRender(context, targets)
         except (SceneIOError, UserError, RuntimeError, OSError) as e:
@@ -159,7 +176,7 @@ class NGP_OT_render_rig(bpy.types.Operator):
         if error is None:
             try:
                 STATE.message = job.finish()
-            except (SceneIOError, UserError, RuntimeError, OSError) as e:
+            except Exception as e:  # noqa: BLE001 - reported in one line, the scene put back
                 error = e
         if error is not None:
             job.cancel()
@@ -175,7 +192,7 @@ class NGP_OT_render_rig(bpy.types.Operator):
         try:
             while job.step():
                 pass
-        except RuntimeError as e:
+        except Exception as e:  # noqa: BLE001 - whatever stopped it, the scene goes back as it was
             return self._end(job, e)
         return self._end(job)
 
@@ -199,11 +216,13 @@ class NGP_OT_render_rig(bpy.types.Operator):
             STATE.message = "rendering the rig cancelled; nothing changed"
             self.report({"INFO"}, STATE.message)
             return {"CANCELLED"}
+        if event.type == "Z" and (event.ctrl or event.oskey):
+            return {"RUNNING_MODAL"}             # no undo under a rig being built (its cameras would go)
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         try:
             more = job.step()
-        except RuntimeError as e:
+        except Exception as e:  # noqa: BLE001 - e.g. a rig camera the user deleted meanwhile
             self._stop_timer(context)
             return self._end(job, e)
         context.workspace.status_text_set(STATE.message)
@@ -212,9 +231,18 @@ class NGP_OT_render_rig(bpy.types.Operator):
         self._stop_timer(context)
         return self._end(job)
 
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal operator itself (a file is loaded, the window closes)."""
+        self._stop_timer(context)
+        if self._job is not None:
+            self._job.cancel()
+
     def _stop_timer(self, context: bpy.types.Context) -> None:
-        context.window_manager.event_timer_remove(self._timer)
-        context.workspace.status_text_set(None)
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
 
 
 class NGP_OT_cancel_rig(bpy.types.Operator):

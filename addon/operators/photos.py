@@ -19,11 +19,12 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
-from .. import engine_link, preferences
+from .. import bounds, engine_link, preferences
 from ..blender_io import SceneIOError, cameras, images, points
 from ..engine_link import BUSY, STATE, EngineError
 from ..ngp_engine.errors import UserError
 from ..ngp_engine.formats import transforms
+from ..ngp_engine.formats.unit_cube import UnitCube
 from ..ngp_engine.service.protocol import Poses, Stop
 from ..properties import captures_folder
 from .feedback import fail
@@ -180,7 +181,7 @@ def on_event(ev) -> None:
     try:
         if not dataset:
             raise UserError("the engine reported no dataset folder")
-        coll, cloud, n_distorted = import_capture(Path(dataset), STATE.capture or "capture", scene)
+        coll, cloud, n_distorted, cube = import_capture(Path(dataset), STATE.capture or "capture", scene)
     except (UserError, SceneIOError, OSError, ValueError, RuntimeError) as e:
         STATE.status = "error"
         lines = str(e).strip().splitlines()
@@ -188,6 +189,7 @@ def on_event(ev) -> None:
         return
     s = scene.ngp
     s.photos_dataset, s.source = str(Path(dataset)), "PHOTOS"     # what Train uses from now on
+    bounds.fit_bounds(scene, *bounds.box_of_unit_cube(cube))      # the box the engine fitted to the points
     n_img = ev.summary.get("n_images", "?")
     n_cams = sum(obj.type == "CAMERA" for obj in coll.objects)
     n_pts = len(cloud.data.vertices) if cloud is not None else 0
@@ -200,10 +202,10 @@ def on_event(ev) -> None:
 
 
 def import_capture(dataset: Path, name: str, scene: bpy.types.Scene
-                   ) -> tuple[bpy.types.Collection, bpy.types.Object | None, int]:
+                   ) -> tuple[bpy.types.Collection, bpy.types.Object | None, int, UnitCube]:
     """The dataset's cameras (photo behind each) and sparse points in a new collection
     `name` of `scene`; returns (collection, points object or None, how many cameras have a
-    lens distortion Blender cannot show). Everything is read first; a failure while
+    lens distortion Blender cannot show, the dataset's unit cube). Everything is read first; a failure while
     building removes what was built and puts the scene's render size back."""
     data = transforms.read_transforms(dataset, image_size=images.image_size)
     ply = dataset / "points.ply"
@@ -224,7 +226,7 @@ def import_capture(dataset: Path, name: str, scene: bpy.types.Scene
         (render.resolution_x, render.resolution_y, render.resolution_percentage,
          render.pixel_aspect_x, render.pixel_aspect_y) = saved
         raise
-    return coll, obj, cameras.distorted([fr.camera for fr in data.frames])
+    return coll, obj, cameras.distorted([fr.camera for fr in data.frames]), data.transform
 
 
 def _remove_collection(coll: bpy.types.Collection) -> None:

@@ -44,12 +44,19 @@ class NGP_OT_import_mesh(bpy.types.Operator):
 
 
 def _request_mesh(scene: bpy.types.Scene) -> None:
-    """Ask the engine for the mesh, remembering where it is to go."""
-    rid = request_id("mesh")
-    STATE.mesh_targets[rid] = (STATE.mode, STATE.source_object, STATE.run_name)
-    box = bounds.bounds_box() if STATE.mode == "nerf" else None      # the mesh is cut to NGP Bounds
-    engine_link.send(ExportMesh(resolution=scene.ngp.mesh_resolution, id=rid,
-                                box=[box[0].tolist(), box[1].tolist()] if box is not None else None))
+    """Ask the engine for the mesh, remembering where it is to go. A NeRF trained in NGP
+    Bounds is cut to the box as it is now (EngineError with one line for a flat box)."""
+    box = None
+    if STATE.mode == "nerf" and STATE.bounds_run:
+        bpy.context.view_layer.update()
+        box = bounds.bounds_box()
+    try:
+        msg = ExportMesh(resolution=scene.ngp.mesh_resolution, id=request_id("mesh"),
+                         box=[box[0].tolist(), box[1].tolist()] if box is not None else None)
+    except ValueError as e:                  # the protocol's check: a box flat on an axis
+        raise EngineError(f"NGP Bounds: {e}") from None
+    engine_link.send(msg)
+    STATE.mesh_targets[msg.id] = (STATE.mode, STATE.source_object, STATE.run_name)
 
 
 class NGP_OT_preview(bpy.types.Operator):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import bpy
@@ -95,12 +96,15 @@ class NGP_OT_train(_TrainingOperator, bpy.types.Operator):
         if not (data / "transforms.json").is_file():
             return fail(self, "no dataset yet: render a camera rig, export cameras or import photos first")
         STATE.source_object = ""
-        if scene.ngp.source != "PHOTOS":
+        uses_bounds = bounds.get_bounds() is not None
+        if uses_bounds:
             try:
-                _box_into_dataset(data / "transforms.json")
+                _box_into_dataset(context, data / "transforms.json")
             except (OSError, ValueError, UserError) as e:
                 return fail(self, f"{data / 'transforms.json'}: cannot apply the NGP Bounds box ({e})")
-        return self.start(context, "nerf", data, run_folder(scene) / "run")
+        result = self.start(context, "nerf", data, run_folder(scene) / "run")
+        STATE.bounds_run = uses_bounds and STATE.status == "training"
+        return result
 
 
 class NGP_OT_train_sdf(_TrainingOperator, bpy.types.Operator):
@@ -132,15 +136,19 @@ class NGP_OT_train_sdf(_TrainingOperator, bpy.types.Operator):
         return self.start(context, "sdf", data, folder / "run")
 
 
-def _box_into_dataset(path: Path) -> None:
+def _box_into_dataset(context: bpy.types.Context, path: Path) -> None:
     """The NGP Bounds object, as the user left it, becomes the dataset's unit cube (scale and
-    offset of the scene's own transforms.json; an imported capture's stays as the engine wrote it)."""
+    offset of its transforms.json, rewritten only when they differ; aabb_scale stays)."""
+    context.view_layer.update()                  # a script may just have moved it
     box = bounds.bounds_box()
     if box is None:
         return
     cube = bounds.unit_cube(*box)
     doc = json.loads(path.read_text())
-    if doc.get("scale") == cube.world_to_unit and doc.get("offset") == list(cube.offset):
+    same = (isinstance(doc.get("scale"), (int, float)) and math.isclose(doc["scale"], cube.world_to_unit, rel_tol=1e-6)
+            and isinstance(doc.get("offset"), list) and len(doc["offset"]) == 3
+            and all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(doc["offset"], cube.offset)))
+    if same:                                     # Blender keeps float32: never compare exactly
         return
     doc["scale"], doc["offset"] = cube.world_to_unit, list(cube.offset)
     transforms.write_transforms(path, doc)

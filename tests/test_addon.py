@@ -19,6 +19,9 @@ import pytest
 
 from addon_harness import PKG_ID, RecordingLayout, installed_extension  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from bench_render_engine import exr_pass, orbit_camera, psnr_on_white  # noqa: E402
+
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 import addon_utils  # noqa: E402  (ships with bpy)
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
@@ -278,27 +281,6 @@ def test_preview_from_the_active_camera(extension, trained_scene):
 
 
 # ------------------------------------------------------------------------------ NGP Fields render engine
-def _psnr_on_white(a_path: Path, b_path: Path) -> float:
-    from PIL import Image
-
-    def on_white(p):
-        x = np.asarray(Image.open(p).convert("RGBA"), np.float64) / 255.0
-        return x[..., :3] * x[..., 3:] + (1.0 - x[..., 3:])
-    a, b = on_white(a_path), on_white(b_path)
-    return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
-
-
-def _exr_pass(path: Path, name: str) -> np.ndarray:
-    import OpenEXR
-
-    with OpenEXR.File(str(path), separate_channels=True) as f:
-        for part in f.parts:
-            for key, ch in part.channels.items():
-                if key.split(".")[-2] == name:
-                    return np.asarray(ch.pixels, np.float64)
-    raise AssertionError(f"no {name} pass in {path}")
-
-
 def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scene, tmp_path):
     """Render Animation with NGP Fields over a 3-frame camera path (two rig poses and one
     between them), compared with Cycles renders of the same cameras; F12 to a multilayer EXR
@@ -308,20 +290,11 @@ def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scen
     saved = (render.engine, render.resolution_x, render.resolution_y, render.film_transparent, render.filepath,
              scene.camera, scene.frame_start, scene.frame_end, scene.view_settings.view_transform)
     rig = sorted(bpy.data.collections["NGP Rig"].objects, key=lambda o: o.name)
-    cam = bpy.data.objects.new("path_cam", rig[0].data)
-    scene.collection.objects.link(cam)
-    track = cam.constraints.new("TRACK_TO")             # evaluated per frame by the depsgraph
-    track.target, track.track_axis, track.up_axis = sphere, "TRACK_NEGATIVE_Z", "UP_Y"
     radius = (rig[0].matrix_world.translation - sphere.location).length
+    # Around the sphere 30 degrees up, 12 degrees a frame, moving out (views between the rig's,
+    # the sphere smaller each frame).
+    cam = orbit_camera(scene, rig[0].data, sphere, radius, 3, zoom_out=0.15)
     try:
-        # Around the sphere 30 degrees up, 12 degrees a frame, moving out (views between the
-        # rig's, the sphere smaller each frame).
-        for frame in (1, 2, 3):
-            az, el = math.radians(7.0 + 12.0 * frame), math.radians(30.0)
-            cam.location = sphere.location + radius * (0.85 + 0.15 * frame) * Vector(
-                (math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)))
-            cam.keyframe_insert("location", frame=frame)
-        scene.camera, scene.frame_start, scene.frame_end = cam, 1, 3
         render.resolution_x = render.resolution_y = 40
         render.film_transparent = True
         render.image_settings.media_type = "IMAGE"
@@ -332,11 +305,11 @@ def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scen
         scene.view_settings.view_transform = "Standard"   # the field learned display colours
         render.filepath = str(tmp_path / "ngp_####")
         bpy.ops.render.render(animation=True)
-        psnr = [_psnr_on_white(tmp_path / f"cycles_{i:04d}.png", tmp_path / f"ngp_{i:04d}.png") for i in (1, 2, 3)]
+        psnr = [psnr_on_white(tmp_path / f"cycles_{i:04d}.png", tmp_path / f"ngp_{i:04d}.png") for i in (1, 2, 3)]
         print("NGP Fields vs Cycles PSNR per frame:", [round(p, 2) for p in psnr])
         assert min(psnr) > 18.0, psnr
         # Each frame is its own camera: frame 3 against Cycles' frame 1 is far off.
-        assert _psnr_on_white(tmp_path / "cycles_0001.png", tmp_path / "ngp_0003.png") < min(psnr) - 6
+        assert psnr_on_white(tmp_path / "cycles_0001.png", tmp_path / "ngp_0003.png") < min(psnr) - 6
 
         # Rendered in bands of 7 rows (the last one 5) it is the same frame: the bands' cameras
         # join exactly.
@@ -360,13 +333,13 @@ def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scen
         render.image_settings.media_type = "MULTI_LAYER_IMAGE"
         render.filepath = str(tmp_path / "ngp.exr")
         bpy.ops.render.render(write_still=True)
-        depth, alpha = _exr_pass(tmp_path / "ngp.exr", "Depth"), _exr_pass(tmp_path / "ngp.exr", "NGP Opacity")
-        assert _exr_pass(tmp_path / "ngp.exr", "Normal").shape == (40, 40)
+        depth, alpha = exr_pass(tmp_path / "ngp.exr", "Depth"), exr_pass(tmp_path / "ngp.exr", "NGP Opacity")
+        assert exr_pass(tmp_path / "ngp.exr", "Normal").shape == (40, 40)
         render.engine = "CYCLES"
         bpy.context.view_layer.use_pass_z = True
         render.filepath = str(tmp_path / "cycles.exr")
         bpy.ops.render.render(write_still=True)
-        ref = _exr_pass(tmp_path / "cycles.exr", "Depth")
+        ref = exr_pass(tmp_path / "cycles.exr", "Depth")
         both = (alpha > 0.9) & (ref < 100)
         assert both.mean() > 0.1 and (depth[alpha < 0.01] > 1e9).all()
         err = np.median(np.abs(depth[both] - ref[both]))

@@ -72,6 +72,7 @@ class NGP_PT_main(bpy.types.Panel):
         row = box.row(align=True)
         row.enabled = not busy
         row.operator("ngp.train", icon="PLAY")
+        row.operator("ngp.load_field", text="Load", icon="FILE_FOLDER")
         if training:
             box.operator("ngp.stop", icon="PAUSE")
             box.progress(factor=st.fraction or 0.0, type="BAR",

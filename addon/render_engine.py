@@ -93,7 +93,8 @@ class NGP_RenderEngine(bpy.types.RenderEngine):
     def _render(self, depsgraph: bpy.types.Depsgraph) -> None:
         scene = depsgraph.scene
         if engine_link.client() is None or STATE.status in ("idle", "starting") or not STATE.mode:
-            raise FieldRenderError("NGP Fields: nothing trained in this session yet: train first")
+            raise FieldRenderError("NGP Fields: nothing trained in this session yet: train first, or Load "
+                                   "the last trained field (NGP panel)")
         if STATE.mode not in ("nerf", "sdf"):
             raise FieldRenderError(f"NGP Fields: the engine holds an {STATE.mode} field, which has no 3-D view")
         if scene.render.use_border:

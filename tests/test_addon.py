@@ -57,7 +57,7 @@ def pump_until(ext, predicate, timeout: float = 300.0):
 # ------------------------------------------------------------------------------ install / register
 def test_installed_extension_registers_its_operators_and_panel(extension):
     assert hasattr(bpy.types, "NGP_PT_main")
-    for op in ("render_rig", "cancel_rig", "fit_bounds", "export_cameras", "import_transforms", "train",
+    for op in ("render_rig", "cancel_rig", "fit_bounds", "export_cameras", "import_transforms", "train", "load_field",
                "train_sdf", "stop", "import_mesh", "preview", "check_engine", "install_engine",
                "cancel_install", "detect_engines", "use_engine_python"):
         assert op in dir(bpy.ops.ngp), op
@@ -356,6 +356,27 @@ def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scen
         bpy.context.view_layer.use_pass_z = False
 
 
+def test_a_trained_field_loads_in_a_new_session(extension, trained_scene):
+    """As after reopening the file: the engine is gone; Load Trained Field brings the run's
+    checkpoint back (no training) and Preview renders it."""
+    link = extension["module"].engine_link
+    link.shutdown()
+    link.reset_state()
+    scene = trained_scene["scene"]
+    scene.camera = bpy.data.collections["NGP Rig"].objects[0]
+    assert bpy.ops.ngp.load_field() == {"FINISHED"}
+    state = pump_until(extension, lambda st: st.status in ("done", "error"), timeout=120)
+    assert state.status == "done" and state.summary["steps"] == 150, state.message
+    if "NGP Preview" in bpy.data.images:
+        bpy.data.images.remove(bpy.data.images["NGP Preview"])
+    assert bpy.ops.ngp.preview() == {"FINISHED"}
+    pump_until(extension, lambda st: "NGP Preview" in bpy.data.images, 120)
+    px = np.empty(len(bpy.data.images["NGP Preview"].pixels), np.float32)
+    bpy.data.images["NGP Preview"].pixels.foreach_get(px)
+    assert px.reshape(-1, 4)[:, :3].std() > 0.02
+    scene.camera = None
+
+
 def test_render_engine_without_a_trained_field_is_one_line(extension, tmp_path):
     link = extension["module"].engine_link
     saved = dict(link.STATE.__dict__)
@@ -371,7 +392,7 @@ def test_render_engine_without_a_trained_field_is_one_line(extension, tmp_path):
             bpy.ops.render.render()
         except RuntimeError as e:
             assert "nothing trained in this session yet" in str(e)
-        assert link.STATE.message == "NGP Fields: nothing trained in this session yet: train first"
+        assert link.STATE.message.startswith("NGP Fields: nothing trained in this session yet: train first")
     finally:
         link.STATE.__dict__.update(saved)
 

@@ -49,7 +49,10 @@ class _TrainingOperator:
 
     _timer = None
 
-    def start(self, context: bpy.types.Context, mode: str, data: Path, run_dir: Path) -> set[str]:
+    def start(self, context: bpy.types.Context, mode: str, data: Path, run_dir: Path,
+              resume: Path | None = None) -> set[str]:
+        """Send the Train request: the scene's preset and budget, or with `resume` the
+        checkpoint's own configuration and no further steps (the field is only loaded)."""
         s = context.scene.ngp
         prefs = preferences.get(context)
         STATE.status, STATE.message = "starting", "starting the engine"
@@ -58,13 +61,14 @@ class _TrainingOperator:
             STATE.mode, STATE.run_dir, STATE.run_name = mode, str(run_dir), next_run_name()
             STATE.step, STATE.fraction, STATE.psnr, STATE.eta_seconds = 0, 0.0, None, None
             STATE.artifacts.clear()
-            engine_link.send(Train(mode=mode, data=str(data), run_dir=STATE.run_dir, preset=s.preset,
-                                   **_budget(s), device=prefs.device,
+            how = {"steps": 0, "resume": str(resume)} if resume else {"preset": s.preset, **_budget(s)}
+            engine_link.send(Train(mode=mode, data=str(data), run_dir=STATE.run_dir, **how, device=prefs.device,
                                    checkpoint_every=30.0, id=request_id("train")))
         except EngineError as e:
             STATE.status = "error"
             return fail(self, str(e))
-        STATE.status, STATE.message = "training", f"training ({mode})"
+        STATE.status = "training"
+        STATE.message = f"loading the trained field from {resume}" if resume else f"training ({mode})"
         if context.window_manager.windows and not bpy.app.background:
             self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
             context.window_manager.modal_handler_add(self)
@@ -104,6 +108,32 @@ class NGP_OT_train(_TrainingOperator, bpy.types.Operator):
                 return fail(self, f"{data / 'transforms.json'}: cannot apply the NGP Bounds box ({e})")
         result = self.start(context, "nerf", data, run_folder(scene) / "run")
         STATE.bounds_run = uses_bounds and STATE.status == "training"
+        return result
+
+
+class NGP_OT_load_field(_TrainingOperator, bpy.types.Operator):
+    """Load the NeRF this file trained last (its run's checkpoint) into the engine, to preview,
+    mesh or render it without training again (after reopening the file, say)"""
+
+    bl_idname = "ngp.load_field"
+    bl_label = "Load Trained Field"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return STATE.status not in engine_link.BUSY
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        run = run_folder(scene, create=False) / "run"
+        checkpoint = run / "checkpoint.pt"
+        if not checkpoint.is_file():
+            return fail(self, f"nothing trained for this file yet ({checkpoint} does not exist): train first")
+        data = data_folder(scene)
+        if not (data / "transforms.json").is_file():
+            return fail(self, f"the dataset the field was trained on is gone ({data / 'transforms.json'})")
+        STATE.source_object = ""
+        result = self.start(context, "nerf", data, run, resume=checkpoint)
+        STATE.bounds_run = bounds.get_bounds() is not None and STATE.status == "training"
         return result
 
 

@@ -56,9 +56,10 @@ class EngineState:
     poses_total: int = 0
     poses_registered: int = 0
     max_tick_ms: float = 0.0             # slowest pump tick so far (benchmark figure)
-    rig_status: str = ""                 # "" | rendering | cancelling (the rig renders in Blender)
-    rig_done: int = 0
-    rig_total: int = 0
+    job_status: str = ""                 # "" | running | cancelling: a dataset built in Blender (operators.stepped)
+    job_what: str = ""                   # "rendering the rig", "exporting the cameras"
+    job_done: int = 0
+    job_total: int = 0
 
 
 STATE = EngineState()

@@ -38,16 +38,13 @@ class NGP_PT_main(bpy.types.Panel):
             col.prop(s, "rig_resolution")
             col.prop(s, "rig_samples")
             col.prop(s, "rig_sphere")
-            if st.rig_status:
-                box.progress(factor=st.rig_done / max(1, st.rig_total), type="BAR",
-                             text=f"View {st.rig_done} / {st.rig_total}")
-                box.operator("ngp.cancel_rig", icon="CANCEL")
-            else:
+            if not _draw_job(box, st, "rendering the rig"):
                 box.operator("ngp.render_rig", icon="RENDER_STILL")
         elif s.source == "CAMERAS":
             box.prop(s, "camera_collection")
             box.prop(s, "image_folder")
-            box.operator("ngp.export_cameras", icon="EXPORT")
+            if not _draw_job(box, st, "exporting the cameras"):
+                box.operator("ngp.export_cameras", icon="EXPORT")
         else:
             _draw_photos(box, s, st)
         box.operator("ngp.import_transforms", icon="IMPORT")
@@ -107,6 +104,15 @@ class NGP_PT_main(bpy.types.Panel):
             box = layout.box()
             box.alert = st.status == "error"
             box.label(text=st.message, icon="ERROR" if st.status == "error" else "INFO")
+
+
+def _draw_job(box: bpy.types.UILayout, st: engine_link.EngineState, what: str) -> bool:
+    """Progress and Cancel of a dataset being built step by step, if it is `what`."""
+    if not st.job_status or st.job_what != what:
+        return False
+    box.progress(factor=st.job_done / max(1, st.job_total), type="BAR", text=f"{st.job_done} / {st.job_total}")
+    box.operator("ngp.cancel_job", icon="CANCEL")
+    return True
 
 
 def _draw_photos(box: bpy.types.UILayout, s: bpy.types.PropertyGroup, st: engine_link.EngineState) -> None:

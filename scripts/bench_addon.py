@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         # 2a. the rig as the UI renders it: set-up, then one view per timer event; each is a
         # main-thread stall, compared with the time Blender's render of that view takes.
         t0 = time.perf_counter()
-        job = addon.operators.dataset.RigRender(bpy.context, [bpy.context.object])
+        job = addon.operators.rig.RigRender(bpy.context, [bpy.context.object])
         rig_setup = time.perf_counter() - t0
         rig_steps, rig_renders = [], []
         more = True

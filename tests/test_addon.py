@@ -57,7 +57,7 @@ def pump_until(ext, predicate, timeout: float = 300.0):
 # ------------------------------------------------------------------------------ install / register
 def test_installed_extension_registers_its_operators_and_panel(extension):
     assert hasattr(bpy.types, "NGP_PT_main")
-    for op in ("render_rig", "cancel_rig", "fit_bounds", "export_cameras", "import_transforms", "train", "load_field",
+    for op in ("render_rig", "cancel_job", "fit_bounds", "export_cameras", "import_transforms", "train", "load_field",
                "train_sdf", "stop", "import_mesh", "preview", "check_engine", "install_engine",
                "cancel_install", "detect_engines", "use_engine_python"):
         assert op in dir(bpy.ops.ngp), op
@@ -293,7 +293,7 @@ def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scen
     radius = (rig[0].matrix_world.translation - sphere.location).length
     # Around the sphere 30 degrees up, 12 degrees a frame, moving out (views between the rig's,
     # the sphere smaller each frame).
-    cam = orbit_camera(scene, rig[0].data, sphere, radius, 3, zoom_out=0.15)
+    cam = orbit_camera(scene, rig[0].data.copy(), sphere, radius, 3, zoom_out=0.15)
     try:
         render.resolution_x = render.resolution_y = 40
         render.film_transparent = True
@@ -328,6 +328,30 @@ def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scen
         banded = np.asarray(Image.open(tmp_path / "bands_0002.png"), np.int16)
         assert np.abs(whole - banded).max() <= 2
 
+        # Lens shift, pixel aspect and resolution percentage, as Cycles has them: the sphere
+        # lands on the same pixels (alpha-weighted centre within a pixel) of a 36 x 20 frame.
+        cam.data.shift_x, cam.data.shift_y = 0.12, -0.05
+        render.resolution_x, render.resolution_y, render.resolution_percentage = 72, 40, 50
+        render.pixel_aspect_x, render.pixel_aspect_y = 1.0, 1.2
+        render.image_settings.media_type = "IMAGE"
+        try:
+            for engine in ("CYCLES", "NGP_FIELDS"):
+                render.engine, render.filepath = engine, str(tmp_path / f"odd_{engine}.png")
+                bpy.ops.render.render(write_still=True)
+        finally:
+            cam.data.shift_x = cam.data.shift_y = 0.0
+            render.resolution_x, render.resolution_y, render.resolution_percentage = 40, 40, 100
+            render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+
+        def centre(path):
+            a = np.asarray(Image.open(path).convert("RGBA"), np.float64)[..., 3]
+            ys, xs = np.mgrid[0:a.shape[0], 0:a.shape[1]]
+            return a.shape, np.array([(a * xs).sum(), (a * ys).sum()]) / a.sum()
+        (shape_c, c_cycles), (shape_n, c_ngp) = centre(tmp_path / "odd_CYCLES.png"), centre(tmp_path / "odd_NGP_FIELDS.png")
+        assert shape_c == shape_n == (20, 36)
+        assert np.abs(c_cycles - c_ngp).max() < 1.0, (c_cycles, c_ngp)
+        render.engine = "NGP_FIELDS"
+
         # F12 of frame 2 to a multilayer EXR: Depth, Normal and opacity passes beside Combined.
         scene.frame_set(2)
         render.image_settings.media_type = "MULTI_LAYER_IMAGE"
@@ -349,7 +373,9 @@ def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scen
         # (about a pixel's footprint at this distance).
         assert err < 0.12, err
     finally:
+        data = cam.data
         bpy.data.objects.remove(cam)
+        bpy.data.cameras.remove(data)
         (render.engine, render.resolution_x, render.resolution_y, render.film_transparent, render.filepath,
          scene.camera, scene.frame_start, scene.frame_end, scene.view_settings.view_transform) = saved
         render.image_settings.media_type = "IMAGE"

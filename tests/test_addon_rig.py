@@ -61,11 +61,11 @@ def test_view_by_view_and_cancel_leaves_everything_as_it_was(ext, tmp_path):
     assert bpy.ops.ngp.render_rig() == {"FINISHED"}        # an earlier dataset and rig to keep
     scene.ngp.rig_count = 7
     before = scene_snapshot(tmp_path)
-    job = ext.operators.dataset.RigRender(bpy.context, [sphere])
+    job = ext.operators.rig.RigRender(bpy.context, [sphere])
     assert job.total == 7
     assert job.step() and job.step()                       # two views, five to go
     assert len(list((tmp_path / "data.partial" / "images").iterdir())) == 2
-    assert ext.engine_link.STATE.rig_done == 2 and "view 2 of 7" in ext.engine_link.STATE.message
+    assert job.done == 2
     assert scene.render.resolution_x == 24                 # the rig's settings while it renders
     job.cancel()
     assert scene_snapshot(tmp_path) == before
@@ -74,7 +74,7 @@ def test_view_by_view_and_cancel_leaves_everything_as_it_was(ext, tmp_path):
 
 def test_view_by_view_to_the_end_swaps_the_dataset_in(ext, tmp_path):
     scene, sphere = _scene(tmp_path, views=4)
-    job = ext.operators.dataset.RigRender(bpy.context, [sphere])
+    job = ext.operators.rig.RigRender(bpy.context, [sphere])
     steps = 1
     while job.step():
         steps += 1
@@ -93,19 +93,21 @@ def test_nothing_selected_fails_and_changes_nothing(ext, tmp_path):
     assert scene_snapshot(tmp_path) == before
 
 
-def test_panel_shows_progress_and_cancel_while_rendering(ext):
+@pytest.mark.parametrize("source, what, op", [("RIG", "rendering the rig", "ngp.render_rig"),
+                                              ("CAMERAS", "exporting the cameras", "ngp.export_cameras")])
+def test_panel_shows_progress_and_cancel_while_building(ext, source, what, op):
     st = ext.engine_link.STATE
     saved = dict(st.__dict__)
     try:
-        st.rig_status, st.rig_done, st.rig_total = "rendering", 3, 8
-        bpy.context.scene.ngp.source = "RIG"
+        st.job_status, st.job_what, st.job_done, st.job_total = "running", what, 3, 8
+        bpy.context.scene.ngp.source = source
         log = []
         bpy.types.NGP_PT_main.draw(type("P", (), {"layout": RecordingLayout(log)})(), bpy.context)
-        assert ("progress", "View 3 / 8") in log and ("operator", "ngp.cancel_rig") in log
-        assert ("operator", "ngp.render_rig") not in log
-        assert bpy.ops.ngp.cancel_rig.poll()
-        bpy.ops.ngp.cancel_rig()
-        assert st.rig_status == "cancelling"
+        assert ("progress", "3 / 8") in log and ("operator", "ngp.cancel_job") in log
+        assert ("operator", op) not in log
+        assert bpy.ops.ngp.cancel_job.poll()
+        bpy.ops.ngp.cancel_job()
+        assert st.job_status == "cancelling"
     finally:
         st.__dict__.update(saved)
 
@@ -364,3 +366,49 @@ def test_imported_meshes_need_no_validation(ext, tmp_path):
     obj = ext.blender_io.meshes.mesh_object("m", v, f, None, bpy.context.scene.collection)
     assert len(obj.data.polygons) == 2
     assert obj.data.validate(verbose=False) is False                       # nothing left to fix
+
+
+# ------------------------------------------------------------------------------ Export Cameras, step by step
+def _shots(tmp: Path, n: int = 3):
+    """A collection of n cameras looking at the origin, each with a photo named like it."""
+    from PIL import Image
+
+    scene = bpy.context.scene
+    scene.render.resolution_x = scene.render.resolution_y = 24
+    coll = bpy.data.collections.new("shots")
+    scene.collection.children.link(coll)
+    (tmp / "photos").mkdir()
+    for i in range(n):
+        cam = bpy.data.objects.new(f"shot{i}", bpy.data.cameras.new(f"shot{i}"))
+        cam.location = (3 * math.cos(i), 3 * math.sin(i), 1.0)
+        cam.rotation_euler = (-cam.location).to_track_quat("-Z", "Y").to_euler()
+        coll.objects.link(cam)
+        Image.new("RGB", (24, 24), (40 * i, 100, 200)).save(tmp / "photos" / f"shot{i}.png")
+    scene.ngp.camera_collection, scene.ngp.image_folder = coll, str(tmp / "photos")
+    bpy.ops.object.select_all(action="DESELECT")
+    return coll
+
+
+def test_export_cameras_photo_by_photo_and_cancel(ext, tmp_path):
+    _scene(tmp_path / "run")
+    _shots(tmp_path)
+    assert bpy.ops.ngp.export_cameras() == {"FINISHED"}        # an earlier dataset to keep
+    data = tmp_path / "run" / "data"
+    assert sorted(p.name for p in (data / "images").iterdir()) == ["shot0.png", "shot1.png", "shot2.png"]
+    assert bpy.data.objects.get("NGP Bounds") is not None
+    before = scene_snapshot(tmp_path)
+    job = bpy.types.NGP_OT_export_cameras.begin(_OpStub(), bpy.context)
+    assert job.total == 3 and job.step() and job.done == 1
+    assert len(list((tmp_path / "run" / "data.partial" / "images").iterdir())) == 1
+    job.cancel()
+    assert scene_snapshot(tmp_path) == before and not (tmp_path / "run" / "data.partial").exists()
+
+
+class _OpStub:
+    """Stands in for the operator instance when a test calls its `begin` (reports recorded)."""
+
+    def __init__(self) -> None:
+        self.reports = []
+
+    def report(self, level, text) -> None:
+        self.reports.append(text)

@@ -1,5 +1,7 @@
 """User actions, one module per stage of the work:
-- `dataset`: Render Camera Rig (and its Cancel), Fit Bounds, Export Cameras, Import transforms.json.
+- `stepped`: how an operator that builds a dataset step by step keeps the UI live (and Cancel).
+- `rig`: Render Camera Rig.
+- `dataset`: Export Cameras, Import transforms.json, Fit Bounds.
 - `photos`: Import Photos (camera poses of a real capture found by the engine) and its Stop.
 - `training`: Train, Load Trained Field, Train SDF from Active Mesh, Stop (and the request ids).
 - `results`: Import Mesh, Preview, and the engine events that bring results into the scene.
@@ -9,11 +11,14 @@ found it."""
 from __future__ import annotations
 
 from . import photos, results
-from .dataset import NGP_OT_cancel_rig, NGP_OT_export_cameras, NGP_OT_fit_bounds, NGP_OT_import_transforms, NGP_OT_render_rig
+from .dataset import NGP_OT_export_cameras, NGP_OT_fit_bounds, NGP_OT_import_transforms
+from .rig import NGP_OT_render_rig
+from .stepped import NGP_OT_cancel_job
 from .results import NGP_OT_import_mesh, NGP_OT_preview
 from .training import NGP_OT_load_field, NGP_OT_stop, NGP_OT_train, NGP_OT_train_sdf
 
-classes = (NGP_OT_render_rig, NGP_OT_cancel_rig, NGP_OT_fit_bounds, NGP_OT_export_cameras, NGP_OT_import_transforms, *photos.classes,
+classes = (NGP_OT_render_rig, NGP_OT_cancel_job, NGP_OT_fit_bounds, NGP_OT_export_cameras, NGP_OT_import_transforms,
+           *photos.classes,
            NGP_OT_train, NGP_OT_load_field, NGP_OT_train_sdf, NGP_OT_stop, NGP_OT_import_mesh, NGP_OT_preview)
 
 

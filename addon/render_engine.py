@@ -114,7 +114,7 @@ class NGP_RenderEngine(bpy.types.RenderEngine):
             n = min(rows, h - y0)
             self.update_stats("", f"NGP Fields: frame {scene.frame_current}, rows {y0}-{y0 + n} of {h}")
             msg = Preview(camera=band_camera(cam, y0, n), passes=passes, id=f"render-{next(_ids)}")
-            got = engine_link.request(msg, expect=len(passes), should_stop=self.test_break)
+            got = engine_link.request(msg, expect=len(passes), should_stop=self.stopped)
             if got is None:                              # Esc: Blender keeps what is there
                 return
             arrays = {ev.info.get("pass"): np.load(ev.path) for ev in got}
@@ -128,7 +128,15 @@ class NGP_RenderEngine(bpy.types.RenderEngine):
             for name, arr in band.items():
                 layer.passes[name].rect.foreach_set(np.ascontiguousarray(arr[::-1], np.float32).ravel())
             self.end_result(result)
-            self.update_progress((y0 + n) / h)
+            self.band_done((y0 + n) / h)
+
+    def stopped(self) -> bool:
+        """Whether the user stopped the render (Esc): Blender's break flag."""
+        return bool(self.test_break())
+
+    def band_done(self, fraction: float) -> None:
+        """A band is in the result: the progress bar moves."""
+        self.update_progress(fraction)
 
     def update_render_passes(self, scene=None, renderlayer=None) -> None:
         self.register_pass(scene, renderlayer, "Combined", 4, "RGBA", "COLOR")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -94,3 +95,16 @@ def scene_snapshot(*folders: Path) -> dict:
         "camera": scene.camera.name if scene.camera else None,
         "files": files,
     }
+
+
+def pump_until(mod, predicate, timeout: float = 300.0):
+    """Pump the add-on `mod`'s engine link (what the UI's timer does) until `predicate(STATE)`;
+    returns STATE, AssertionError with the state on timeout."""
+    link = mod.engine_link
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        link.pump()
+        if predicate(link.STATE):
+            return link.STATE
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; state {link.STATE}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from addon_harness import PKG_ID, RecordingLayout, installed_extension  # noqa: E402
+from addon_harness import PKG_ID, RecordingLayout, installed_extension, pump_until  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from bench_render_engine import exr_pass, orbit_camera, psnr_on_white  # noqa: E402
@@ -41,17 +41,6 @@ def extension(tmp_path_factory):
         prefs = bpy.context.preferences.addons[module_name].preferences
         yield {"module": mod, "name": module_name, "repo_index": repo_index, "tmp": tmp, "prefs": prefs}
     assert "train" not in dir(bpy.ops.ngp)
-
-
-def pump_until(ext, predicate, timeout: float = 300.0):
-    link = ext["module"].engine_link
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        link.pump()
-        if predicate(link.STATE):
-            return link.STATE
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; state {link.STATE}")
 
 
 # ------------------------------------------------------------------------------ install / register
@@ -193,7 +182,7 @@ def trained_scene(extension, tmp_path_factory):
     scene, sphere = _tiny_scene(run)
     assert bpy.ops.ngp.render_rig() == {"FINISHED"}
     assert bpy.ops.ngp.train() == {"FINISHED"}         # headless: returns, the pump drives it
-    state = pump_until(extension, lambda st: st.status in ("done", "error"), timeout=300)
+    state = pump_until(extension["module"], lambda st: st.status in ("done", "error"), timeout=300)
     assert state.status == "done", state.message
     return {"scene": scene, "sphere": sphere, "run": run}
 
@@ -221,7 +210,7 @@ def test_training_reported_progress_and_finished(extension, trained_scene):
 
 def test_import_mesh_lands_on_the_source_object(extension, trained_scene):
     assert bpy.ops.ngp.import_mesh() == {"FINISHED"}
-    pump_until(extension, lambda st: "NGP Mesh" in bpy.data.objects, timeout=300)
+    pump_until(extension["module"], lambda st: "NGP Mesh" in bpy.data.objects, timeout=300)
     obj = bpy.data.objects["NGP Mesh"]
     v = np.empty(len(obj.data.vertices) * 3, np.float32)
     obj.data.vertices.foreach_get("co", v)
@@ -244,7 +233,7 @@ def test_import_mesh_is_cut_to_the_ngp_bounds(extension, trained_scene):
         bpy.context.view_layer.update()
         bpy.data.objects.remove(bpy.data.objects["NGP Mesh"])
         assert bpy.ops.ngp.import_mesh() == {"FINISHED"}
-        pump_until(extension, lambda st: "NGP Mesh" in bpy.data.objects, timeout=300)
+        pump_until(extension["module"], lambda st: "NGP Mesh" in bpy.data.objects, timeout=300)
         mesh = bpy.data.objects["NGP Mesh"].data
         z = np.empty(len(mesh.vertices) * 3, np.float32)
         mesh.vertices.foreach_get("co", z)
@@ -260,7 +249,7 @@ def test_preview_from_the_active_camera(extension, trained_scene):
     scene = trained_scene["scene"]
     scene.camera = bpy.data.collections["NGP Rig"].objects[0]
     assert bpy.ops.ngp.preview() == {"FINISHED"}
-    pump_until(extension, lambda st: "NGP Depth" in bpy.data.images and "NGP Preview" in bpy.data.images, 120)
+    pump_until(extension["module"], lambda st: "NGP Depth" in bpy.data.images and "NGP Preview" in bpy.data.images, 120)
     # The scene renders 1920x1080 (restored after the rig): the preview keeps that aspect.
     w, h = 48, 27
     img = bpy.data.images["NGP Preview"]
@@ -382,6 +371,50 @@ def test_render_engine_renders_a_camera_path_like_cycles(extension, trained_scen
         bpy.context.view_layer.use_pass_z = False
 
 
+def test_render_engine_shows_progress_per_band_and_stops_on_esc(extension, trained_scene, tmp_path, monkeypatch):
+    """Bands report progress as they land; when Blender's break flag is up (Esc), the frame
+    stops at the band in flight, and the next render is whole again."""
+    scene, render = trained_scene["scene"], trained_scene["scene"].render
+    mod = extension["module"].render_engine
+    engine_cls = mod.NGP_RenderEngine
+    saved = (render.engine, render.resolution_x, render.resolution_y, render.film_transparent, render.filepath,
+             scene.camera)
+    progress, breaks = [], {"after": None, "calls": 0}
+    monkeypatch.setattr(mod, "BAND_PIXELS", 40 * 14)                 # 3 bands: 14, 14, 12 rows
+    # Blender's own update_progress / test_break cannot be replaced from Python: the engine's
+    # two methods around them stand in (what a user sees and what Esc sets).
+    monkeypatch.setattr(engine_cls, "band_done", lambda self, f: progress.append(round(f, 3)))
+
+    def stopped(self):
+        breaks["calls"] += 1
+        return breaks["after"] is not None and len(progress) >= breaks["after"]
+    monkeypatch.setattr(engine_cls, "stopped", stopped)
+    try:
+        scene.camera = bpy.data.collections["NGP Rig"].objects[0]
+        render.engine, render.film_transparent = "NGP_FIELDS", True
+        render.resolution_x = render.resolution_y = 40
+        render.image_settings.media_type, render.image_settings.file_format = "IMAGE", "PNG"
+        render.filepath = str(tmp_path / "whole.png")
+        bpy.ops.render.render(write_still=True)
+        assert progress == [0.35, 0.7, 1.0] and breaks["calls"] >= 3, (progress, breaks, extension["module"].engine_link.STATE.message)
+        progress.clear()
+        breaks["after"] = 1                                            # Esc once the first band is in
+        render.filepath = str(tmp_path / "stopped.png")
+        bpy.ops.render.render(write_still=True)
+        assert progress == [0.35], progress
+        progress.clear()
+        breaks["after"] = None
+        render.filepath = str(tmp_path / "again.png")
+        bpy.ops.render.render(write_still=True)
+        assert progress == [0.35, 0.7, 1.0]
+        link = extension["module"].engine_link
+        link.pump()                                                    # the stopped band's late answer
+        assert link.STATE.status == "done" and not link._awaited
+    finally:
+        (render.engine, render.resolution_x, render.resolution_y, render.film_transparent, render.filepath,
+         scene.camera) = saved
+
+
 def test_a_trained_field_loads_in_a_new_session(extension, trained_scene):
     """As after reopening the file: the engine is gone; Load Trained Field brings the run's
     checkpoint back (no training) and Preview renders it."""
@@ -391,12 +424,12 @@ def test_a_trained_field_loads_in_a_new_session(extension, trained_scene):
     scene = trained_scene["scene"]
     scene.camera = bpy.data.collections["NGP Rig"].objects[0]
     assert bpy.ops.ngp.load_field() == {"FINISHED"}
-    state = pump_until(extension, lambda st: st.status in ("done", "error"), timeout=120)
+    state = pump_until(extension["module"], lambda st: st.status in ("done", "error"), timeout=120)
     assert state.status == "done" and state.summary["steps"] == 150, state.message
     if "NGP Preview" in bpy.data.images:
         bpy.data.images.remove(bpy.data.images["NGP Preview"])
     assert bpy.ops.ngp.preview() == {"FINISHED"}
-    pump_until(extension, lambda st: "NGP Preview" in bpy.data.images, 120)
+    pump_until(extension["module"], lambda st: "NGP Preview" in bpy.data.images, 120)
     px = np.empty(len(bpy.data.images["NGP Preview"].pixels), np.float32)
     bpy.data.images["NGP Preview"].pixels.foreach_get(px)
     assert px.reshape(-1, 4)[:, :3].std() > 0.02
@@ -443,7 +476,7 @@ def test_sdf_of_the_active_object_lands_beside_it(extension, tmp_path):
     assert bpy.ops.ngp.train_sdf.poll()
     assert bpy.ops.ngp.train_sdf() == {"FINISHED"}
     assert link.STATE.mode == "sdf" and link.STATE.source_object == "Ball"
-    pump_until(extension, lambda st: "Ball SDF" in bpy.data.objects or st.status == "error", timeout=300)
+    pump_until(extension["module"], lambda st: "Ball SDF" in bpy.data.objects or st.status == "error", timeout=300)
     assert link.STATE.status == "done", link.STATE.message
     assert (tmp_path / "sdf" / "Ball" / "input.ply").is_file()
     assert "note" not in link.STATE.summary       # closed, and exported outwards though mirrored
@@ -469,7 +502,7 @@ def test_sdf_of_the_active_object_lands_beside_it(extension, tmp_path):
     scene.render.resolution_x = scene.render.resolution_y = 100
     s.preview_resolution = 32
     assert bpy.ops.ngp.preview() == {"FINISHED"}
-    pump_until(extension, lambda st: "NGP Depth" in bpy.data.images, 120)
+    pump_until(extension["module"], lambda st: "NGP Depth" in bpy.data.images, 120)
     depth = np.empty(32 * 32 * 4, np.float32)
     bpy.data.images["NGP Depth"].pixels.foreach_get(depth)
     assert depth.reshape(32, 32, 4)[16, 16, 0] == pytest.approx(3.0 - 0.6, abs=0.02)
@@ -501,9 +534,9 @@ def test_engine_killed_mid_training_is_reported(extension, trained_scene, tmp_pa
     shutil.copytree(trained_scene["run"] / "data", tmp_path / "data")
     scene.ngp.train_budget, scene.ngp.train_seconds = "SECONDS", 600.0
     assert bpy.ops.ngp.train() == {"FINISHED"}
-    pump_until(extension, lambda st: st.status == "training" and st.step > 0, timeout=120)
+    pump_until(extension["module"], lambda st: st.status == "training" and st.step > 0, timeout=120)
     os.kill(link.client().pid, signal.SIGKILL)
-    state = pump_until(extension, lambda st: st.status == "error", timeout=60)
+    state = pump_until(extension["module"], lambda st: st.status == "error", timeout=60)
     assert state.message == "engine was killed (SIGKILL)"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from addon_harness import RecordingLayout, installed_extension  # noqa: E402
+from addon_harness import RecordingLayout, installed_extension, pump_until  # noqa: E402
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
 
@@ -36,17 +36,6 @@ def extension(tmp_path_factory):
 def capture(photo_capture) -> Path:
     """The session's rendered capture (tests/conftest.py)."""
     return photo_capture
-
-
-def pump_until(mod, predicate, timeout: float = 240.0):
-    link = mod.engine_link
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        link.pump()
-        if predicate(link.STATE):
-            return link.STATE
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; state {link.STATE}")
 
 
 def _fresh_scene(run: Path) -> bpy.types.Scene:

@@ -25,6 +25,7 @@ DEVICES = [("auto", "Auto", "CUDA, then Apple MPS, then the CPU"), ("cpu", "CPU"
 BACKENDS = [("auto", "Auto", "The fastest available hash-grid implementation"),
             ("torch", "PyTorch", "Reference implementation (any device)"),
             ("cpu", "CPU kernel", "Compiled CPU kernel (numba)"),
+            ("triton", "Triton", "GPU kernels compiled at run time (NVIDIA and AMD GPUs)"),
             ("tcnn", "tiny-cuda-nn", "NVIDIA's fused CUDA kernels")]
 TORCH_BUILDS = [("AUTO", "Auto", "CUDA when an NVIDIA driver is found, the default wheels on macOS, else the CPU build"),
                 ("CPU", "CPU", "The CPU build of PyTorch (download.pytorch.org/whl/cpu)"),

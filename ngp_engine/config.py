@@ -167,7 +167,8 @@ class AdamConfig:
 # ----------------------------------------------------------------------------------
 # Image fitting
 # ----------------------------------------------------------------------------------
-Backend = Literal["auto", "torch", "cpu", "tcnn"]
+Backend = Literal["auto", "torch", "cpu", "triton", "tcnn"]
+BACKEND_NAMES = ("auto", "torch", "cpu", "triton", "tcnn")
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,8 @@ class ImageFitConfig:
     """Training loss on colours."""
     backend: Backend = "auto"
     """Hash-grid implementation: torch (reference, any device), cpu (compiled kernel),
-    tcnn (tiny-cuda-nn on CUDA) or auto (the fastest available)."""
+    triton (Triton kernels on CUDA/ROCm GPUs), tcnn (tiny-cuda-nn on CUDA) or auto (the
+    fastest available)."""
     seed: int = 1337
     """Seed for parameter initialisation and sampling."""
 
@@ -195,8 +197,8 @@ class ImageFitConfig:
         check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         check(self.loss in ("L2", "RelativeL2", "Huber"), "loss", self.loss,
                "must be L2, RelativeL2 or Huber")
-        check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
-               "must be auto, torch, cpu or tcnn")
+        check(self.backend in BACKEND_NAMES, "backend", self.backend,
+               "must be " + ", ".join(BACKEND_NAMES[:-1]) + " or " + BACKEND_NAMES[-1])
         check(not isinstance(self.encoding, SphericalHarmonicsConfig), "encoding",
                "SphericalHarmonics", "encodes directions, not image positions")
 
@@ -332,8 +334,8 @@ class NerfConfig:
         check(self.appearance_penalty >= 0, "appearance_penalty", self.appearance_penalty, "must be >= 0")
         check(self.initial_rays >= 1, "initial_rays", self.initial_rays, "must be >= 1")
         check(self.loss in ("L2", "Huber"), "loss", self.loss, "must be L2 or Huber")
-        check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
-               "must be auto, torch, cpu or tcnn")
+        check(self.backend in BACKEND_NAMES, "backend", self.backend,
+               "must be " + ", ".join(BACKEND_NAMES[:-1]) + " or " + BACKEND_NAMES[-1])
         check(self.encoding.max_resolution is not None, "encoding.max_resolution", None,
                "must be given for NeRF (it scales with aabb_scale)")
 
@@ -391,8 +393,8 @@ class SdfConfig:
         check(self.ground_truth_pool >= 1024, "ground_truth_pool", self.ground_truth_pool,
                "must be >= 1024")
         check(self.loss in ("MAPE", "L1", "L2"), "loss", self.loss, "must be MAPE, L1 or L2")
-        check(self.backend in ("auto", "torch", "cpu", "tcnn"), "backend", self.backend,
-               "must be auto, torch, cpu or tcnn")
+        check(self.backend in BACKEND_NAMES, "backend", self.backend,
+               "must be " + ", ".join(BACKEND_NAMES[:-1]) + " or " + BACKEND_NAMES[-1])
 
 
 SDF_PRESETS: dict[str, SdfConfig] = {

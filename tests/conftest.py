@@ -1,13 +1,21 @@
 """Shared test helpers."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Without a GPU, Triton kernels run in Triton's interpreter on CPU tensors: set before
+# anything imports triton (it reads the variable when a kernel is defined). On a GPU machine
+# the same tests run the compiled kernels (tests/test_hash_grid_triton.py picks the device).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

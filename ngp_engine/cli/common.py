@@ -10,13 +10,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..config import BACKEND_NAMES
 from ..errors import UserError
 
 if TYPE_CHECKING:
     from ..service.session import Session
     from ..tasks.base import Progress
 
-BACKENDS = ["auto", "torch", "cpu", "tcnn"]
+BACKENDS = list(BACKEND_NAMES)
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 
 

@@ -1,18 +1,24 @@
 """Which hash-grid backends exist on this machine, loaded lazily.
 
 Importing the engine never compiles or imports a fast path: numba is imported on
-the first CPU-kernel call, tiny-cuda-nn on the first CUDA call. A missing backend
-that was asked for by name is a `BackendUnavailable` naming what to install.
+the first CPU-kernel call, Triton and tiny-cuda-nn on the first GPU call. A missing
+backend that was asked for by name is a `BackendUnavailable` naming what to install.
+
+`auto` picks, fastest last in `available`: tiny-cuda-nn on CUDA when importable, else
+Triton on CUDA/ROCm GPUs, the numba kernel on the CPU, the torch reference elsewhere (MPS).
+Triton also runs on CPU tensors under TRITON_INTERPRET=1 (its interpreter: how the tests
+check the GPU kernels without a GPU), but only when asked for by name: it is slow there.
 """
 from __future__ import annotations
 
 import functools
 import importlib
+import os
 from types import ModuleType
 
 import torch
 
-BACKENDS = ("torch", "cpu", "tcnn")
+BACKENDS = ("torch", "cpu", "triton", "tcnn")
 
 
 class BackendUnavailable(RuntimeError):
@@ -47,7 +53,22 @@ def tcnn_module() -> ModuleType:
     return mod
 
 
-CPU_KERNEL_DIMS = (2, 3)  # the compiled kernel is written for 2-D and 3-D inputs
+def triton_kernel() -> ModuleType:
+    """The Triton kernel module (imports triton, which compiles kernels on first launch)."""
+    mod, why = try_import("ngp_engine.encoding._triton_kernel")
+    if mod is None:
+        raise BackendUnavailable(
+            "the triton backend needs triton (it comes with PyTorch's CUDA and ROCm wheels; "
+            f"else pip install triton): {why}")
+    return mod
+
+
+def triton_interpreted() -> bool:
+    """Triton's interpreter is on: its kernels then run on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+CPU_KERNEL_DIMS = (2, 3)  # the compiled kernels are written for 2-D and 3-D inputs
 
 
 def available(device: torch.device | str, n_input_dims: int = 3) -> list[str]:
@@ -57,7 +78,11 @@ def available(device: torch.device | str, n_input_dims: int = 3) -> list[str]:
     if device.type == "cpu" and n_input_dims in CPU_KERNEL_DIMS and \
             try_import("ngp_engine.encoding._cpu_kernel")[0] is not None:
         names.append("cpu")
-    if device.type == "cuda" and torch.cuda.is_available() and try_import("tinycudann")[0] is not None:
+    gpu = device.type == "cuda" and torch.cuda.is_available()   # ROCm's torch says "cuda" too
+    if gpu and n_input_dims in CPU_KERNEL_DIMS and \
+            try_import("ngp_engine.encoding._triton_kernel")[0] is not None:
+        names.append("triton")
+    if gpu and torch.version.cuda and try_import("tinycudann")[0] is not None:
         names.append("tcnn")
     return names
 
@@ -76,6 +101,17 @@ def resolve(requested: str, device: torch.device | str, n_input_dims: int = 3) -
             raise BackendUnavailable(
                 f"the cpu backend encodes 2-D and 3-D inputs, not {n_input_dims}-D (use torch)")
         cpu_kernel()
+    if requested == "triton":
+        if n_input_dims not in CPU_KERNEL_DIMS:
+            raise BackendUnavailable(
+                f"the triton backend encodes 2-D and 3-D inputs, not {n_input_dims}-D (use torch)")
+        if device.type == "cpu" and not triton_interpreted():
+            raise BackendUnavailable(
+                "the triton backend runs on CUDA and ROCm GPUs; on the CPU only in Triton's "
+                "interpreter (TRITON_INTERPRET=1, for tests; use cpu for speed)")
+        if device.type not in ("cpu", "cuda"):
+            raise BackendUnavailable(f"the triton backend runs on CUDA and ROCm GPUs, not on {device.type}")
+        triton_kernel()
     if requested == "tcnn":
         if device.type != "cuda":
             raise BackendUnavailable(f"the tcnn backend runs on CUDA devices, not on {device.type}")

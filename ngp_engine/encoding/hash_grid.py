@@ -3,8 +3,11 @@
 Backends (same parameters, same outputs up to float summation order):
 - "torch": pure-PyTorch reference (`_torch_impl`), any device and dtype; the oracle.
 - "cpu":   compiled CPU kernel (`_cpu_kernel`, numba), float32 on the CPU.
+- "triton": Triton kernels (`_triton_kernel`), float32 on CUDA/ROCm GPUs (on the CPU in
+           Triton's interpreter, for tests).
 - "tcnn":  tiny-cuda-nn's HashGrid on CUDA, fed with our parameter vector.
-- "auto":  tcnn on CUDA when importable, the compiled kernel on the CPU, else torch.
+- "auto":  tcnn on CUDA when importable, else triton on GPUs, the compiled kernel on the
+           CPU, else torch (see `backends`).
 """
 from __future__ import annotations
 
@@ -54,6 +57,41 @@ class _CpuKernelFunction(torch.autograd.Function):
             dx = torch.from_numpy(kernel.backward_input(
                 x_np, dy.detach().to(torch.float32).contiguous().numpy(), params.detach().contiguous().numpy(), grid._np_tables, f,
                 grid._interp_code))
+        return dx, dparams, None
+
+
+class _TritonFunction(torch.autograd.Function):
+    """Autograd wrapper of the Triton kernels (float32; the gradient is not differentiable
+    again: second derivatives, e.g. of an eikonal term, need the torch backend)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, params: torch.Tensor, grid: "HashGrid") -> torch.Tensor:
+        kernel = backends.triton_kernel()
+        x = x.detach().contiguous()
+        p = params.detach().contiguous()
+        ctx.save_for_backward(x, p)
+        ctx.grid = grid
+        return kernel.forward(x, p, grid._tables(), grid.layout.n_features_per_level,
+                              grid._interp_code)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor):  # type: ignore[override]
+        if torch.is_grad_enabled():
+            # create_graph=True (an eikonal-style term): say so rather than let the second
+            # derivative be silently missing from the loss.
+            raise RuntimeError("the triton hash-grid backend has no second derivatives; "
+                               "use backend torch for losses on gradients of the encoding")
+        kernel = backends.triton_kernel()
+        x, params = ctx.saved_tensors
+        grid: HashGrid = ctx.grid
+        f = grid.layout.n_features_per_level
+        dy = dy.to(torch.float32).contiguous()
+        dx = dparams = None
+        if ctx.needs_input_grad[1]:
+            dparams = kernel.backward_params(x, dy, grid._tables(), grid.layout.n_params, f,
+                                             grid._interp_code)
+        if ctx.needs_input_grad[0]:
+            dx = kernel.backward_input(x, dy, params, grid._tables(), f, grid._interp_code)
         return dx, dparams, None
 
 
@@ -110,11 +148,17 @@ class HashGrid(nn.Module):
         backend = self.backend_for(x.device)
         if backend == "cpu" and x.dtype == torch.float32:
             return _CpuKernelFunction.apply(x, self.params, self)
+        if backend == "triton":
+            return _TritonFunction.apply(x.float(), self.params, self).to(x.dtype)
         if backend == "tcnn":
             return self._tcnn_forward(x)
         return hash_grid_encode(x, self.params.to(x.dtype), self.scales, self.sizes, self.offsets,
                                 self.hashed, self.strides, self.layout.n_features_per_level,
                                 self.cfg.interpolation)
+
+    def _tables(self) -> tuple[torch.Tensor, ...]:
+        """The level tables on the parameters' device (scales, sizes, offsets, hashed, strides)."""
+        return self.scales, self.sizes, self.offsets, self.hashed, self.strides
 
     def _tcnn_forward(self, x: torch.Tensor) -> torch.Tensor:
         tcnn = backends.tcnn_module()

@@ -1,0 +1,214 @@
+"""The prepared GPU check: one run of a few minutes on any CUDA (or ROCm) machine.
+
+1. Environment: GPU, driver-side CUDA/HIP, torch, triton, tiny-cuda-nn and numba, present
+   or not.
+2. The GPU tests: tests/test_hash_grid_triton.py (compiled Triton kernels against the
+   reference on the GPU, NeRF and SDF steps) and the CUDA tests of
+   tests/test_hash_grid_backends.py; pass/fail/skip counts and the failures' names.
+3. The encoding benchmark (scripts/bench_encoding.py) on 2^20 points, L16 F2 T2^19: the
+   torch reference, Triton, tiny-cuda-nn when importable, nerfstudio-style pure torch.
+4. A NeRF of the `scripts/make_scene.py` scene at 400x400 (`--scene`; rendered first when
+   missing and bpy is installed): `--seconds` of training with `--preset`, then test PSNR
+   over the test views, steps done, samples/s and peak GPU memory.
+
+Each part records its own error and the next one still runs; the whole result goes to one
+JSON file (default benchmarks/gpu_check.json) and a summary to stdout.
+
+    python scripts/gpu_check.py [--scene out/scene400] [--seconds 60] [--preset instant-ngp]
+        [--device cuda] [--out benchmarks/gpu_check.json]
+
+`--device cpu` runs the same parts on the CPU (Triton in its interpreter, a short NeRF): a
+dry run of the script itself, not a measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+GPU_TESTS = ["tests/test_hash_grid_triton.py", "tests/test_hash_grid_backends.py"]
+
+
+def version_of(module: str) -> str | None:
+    """The module's __version__, or None when it does not import (the reason is logged)."""
+    try:
+        return str(getattr(importlib.import_module(module), "__version__", "present"))
+    except Exception as e:  # noqa: BLE001 (tinycudann raises EnvironmentError without CUDA)
+        return f"absent ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+
+
+def environment(device_name: str) -> dict[str, Any]:
+    import torch  # noqa: PLC0415
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(), "platform": platform.platform(),
+        "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+        "torch_hip": getattr(torch.version, "hip", None),
+        "cuda_available": torch.cuda.is_available(),
+        "triton": version_of("triton"), "tinycudann": version_of("tinycudann"),
+        "numba": version_of("numba"), "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                   compute_capability=f"{props.major}.{props.minor}",
+                   gpu_count=torch.cuda.device_count())
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        env["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        env["nvidia_smi"] = f"not run: {e}"
+    env["device_asked"] = device_name
+    return env
+
+
+def gpu_tests(timeout: float) -> dict[str, Any]:
+    """pytest over GPU_TESTS in a subprocess; counts and failing test ids from its JUnit XML."""
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "junit.xml"
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               f"--junitxml={xml}", *GPU_TESTS], cwd=ROOT, capture_output=True,
+                              text=True, timeout=timeout)
+        seconds = time.perf_counter() - t0
+        result: dict[str, Any] = {"returncode": proc.returncode, "seconds": round(seconds, 1),
+                                  "tail": proc.stdout.strip().splitlines()[-1:]}
+        if xml.exists():
+            failed, skipped, passed = [], [], 0
+            for case in ET.parse(xml).getroot().iter("testcase"):
+                name = f"{case.get('classname')}::{case.get('name')}"
+                if case.find("failure") is not None or case.find("error") is not None:
+                    node = case.find("failure") if case.find("failure") is not None else case.find("error")
+                    failed.append({"test": name, "message": (node.get("message") or "")[:400]})
+                elif case.find("skipped") is not None:
+                    skipped.append({"test": name, "reason": (case.find("skipped").get("message") or "")[:200]})
+                else:
+                    passed += 1
+            result.update(passed=passed, failed=failed, skipped=skipped)
+        else:
+            result["stderr"] = proc.stderr[-2000:]
+    return result
+
+
+def encoding_bench(device, batch_log2: int) -> dict[str, Any]:
+    import bench_encoding  # noqa: PLC0415 (scripts/)
+
+    report = bench_encoding.run(device, batch_log2, repeats=5, warmup=2)
+    bench_encoding.print_table(report)
+    return report
+
+
+def nerf_run(device, scene: Path, seconds: float, preset: str) -> dict[str, Any]:
+    import torch  # noqa: PLC0415
+
+    from ngp_engine.config import NERF_PRESETS  # noqa: PLC0415
+    from ngp_engine.data.transforms import load_nerf_dataset  # noqa: PLC0415
+    from ngp_engine.tasks.nerf.evaluate import evaluate  # noqa: PLC0415
+    from ngp_engine.tasks.nerf.task import NerfTask  # noqa: PLC0415
+
+    if not (scene / "transforms_train.json").exists():
+        import importlib.util  # noqa: PLC0415
+
+        if importlib.util.find_spec("bpy") is None:
+            return {"skipped": f"{scene} is missing and bpy is not installed to render it "
+                               "(render it elsewhere with scripts/make_scene.py --size 400 and carry it)"}
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(scene),
+                        "--size", "400", "--n-train", "100", "--n-test", "20"], check=True)
+    train, test = load_nerf_dataset(scene, "train"), load_nerf_dataset(scene, "test")
+    cfg = NERF_PRESETS[preset]
+    NerfTask(train, cfg, device).train(steps=3)      # kernel compilation and caches: not timed
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    task = NerfTask(train, cfg, device)
+    task.train(seconds=seconds)
+    t0 = time.perf_counter()
+    ev = evaluate(task.model, test)
+    metrics = task.metrics()
+    out = {"scene": str(scene), "image_size": [train.width, train.height],
+           "n_train": len(train.cameras), "n_test": len(test.cameras), "preset": preset,
+           "backend": task.backend, "seconds": round(task.seconds, 1), "steps": task.steps_done,
+           "test_psnr": ev["psnr"], "test_ssim": ev["ssim"],
+           "eval_seconds": round(time.perf_counter() - t0, 1),
+           "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
+    if device.type == "cuda":
+        out["peak_cuda_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+def part(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
+    """Run one part; its result or its error (one line plus the traceback's tail) goes in."""
+    t0 = time.perf_counter()
+    print(f"== {name}", flush=True)
+    try:
+        report[name] = fn()
+    except Exception as e:  # noqa: BLE001 (the check reports every part, whatever breaks)
+        report[name] = {"error": f"{type(e).__name__}: {e}",
+                        "traceback": traceback.format_exc().splitlines()[-12:]}
+        print(f"   failed: {type(e).__name__}: {e}", flush=True)
+    report.setdefault("part_seconds", {})[name] = round(time.perf_counter() - t0, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scene", default=str(ROOT / "out" / "scene400"))
+    ap.add_argument("--seconds", type=float, default=60.0, help="NeRF training time")
+    ap.add_argument("--preset", default="instant-ngp")
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu for a dry run")
+    ap.add_argument("--batch-log2", type=int, default=20, help="encoding benchmark batch")
+    ap.add_argument("--test-timeout", type=float, default=240.0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu_check.json"))
+    a = ap.parse_args(argv)
+    import torch  # noqa: PLC0415
+
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("error: no CUDA device is visible to torch (torch "
+              f"{torch.__version__}); run on a GPU machine or pass --device cpu for a dry run",
+              file=sys.stderr)
+        return 2
+    if a.device == "cuda":
+        # Compiled kernels, not the interpreter, for the tests and the benchmarks.
+        os.environ.pop("TRITON_INTERPRET", None)
+    device = torch.device(a.device)
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {"command": "scripts/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    part(report, "environment", lambda: environment(a.device))
+    print(json.dumps(report["environment"], indent=1), flush=True)
+    part(report, "tests", lambda: gpu_tests(a.test_timeout))
+    part(report, "encoding", lambda: encoding_bench(device, a.batch_log2))
+    part(report, "nerf", lambda: nerf_run(device, Path(a.scene), a.seconds, a.preset))
+    report["total_seconds"] = round(time.perf_counter() - t0, 1)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    t = report["tests"]
+    print(f"tests: {t.get('passed')} passed, {len(t.get('failed', []))} failed, "
+          f"{len(t.get('skipped', []))} skipped" if "error" not in t else f"tests: {t['error']}")
+    for f in t.get("failed", []):
+        print(f"  FAILED {f['test']}: {f['message'][:200]}")
+    enc = report["encoding"]
+    for name, r in enc.get("results", {}).items():
+        print(f"encoding {name}: fwd+bwd {r['forward_backward']['points_per_s'] / 1e6:.1f} Mpts/s")
+    n = report["nerf"]
+    print("nerf: " + (f"{n['test_psnr']:.2f} dB after {n['seconds']} s, {n['steps']} steps, "
+                      f"backend {n['backend']}" if "test_psnr" in n else json.dumps(n)[:300]))
+    print(f"wrote {out} ({report['total_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

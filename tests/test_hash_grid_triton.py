@@ -1,0 +1,174 @@
+"""The Triton hash-grid kernels against the PyTorch reference, run on the CPU by Triton's
+interpreter (conftest.py sets TRITON_INTERPRET=1 before anything imports triton): outputs,
+table gradients and input gradients, then NeRF and SDF training steps end to end."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ngp_engine import config as cfgmod
+from ngp_engine.config import HashGridConfig
+from ngp_engine.encoding import backends
+from ngp_engine.encoding.hash_grid import HashGrid
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed (scripts/setup.sh installs it on Linux x86_64, the "
+                "only platform with a triton wheel)", allow_module_level=True)
+
+CPU = torch.device("cpu")
+# The compiled kernels on a GPU machine, the interpreter on CPU tensors elsewhere.
+DEVICE = (torch.device("cuda") if torch.cuda.is_available() and not backends.triton_interpreted()
+          else CPU)
+# (d, L, F, log2 T, N_min, per_level_scale, interpolation): dense and hashed levels, every
+# F the kernel takes, tiny and large tables, the three interpolations.
+CASES = [
+    (2, 4, 2, 8, 4, 2.0, "Linear"),        # dense then hashed
+    (2, 6, 1, 12, 2, 1.6, "Smoothstep"),
+    (2, 3, 4, 16, 8, 1.5, "Nearest"),      # all dense
+    (3, 5, 2, 10, 4, 1.9, "Linear"),
+    (3, 3, 8, 6, 2, 2.0, "Linear"),        # tiny T: all but the first hashed
+    (3, 4, 2, 14, 16, 1.4, "Smoothstep"),
+    (3, 2, 1, 19, 16, 2.0, "Nearest"),
+    (3, 16, 2, 19, 16, 1.3819, "Linear"),  # instant-ngp's NeRF grid
+]
+
+
+def test_triton_runs_here_compiled_on_a_gpu_or_in_the_interpreter():
+    assert DEVICE.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    assert backends.resolve("triton", DEVICE) == "triton"
+
+
+def _pair(d, levels, f, log2t, nmin, b, interp):
+    cfg = HashGridConfig(n_levels=levels, n_features_per_level=f, log2_hashmap_size=log2t,
+                         base_resolution=nmin, per_level_scale=b, interpolation=interp)
+    ref, tri = HashGrid(d, cfg, backend="torch"), HashGrid(d, cfg, backend="triton")
+    with torch.no_grad():
+        ref.params.uniform_(-1, 1, generator=torch.Generator().manual_seed(0))
+        tri.params.copy_(ref.params)
+    return ref.to(DEVICE), tri.to(DEVICE)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "d{}-L{}-F{}-T{}-{}".format(c[0], c[1], c[2], c[3], c[6]))
+def test_triton_kernel_matches_reference(case, monkeypatch):
+    from ngp_engine.encoding import _triton_kernel
+
+    # 5000 points in blocks of 1024 (the interpreter's) or 128 (a GPU's): several programs
+    # per level and a last, partial block.
+    monkeypatch.setattr(_triton_kernel, "INTERPRETER_BLOCK", 1024)
+    assert 5000 % _triton_kernel.block_size(5000) != 0 and 5000 > _triton_kernel.block_size(5000)
+    ref, tri = _pair(*case)
+    d = case[0]
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(5000, d, generator=gen)
+    x[:4] = torch.tensor([0.0, 1.0, 0.5, 1.0 - 1e-7])[:, None]   # faces and the far corner
+    x[4:8] = torch.tensor([-0.3, 1.7, -1e-3, 2.5])[:, None]        # outside: indices wrap
+    x = x.to(DEVICE)
+    xr, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yr, yt = ref(xr), tri(xt)
+    assert yt.shape == yr.shape == (5000, case[1] * case[2])
+    torch.testing.assert_close(yt, yr, rtol=0, atol=2e-6)
+    dy = torch.randn(yr.shape, generator=gen).to(DEVICE)
+    (yr * dy).sum().backward()
+    (yt * dy).sum().backward()
+    scale = ref.params.grad.abs().max().item()
+    # Atomic adds in another order than the reference's scatter: float rounding only.
+    torch.testing.assert_close(tri.params.grad, ref.params.grad, rtol=0, atol=1e-5 * max(scale, 1))
+    assert torch.equal(tri.params.grad != 0, ref.params.grad != 0)   # the same entries touched
+    if case[6] == "Nearest":
+        assert xr.grad is None or torch.all(xr.grad == 0)
+        assert torch.all(xt.grad == 0)
+    else:
+        gscale = xr.grad.abs().max().item()
+        assert gscale > 0
+        torch.testing.assert_close(xt.grad, xr.grad, rtol=0, atol=1e-5 * max(gscale, 1))
+
+
+def test_empty_batch_and_double_backward_refused():
+    ref, tri = _pair(3, 3, 2, 10, 4, 2.0, "Linear")
+    assert tri(torch.zeros(0, 3, device=DEVICE)).shape == (0, 6)
+    x = torch.rand(10, 3, device=DEVICE, requires_grad=True)
+    (g,) = torch.autograd.grad(tri(x).sum(), x)          # first derivatives: fine
+    assert g.shape == (10, 3) and g.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="no second derivatives"):
+        torch.autograd.grad(tri(x).sum(), x, create_graph=True)
+
+
+def test_backend_choice():
+    # auto on the CPU keeps the numba kernel (the interpreter is for tests, not speed);
+    # triton is asked for by name.
+    assert backends.resolve("auto", CPU) == "cpu"
+    assert "triton" not in backends.available(CPU)
+    if DEVICE.type == "cuda":
+        assert backends.available(DEVICE)[:2] == ["torch", "triton"]
+        expected = "tcnn" if "tcnn" in backends.available(DEVICE) else "triton"
+        assert backends.resolve("auto", DEVICE) == expected
+    with pytest.raises(backends.BackendUnavailable, match="2-D and 3-D"):
+        backends.resolve("triton", CPU, n_input_dims=4)
+
+
+def test_triton_off_the_interpreter_on_the_cpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(backends.BackendUnavailable, match="TRITON_INTERPRET=1"):
+        backends.resolve("triton", CPU)
+
+
+def _table_update_agrees(ref_update: torch.Tensor, tri_update: torch.Tensor) -> None:
+    """Training moved the table, and the same way: the backward reached every level."""
+    assert tri_update.abs().max() > 1e-3
+    cos = float(ref_update @ tri_update / (ref_update.norm() * tri_update.norm()))
+    assert cos > 0.99, cos
+
+
+def _nerf_run(scene, backend: str, steps: int) -> tuple[list[float], torch.Tensor]:
+    from ngp_engine.config import NERF_PRESETS, OccupancyGridConfig, replace
+    from ngp_engine.data.transforms import load_nerf_dataset
+    from ngp_engine.tasks.nerf.task import NerfTask
+
+    # Small enough for the interpreter (~4 s a step): 4096 samples, a 16^3 occupancy grid.
+    cfg = replace(NERF_PRESETS["cpu-fast"], backend=backend, target_batch_samples=1 << 12,
+                  initial_rays=256, occupancy=OccupancyGridConfig(resolution=16),
+                  encoding=HashGridConfig(n_levels=8, n_features_per_level=2,
+                                          log2_hashmap_size=15, base_resolution=16,
+                                          max_resolution=256))
+    task = NerfTask(load_nerf_dataset(scene, "train"), cfg, DEVICE)
+    assert task.model.field.encoding.backend_for(DEVICE) == backend
+    start = task.model.field.encoding.params.detach().clone()
+    losses = [task.step().loss for _ in range(steps)]
+    return losses, (task.model.field.encoding.params.detach() - start).cpu()
+
+
+def test_nerf_training_steps_match_the_reference_backend(nerf_scene):
+    ref, ref_update = _nerf_run(nerf_scene, "torch", 5)
+    tri, tri_update = _nerf_run(nerf_scene, "triton", 5)
+    # Same seed, same rays, the same table up to float summation order.
+    np.testing.assert_allclose(tri, ref, rtol=1e-3)
+    _table_update_agrees(ref_update, tri_update)
+
+
+def test_sdf_training_steps_match_the_reference_backend(tmp_path):
+    from ngp_engine.config import SdfConfig
+    from ngp_engine.data.mesh import load_sdf_mesh
+    from ngp_engine.mesh.io import write_ply
+    from ngp_engine.tasks.sdf.task import SdfTask
+    from test_sdf import icosphere
+
+    v, f = icosphere(0.5, 3)
+    write_ply(tmp_path / "sphere.ply", v, f)
+    mesh = load_sdf_mesh(tmp_path / "sphere.ply")
+    runs = {}
+    for backend in ("torch", "triton"):
+        cfg = SdfConfig(encoding=HashGridConfig(n_levels=6, n_features_per_level=2,
+                                                log2_hashmap_size=14, base_resolution=8,
+                                                max_resolution=128),
+                        optimizer=cfgmod.AdamConfig(learning_rate=1e-2), backend=backend,
+                        batch_size=1 << 12, ground_truth_pool=1 << 15)
+        task = SdfTask(mesh, cfg, DEVICE)
+        start = task.model.encoding.params.detach().clone()
+        losses = [task.step().loss for _ in range(6)]
+        runs[backend] = losses, (task.model.encoding.params.detach() - start).cpu()
+    np.testing.assert_allclose(runs["triton"][0], runs["torch"][0], rtol=1e-3)
+    _table_update_agrees(runs["torch"][1], runs["triton"][1])

@@ -163,6 +163,27 @@ def test_a_new_task_trains_through_the_session(signal_file, tmp_path):
     assert ckpt["format"] == "test-signal-checkpoint" and ckpt["steps"] == 300
 
 
+def test_running_out_of_memory_is_one_line_and_keeps_the_steps_done(signal_file, tmp_path,
+                                                                   monkeypatch):
+    session = Session.open(spec(tmp_path, data=str(signal_file), steps=100))
+    real_step = session.task.step
+
+    def step():
+        if session.steps_done == 3:         # as torch raises it when CUDA memory runs out
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step()
+
+    monkeypatch.setattr(session.task, "step", step)
+    with pytest.raises(UserError) as e:
+        session.train()
+    message = str(e.value)
+    assert "\n" not in message and "out of cpu memory at step 4" in message
+    assert "--preset cpu-fast" in message and "the 3 steps done are kept in" in message
+    ckpt = SignalTask.read_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["steps"] == 3
+    assert "peak_cuda_memory_mb" not in session.summary()      # on the CPU: not reported
+
+
 def test_resume_through_the_session_is_exact(signal_file, tmp_path):
     straight = Session.open(spec(tmp_path, data=str(signal_file), steps=40))
     straight.train()

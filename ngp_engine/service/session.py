@@ -137,7 +137,26 @@ class Session:
                 if on_checkpoint is not None:
                     on_checkpoint(path)
             self._checkpoint = PeriodicCheckpoint(checkpoint_every, save)
-        return run_training(self.task, self.budget, callback, should_stop, self._checkpoint)
+        try:
+            return run_training(self.task, self.budget, callback, should_stop, self._checkpoint)
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory() from None
+
+    def _out_of_memory(self) -> UserError:
+        """The one line for a step that ran out of device memory, after saving the steps
+        done so far (memory runs out in the forward or backward pass, before the optimiser
+        touches the parameters, so the saved state is the last complete step's)."""
+        if self.task.device.type == "cuda":
+            torch.cuda.empty_cache()      # the failed step's buffers, so the save can run
+        kept = ""
+        if self.steps_done:
+            try:
+                kept = f"; the {self.steps_done} steps done are kept in {self.save_checkpoint()}"
+            except (OSError, RuntimeError) as e:
+                kept = f"; saving the checkpoint failed too ({type(e).__name__})"
+        return UserError(f"out of {self.task.device.type} memory at step {self.steps_done + 1}: "
+                         "try a smaller preset (--preset cpu-fast), fewer samples per step "
+                         f"(target_batch_samples / batch_size) or smaller images{kept}")
 
     # ------------------------------------------------------------------ outputs
     def preview(self, camera: Camera | None, passes: list[str],
@@ -172,9 +191,14 @@ class Session:
 
     def summary(self, task_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
         """metrics.json of the run (`task_metrics`: the task's, when already computed)."""
-        return {"mode": self.mode, "engine_version": __version__, "steps": self.steps_done,
-                "seconds": round(self.seconds, 3), "run_dir": str(self.run_dir),
-                **(self.task.metrics() if task_metrics is None else task_metrics)}
+        out = {"mode": self.mode, "engine_version": __version__, "steps": self.steps_done,
+               "seconds": round(self.seconds, 3), "run_dir": str(self.run_dir),
+               **(self.task.metrics() if task_metrics is None else task_metrics)}
+        device = self.task.device
+        if device.type == "cuda":
+            out["device_name"] = torch.cuda.get_device_name(device)
+            out["peak_cuda_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        return out
 
     def write_metrics(self) -> tuple[Path, dict[str, Any]]:
         summary = self.summary()

@@ -8,6 +8,11 @@ runs come first (numba compiles on first call); CUDA/MPS are synchronised around
 timing. Reports every sample, the median and points/s (batch / median), and the
 compiled kernel ("cpu") against the PyTorch reference ("torch") from this run's medians.
 
+Also times a nerfstudio-style pure-PyTorch hash encoding (`PureTorchHashEncoding`: every
+level hashed into one [L * T, F] table, eight corner gathers and trilinear lerps, the
+scheme of nerfstudio's torch fallback, written here from that description) on the same
+points, and each backend's speed-up over it ("vs_pure_torch").
+
 Run from the repo root:
     .venv/bin/python scripts/bench_encoding.py [--batch-log2 18] [--repeats 5]
         [--device auto] [--out benchmarks/encoding.json]
@@ -64,13 +69,71 @@ def summarize(samples: list[float], batch: int) -> dict[str, Any]:
     return {"median_s": med, "samples_s": samples, "points_per_s": batch / med}
 
 
+class PureTorchHashEncoding(torch.nn.Module):
+    """A pure-PyTorch hash encoding as the common torch fallbacks write it: per level the
+    integer resolution floor(N_min * b^l), every level hashed (no dense levels), corner
+    hashes by xor of coordinate * prime modulo T, gathers from one [L * T, F] table and
+    trilinear interpolation. A speed baseline only: its layout differs from ours."""
+
+    def __init__(self, cfg: HashGridConfig) -> None:
+        super().__init__()
+        t = 1 << cfg.log2_hashmap_size
+        b = cfg.resolved_per_level_scale
+        levels = torch.arange(cfg.n_levels)
+        self.register_buffer("scalings", torch.floor(cfg.base_resolution * b ** levels))
+        self.register_buffer("offsets", levels * t)
+        self.table_size = t
+        self.table = torch.nn.Parameter(torch.rand(cfg.n_levels * t, cfg.n_features_per_level) * 2e-4 - 1e-4)
+
+    def hash(self, c: torch.Tensor) -> torch.Tensor:
+        """c: [..., L, 3] int64 corner coordinates -> [..., L] table rows."""
+        h = c[..., 0] ^ (c[..., 1] * 2654435761) ^ (c[..., 2] * 805459861)
+        return h % self.table_size + self.offsets
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, 3] in [0, 1] -> [N, L * F]."""
+        scaled = x[:, None, :] * self.scalings[:, None]           # [N, L, 3]
+        lo = torch.floor(scaled).long()
+        f = scaled - lo                                           # [N, L, 3]
+        corners = []
+        for c in range(8):
+            off = torch.tensor([(c >> k) & 1 for k in range(3)], device=x.device)
+            corners.append(self.table[self.hash(lo + off)])       # [N, L, F]
+        fx, fy, fz = (f[..., k:k + 1] for k in range(3))
+        c00 = corners[0] * (1 - fx) + corners[1] * fx
+        c10 = corners[2] * (1 - fx) + corners[3] * fx
+        c01 = corners[4] * (1 - fx) + corners[5] * fx
+        c11 = corners[6] * (1 - fx) + corners[7] * fx
+        c0 = c00 * (1 - fy) + c10 * fy
+        c1 = c01 * (1 - fy) + c11 * fy
+        return (c0 * (1 - fz) + c1 * fz).flatten(1)
+
+
+def bench_pure_torch(device: torch.device, batch: int, warmup: int, repeats: int) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(SEED)
+    enc = PureTorchHashEncoding(GRID).to(device)
+    x = torch.rand(batch, N_INPUT_DIMS, generator=gen).to(device)
+    dy = torch.randn(batch, GRID.n_levels * GRID.n_features_per_level, generator=gen).to(device)
+
+    @torch.no_grad()
+    def forward() -> None:
+        enc(x)
+
+    def forward_backward() -> None:
+        enc.table.grad = None
+        enc(x).backward(dy)
+
+    return {"forward": summarize(time_runs(forward, device, warmup, repeats), batch),
+            "forward_backward": summarize(time_runs(forward_backward, device, warmup, repeats), batch)}
+
+
 def bench_backend(backend: str, device: torch.device, batch: int, warmup: int,
                   repeats: int) -> dict[str, Any]:
     """Forward and forward+backward timings of one backend on the same seeded inputs."""
     gen = torch.Generator().manual_seed(SEED)
     grid = HashGrid(N_INPUT_DIMS, GRID, backend=backend, generator=gen).to(device)
     x = torch.rand(batch, N_INPUT_DIMS, generator=gen).to(device)
-    dy = torch.randn(batch, GRID.n_output_dims, generator=gen).to(device)
+    dy = torch.randn(batch, GRID.n_levels * GRID.n_features_per_level, generator=gen).to(device)
 
     @torch.no_grad()
     def forward() -> None:
@@ -92,6 +155,11 @@ def run(device: torch.device, batch_log2: int, repeats: int, warmup: int) -> dic
     report: dict[str, Any] = {
         "machine": machine_info(device), "config": cfgmod.to_dict(GRID), "n_input_dims": N_INPUT_DIMS,
         "batch_size": batch, "repeats": repeats, "warmup": warmup, "seed": SEED, "results": results}
+    pure = bench_pure_torch(device, batch, warmup, repeats)
+    report["pure_torch"] = pure
+    report["vs_pure_torch"] = {
+        name: {ph: pure[ph]["median_s"] / r[ph]["median_s"] for ph in ("forward", "forward_backward")}
+        for name, r in results.items()}
     if "cpu" in results and "torch" in results:  # cpu median / torch median, and its inverse
         ratios = {ph: results["cpu"][ph]["median_s"] / results["torch"][ph]["median_s"]
                   for ph in ("forward", "forward_backward")}
@@ -109,6 +177,13 @@ def print_table(report: dict[str, Any]) -> None:
         f, fb = r["forward"], r["forward_backward"]
         print(f"{name:<8} {f['median_s']:>10.4f} {f['points_per_s'] / 1e6:>11.2f} "
               f"{fb['median_s']:>10.4f} {fb['points_per_s'] / 1e6:>11.2f}")
+    p = report["pure_torch"]
+    print(f"{'pure':<8} {p['forward']['median_s']:>10.4f} {p['forward']['points_per_s'] / 1e6:>11.2f} "
+          f"{p['forward_backward']['median_s']:>10.4f} {p['forward_backward']['points_per_s'] / 1e6:>11.2f}"
+          "  (nerfstudio-style pure torch)")
+    for name, r in report["vs_pure_torch"].items():
+        print(f"{name} vs pure torch: forward {r['forward']:.1f}x, forward+backward "
+              f"{r['forward_backward']:.1f}x faster")
     for phase, r in report.get("cpu_vs_torch", {}).items():
         print(f"cpu vs torch, {phase}: {r['speedup_cpu_over_torch']:.2f}x faster "
               f"(time ratio {r['time_ratio_cpu_over_torch']:.3f})")

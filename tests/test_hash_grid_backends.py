@@ -20,10 +20,11 @@ CASES = [
 ]
 
 
-def _pair(d, levels, f, log2t, nmin, b, interp):
+def _pair(d, levels, f, log2t, nmin, b, interp, backend="cpu"):
+    """The reference and `backend` on one case, with the same random table in U(-1, 1)."""
     cfg = HashGridConfig(n_levels=levels, n_features_per_level=f, log2_hashmap_size=log2t,
                          base_resolution=nmin, per_level_scale=b, interpolation=interp)
-    ref, fast = HashGrid(d, cfg, backend="torch"), HashGrid(d, cfg, backend="cpu")
+    ref, fast = HashGrid(d, cfg, backend="torch"), HashGrid(d, cfg, backend=backend)
     with torch.no_grad():
         ref.params.uniform_(-1, 1, generator=torch.Generator().manual_seed(0))
         fast.params.copy_(ref.params)

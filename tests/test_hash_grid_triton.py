@@ -14,6 +14,8 @@ from ngp_engine import config as cfgmod
 from ngp_engine.config import HashGridConfig
 from ngp_engine.encoding import backends
 from ngp_engine.encoding.hash_grid import HashGrid
+from test_hash_grid_backends import CASES as KERNEL_CASES
+from test_hash_grid_backends import _pair as kernel_pair
 
 if importlib.util.find_spec("triton") is None:
     pytest.skip("triton is not installed (scripts/setup.sh installs it on Linux x86_64, the "
@@ -23,18 +25,9 @@ CPU = torch.device("cpu")
 # The compiled kernels on a GPU machine, the interpreter on CPU tensors elsewhere.
 DEVICE = (torch.device("cuda") if torch.cuda.is_available() and not backends.triton_interpreted()
           else CPU)
-# (d, L, F, log2 T, N_min, per_level_scale, interpolation): dense and hashed levels, every
-# F the kernel takes, tiny and large tables, the three interpolations.
-CASES = [
-    (2, 4, 2, 8, 4, 2.0, "Linear"),        # dense then hashed
-    (2, 6, 1, 12, 2, 1.6, "Smoothstep"),
-    (2, 3, 4, 16, 8, 1.5, "Nearest"),      # all dense
-    (3, 5, 2, 10, 4, 1.9, "Linear"),
-    (3, 3, 8, 6, 2, 2.0, "Linear"),        # tiny T: all but the first hashed
-    (3, 4, 2, 14, 16, 1.4, "Smoothstep"),
-    (3, 2, 1, 19, 16, 2.0, "Nearest"),
-    (3, 16, 2, 19, 16, 1.3819, "Linear"),  # instant-ngp's NeRF grid
-]
+# The CPU kernel's cases (dense and hashed levels, every F, tiny and large tables, the three
+# interpolations) and instant-ngp's NeRF grid.
+CASES = KERNEL_CASES + [(3, 16, 2, 19, 16, 1.3819, "Linear")]
 
 
 def test_triton_runs_here_compiled_on_a_gpu_or_in_the_interpreter():
@@ -42,13 +35,9 @@ def test_triton_runs_here_compiled_on_a_gpu_or_in_the_interpreter():
     assert backends.resolve("triton", DEVICE) == "triton"
 
 
-def _pair(d, levels, f, log2t, nmin, b, interp):
-    cfg = HashGridConfig(n_levels=levels, n_features_per_level=f, log2_hashmap_size=log2t,
-                         base_resolution=nmin, per_level_scale=b, interpolation=interp)
-    ref, tri = HashGrid(d, cfg, backend="torch"), HashGrid(d, cfg, backend="triton")
-    with torch.no_grad():
-        ref.params.uniform_(-1, 1, generator=torch.Generator().manual_seed(0))
-        tri.params.copy_(ref.params)
+def _pair(*case):
+    """The reference and the triton backend on one case, same table, on DEVICE."""
+    ref, tri = kernel_pair(*case, backend="triton")
     return ref.to(DEVICE), tri.to(DEVICE)
 
 

@@ -104,7 +104,7 @@ def _weight(w0, w1, w2, b0: tl.constexpr, b1: tl.constexpr, b2: tl.constexpr, D:
 
 
 @triton.jit
-def _forward_kernel(x_ptr, params_ptr, out_ptr, dy_ptr, grad_ptr,
+def _table_kernel(x_ptr, params_ptr, out_ptr, dy_ptr, grad_ptr,
                     scales_ptr, sizes_ptr, offsets_ptr, hashed_ptr, strides_ptr,
                     n, n_levels, D: tl.constexpr, F: tl.constexpr, INTERP: tl.constexpr,
                     BACKWARD: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -211,32 +211,36 @@ def _launch_args(x: torch.Tensor, tables: Tables) -> tuple:
             hashed.to(torch.int32).contiguous(), strides.contiguous())
 
 
-def forward(x: torch.Tensor, params: torch.Tensor, tables: Tables, n_features: int,
-            interp: int) -> torch.Tensor:
-    """x [N, d] float32, params [n_params] float32 -> [N, L * F] float32 (x's device)."""
+def _table_pass(x: torch.Tensor, params: torch.Tensor, dy: torch.Tensor | None, tables: Tables,
+                n_features: int, interp: int, result: torch.Tensor) -> torch.Tensor:
+    """One launch of `_table_kernel` over (blocks of points) x (levels): the forward into
+    `result` [N, L * F] when dy is None, else the table gradient accumulated into `result`
+    [n_params] (which must start at zero)."""
     n, d = x.shape
     n_levels = tables[0].shape[0]
-    out = torch.empty(n, n_levels * n_features, dtype=torch.float32, device=x.device)
     if n:
         block = block_size(n)
         grid = (triton.cdiv(n, block), n_levels)
-        _forward_kernel[grid](x, params, out, out, out, *_launch_args(x, tables), n, n_levels,
-                              D=d, F=n_features, INTERP=interp, BACKWARD=False, BLOCK_N=block)
-    return out
+        backward = dy is not None
+        _table_kernel[grid](x, params, result, dy if backward else result, result,
+                            *_launch_args(x, tables), n, n_levels, D=d, F=n_features,
+                            INTERP=interp, BACKWARD=backward, BLOCK_N=block)
+    return result
+
+
+def forward(x: torch.Tensor, params: torch.Tensor, tables: Tables, n_features: int,
+            interp: int) -> torch.Tensor:
+    """x [N, d] float32, params [n_params] float32 -> [N, L * F] float32 (x's device)."""
+    out = torch.empty(x.shape[0], tables[0].shape[0] * n_features, dtype=torch.float32,
+                      device=x.device)
+    return _table_pass(x, params, None, tables, n_features, interp, out)
 
 
 def backward_params(x: torch.Tensor, dy: torch.Tensor, tables: Tables, n_params: int,
                     n_features: int, interp: int) -> torch.Tensor:
     """dL/dparams [n_params] from dL/dy [N, L * F] (one table-sized buffer, atomics)."""
-    n, d = x.shape
-    n_levels = tables[0].shape[0]
     grad = torch.zeros(n_params, dtype=torch.float32, device=x.device)
-    if n:
-        block = block_size(n)
-        grid = (triton.cdiv(n, block), n_levels)
-        _forward_kernel[grid](x, grad, grad, dy, grad, *_launch_args(x, tables), n, n_levels,
-                              D=d, F=n_features, INTERP=interp, BACKWARD=True, BLOCK_N=block)
-    return grad
+    return _table_pass(x, grad, dy, tables, n_features, interp, grad)
 
 
 def backward_input(x: torch.Tensor, dy: torch.Tensor, params: torch.Tensor, tables: Tables,

@@ -42,6 +42,8 @@ class EngineState:
     seconds: float = 0.0
     device: str = ""
     engine_info: dict[str, Any] = field(default_factory=dict)
+    job_device: str = ""                 # where the current job really runs: "cuda (NVIDIA H200)"
+    job_backend: str = ""                # and with which hash-grid backend
     artifacts: dict[str, str] = field(default_factory=dict)   # kind / pass -> latest path
     pending: dict[str, str] = field(default_factory=dict)     # what it is for -> latest request id
     run_name: str = ""                   # the collection this run's results go to ("NGP Run 3")
@@ -104,7 +106,8 @@ def ensure_engine(python: str, timeout: float = 120.0, engine_root: Path | None 
     STATE.device = ready.device
     STATE.engine_info = {"engine_version": ready.engine_version, "device": ready.device,
                          "backends": list(ready.backends), "torch": ready.torch, "python": ready.python,
-                         "modes": list(ready.modes)}
+                         "modes": list(ready.modes), "devices": dict(ready.devices),
+                         "backend": ready.backend}
     start_pump()
     return new
 
@@ -170,6 +173,9 @@ def apply_event(ev: Any) -> None:
         if ev.kind == "mesh" and not ev.path.endswith(".ply"):
             key = "mesh_obj"
         STATE.artifacts[key] = ev.path
+        if ev.kind == "config" and ev.info.get("backend"):      # a job started: where it runs
+            STATE.job_device = f"{ev.info['device']} ({ev.info.get('device_name', '')})"
+            STATE.job_backend = ev.info["backend"]
     elif t == "done":
         STATE.status = "stopped" if ev.summary.get("stopped") else "done"
         STATE.summary = dict(ev.summary)

@@ -14,14 +14,38 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
 from . import engine_link, engine_setup, interpreters
 
-DEVICES = [("auto", "Auto", "CUDA, then Apple MPS, then the CPU"), ("cpu", "CPU", ""),
-           ("cuda", "CUDA", "NVIDIA GPU"), ("mps", "MPS", "Apple GPU")]
+DEVICES = [("auto", "Auto", "CUDA, then Apple MPS, then the CPU"), ("cpu", "CPU", "The processor"),
+           ("cuda", "CUDA", "NVIDIA GPU (AMD GPUs with ROCm's PyTorch too)"), ("mps", "MPS", "Apple GPU")]
+# Blender keeps pointers into the strings a dynamic enum's callback returns: hold them.
+_DEVICE_ITEMS: list[tuple[str, str, str, int]] = []
+
+
+def device_items(_self: Any = None, _context: Any = None) -> list[tuple[str, str, str, int]]:
+    """The Device list, worded with what the running engine found (its `ready` event):
+    "CUDA: NVIDIA H200", "CUDA (not found)", "Auto: cpu, backend cpu". Same identifiers and
+    numbers always, so a saved choice stays valid whatever this machine has."""
+    info = engine_link.STATE.engine_info
+    found: dict[str, str] = info.get("devices") or {}
+    items = []
+    for number, (ident, name, why) in enumerate(DEVICES):
+        label = name
+        if found:
+            if ident == "auto":
+                label = f"Auto: {info.get('device', '?')}, backend {info.get('backend', '?')}"
+            elif ident in found:
+                label = f"{name}: {found[ident]}"
+            else:
+                label = f"{name} (not found)"
+        items.append((ident, label, why, number))
+    _DEVICE_ITEMS[:] = items
+    return _DEVICE_ITEMS
 BACKENDS = [("auto", "Auto", "The fastest available hash-grid implementation"),
             ("torch", "PyTorch", "Reference implementation (any device)"),
             ("cpu", "CPU kernel", "Compiled CPU kernel (numba)"),
@@ -86,7 +110,8 @@ class NGP_AddonPreferences(bpy.types.AddonPreferences):
         name="Engine Python", subtype="FILE_PATH",
         description="Python interpreter with PyTorch that runs the training engine "
                     "(empty: the installed engine, or one detected when needed)")
-    device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    device: EnumProperty(name="Device", items=device_items, default=0,
+                         description="Where the engine trains (the list shows what it found)")
     backend: EnumProperty(name="Backend", items=BACKENDS, default="auto")
     engine_status: StringProperty(name="Engine status", default="")
     torch_build: EnumProperty(name="PyTorch Build", items=TORCH_BUILDS, default="AUTO",
@@ -169,8 +194,11 @@ def check_engine(prefs: NGP_AddonPreferences) -> bool:
         prefs.engine_status = str(e)
         return False
     info = engine_link.STATE.engine_info
+    name = (info.get("devices") or {}).get(info["device"], "")
     prefs.engine_status = (f"engine {info['engine_version']}: torch {info['torch']} on "
-                           f"{info['device']}, backends {', '.join(info['backends'])}")
+                           f"{info['device']}" + (f" ({name})" if name else "") +
+                           f", backend {info.get('backend') or info['backends'][-1]} "
+                           f"(of {', '.join(info['backends'])})")
     return True
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import os
 import platform
 from typing import Any
 
@@ -18,17 +19,56 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device: cuda was asked for but torch sees no CUDA device")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                              and torch.backends.mps.is_available()):
+    if name == "mps" and not _mps_available():
         raise UserError("device: mps was asked for but torch sees no MPS device")
     if name not in DEVICES:
         raise UserError(f"device: {name!r} is not one of {', '.join(DEVICES)}")
     return torch.device(name)
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def device_name(device: torch.device | str) -> str:
+    """What a person calls the device: the GPU's name, "Apple GPU (MPS)", the CPU's model."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return _cpu_model()
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform's words) and core count."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "CPU"
+    return f"{name}, {os.cpu_count() or 1} threads"
+
+
+def found_devices() -> dict[str, str]:
+    """The devices torch can use here, by type, with their names: {"cpu": ..., "cuda": ...,
+    "mps": ...} (cuda and mps only when present; ROCm GPUs appear as cuda)."""
+    found = {"cpu": device_name("cpu")}
+    if torch.cuda.is_available():
+        found["cuda"] = device_name("cuda")
+    if _mps_available():
+        found["mps"] = device_name("mps")
+    return found
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 1. Environment: GPU, driver-side CUDA/HIP, torch, triton, tiny-cuda-nn and numba, present
    or not.
-2. The GPU tests: tests/test_hash_grid_triton.py (compiled Triton kernels against the
-   reference on the GPU, NeRF and SDF steps) and the CUDA tests of
+2. The GPU tests: tests/test_hash_grid_triton.py and tests/test_render_triton.py (compiled
+   Triton kernels against the references on the GPU: hash grid, marcher, compositing; NeRF
+   and SDF steps) and the CUDA tests of
    tests/test_hash_grid_backends.py; pass/fail/skip counts and the failures' names.
 3. The encoding benchmark (scripts/bench_encoding.py) on 2^20 points, L16 F2 T2^19: the
    torch reference, Triton, tiny-cuda-nn when importable, nerfstudio-style pure torch.
@@ -40,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-GPU_TESTS = ["tests/test_hash_grid_triton.py", "tests/test_hash_grid_backends.py"]
+GPU_TESTS = ["tests/test_hash_grid_triton.py", "tests/test_render_triton.py",
+             "tests/test_hash_grid_backends.py"]
 
 
 def version_of(module: str) -> str | None:

@@ -208,6 +208,36 @@ def test_training_reported_progress_and_finished(extension, trained_scene):
     assert st.max_tick_ms > 0.0          # the pump ran (its speed: scripts/bench_addon.py)
 
 
+def test_device_list_and_panel_show_what_the_engine_found(extension, trained_scene):
+    mod = extension["module"]
+    st = mod.engine_link.STATE
+    import torch
+
+    from ngp_engine.device import device_name
+
+    cpu = device_name("cpu")
+    # The job ran where auto put it, with the backend auto resolved there.
+    assert st.job_backend == st.engine_info["backend"] == ("cpu" if st.engine_info["device"] == "cpu"
+                                                            else st.job_backend)
+    assert st.job_device == f"{st.engine_info['device']} ({st.engine_info['devices'][st.engine_info['device']]})"
+    prefs = bpy.context.preferences.addons[mod.__name__].preferences
+    # The names Blender shows for the enum (UILayout asks the items callback, as drawing does).
+    labels = {ident: bpy.types.UILayout.enum_item_name(prefs, "device", ident)
+              for ident in ("auto", "cpu", "cuda", "mps")}
+    assert labels["cpu"] == f"CPU: {cpu}"
+    assert labels["cuda"] == ("CUDA: " + torch.cuda.get_device_name() if torch.cuda.is_available()
+                              else "CUDA (not found)")
+    assert labels["auto"] == f"Auto: {st.engine_info['device']}, backend {st.engine_info['backend']}"
+    before = prefs.device
+    prefs.device = "cpu"                       # identifiers stay the same whatever was found
+    assert prefs.device == "cpu"
+    prefs.device = before
+    log = []
+    panel = type("P", (), {"layout": RecordingLayout(log)})()
+    bpy.types.NGP_PT_main.draw(panel, bpy.context)
+    assert ("label", f"On {st.job_device}, backend {st.job_backend}") in log
+
+
 def test_import_mesh_lands_on_the_source_object(extension, trained_scene):
     assert bpy.ops.ngp.import_mesh() == {"FINISHED"}
     pump_until(extension["module"], lambda st: "NGP Mesh" in bpy.data.objects, timeout=300)

@@ -28,6 +28,9 @@ REQUEST_SAMPLES = [
 EVENT_SAMPLES = [
     Ready(engine_version="0.1.0", protocol=1, device="cpu", backends=["torch", "cpu"], modes=["nerf"],
           pid=12, python="/usr/bin/python3", torch="2.13.0", request="h"),
+    Ready(engine_version="0.1.0", protocol=2, device="cuda", backends=["torch", "triton"], modes=["nerf"],
+          pid=12, python="/usr/bin/python3", torch="2.13.0",
+          devices={"cpu": "AMD EPYC, 16 threads", "cuda": "NVIDIA H200"}, backend="triton"),
     Progress(mode="nerf", step=3, seconds=0.5, loss=0.01, psnr=21.5, fraction=0.25, eta_seconds=1.5),
     Artifact(kind="pass", path="/runs/a/previews/p_rgb.npy", info={"pass": "rgb", "step": 3}, request="p"),
     Log(level="info", message="hello"), Error(message="train.steps: bad", detail="Traceback"),

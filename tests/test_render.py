@@ -6,6 +6,7 @@ torch reference) must produce bit-identical samples.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -627,7 +628,7 @@ class SphereField:
             return self.sigma * (dist < self.radius).float()
         return self.sigma * torch.sigmoid((self.radius - dist) / self.softness)
 
-    def __call__(self, x: torch.Tensor, d: torch.Tensor):
+    def __call__(self, x: torch.Tensor, d: torch.Tensor, ray_idx: torch.Tensor):
         return self.density(x), self.rgb.expand(x.shape[0], 3)
 
     def parameters(self):
@@ -699,16 +700,49 @@ def test_render_early_termination_drops_hidden_samples():
     o, d = _sphere_rays()
     full = render_rays(field, grid, o, d, _settings(0.0), background=torch.ones(3))
     cut = render_rays(field, grid, o, d, _settings(1e-4), background=torch.ones(3))
-    assert cut.n_marched == full.n_marched
     # Behind the first sample inside the sphere T = e^-16.9 < 1e-4: every later sample of the
-    # four hit rays (hundreds of them) goes.
+    # four hit rays (hundreds of them) goes, and marching in windows never evaluated most.
     assert cut.n_samples < full.n_marched - 4 * 100
+    assert cut.n_samples <= cut.n_marched < full.n_marched - 4 * 100
     assert (cut.rgb - full.rgb).abs().max() < 1e-3
     assert (cut.opacity - full.opacity).abs().max() < 1e-3
     torch.testing.assert_close(cut.depth, full.depth, atol=1e-3, rtol=0)
     # torch marcher, same result
     cut_t = render_rays(field, grid, o, d, _settings(1e-4, backend="torch"), background=torch.ones(3))
     assert cut_t.n_samples == cut.n_samples and torch.equal(cut_t.rgb, cut.rgb)
+
+
+@pytest.mark.parametrize("max_samples", [1024, 20])
+def test_visible_samples_are_those_of_marching_everything_then_cutting(max_samples):
+    # The reference: march every ray to its end, evaluate every sample's density, keep those
+    # with transmittance in front above early_stop (the training renderer's former two
+    # passes). Soft sphere, jittered starts, windows of 2 doubling to 8: many windows per ray.
+    from ngp_engine.render.renderer import visible_samples
+    from ngp_engine.render.volume_rendering import transmittance
+
+    field = SphereField(sigma=300.0, softness=0.02)
+    grid = _grid(16, 1)
+    gen = torch.Generator().manual_seed(5)
+    o, d = _random_rays(200, 1.0, gen)
+    t_near, t_far = ray_box_intersect(o, d, *_box())
+    jitter = torch.rand(200, generator=gen)
+    st = replace(_settings(1e-4), max_samples=max_samples)
+    every = march_rays(o, d, t_near, t_far, grid, st.min_step, st.max_step, 0.0, max_samples,
+                       jitter, backend="cpu")
+    sd = field.density(o[every.ray_idx] + every.t[:, None] * d[every.ray_idx]) * every.dt
+    ref = every.select(transmittance(sd, every.ray_idx, every.offsets) > st.early_stop)
+    got, n_evaluated = visible_samples(field, grid, o, d, t_near, t_far, st, jitter,
+                                       first_window=2, max_window=8)
+    assert torch.equal(got.offsets, ref.offsets) and torch.equal(got.ray_idx, ref.ray_idx)
+    assert torch.equal(got.t, ref.t) and torch.equal(got.dt, ref.dt)
+    assert ref.n_samples > 1000
+    if max_samples == 20:       # 20 steps of 1.7e-3 stop before any ray turns opaque
+        assert int(got.offsets.diff().max()) == 20 and n_evaluated == ref.n_samples
+    else:
+        hidden = every.n_samples - ref.n_samples
+        assert hidden > 5000, hidden
+        # Most hidden samples were never evaluated (a window's overshoot at most).
+        assert ref.n_samples <= n_evaluated < ref.n_samples + hidden / 4, (n_evaluated, hidden)
 
 
 def _expected_depth(field: SphereField, o: torch.Tensor, d: torch.Tensor) -> float:

@@ -85,6 +85,19 @@ def test_ready_describes_the_engine(nerf_session):
     assert ready.device == ("cuda" if torch.cuda.is_available() else ready.device)
     assert "torch" in ready.backends and {"nerf", "image"} <= set(ready.modes)
     assert ready.torch == torch.__version__
+    # What the engine found and what auto runs on it, for the add-on's device list.
+    from ngp_engine.device import device_name
+
+    assert ready.devices["cpu"] == device_name("cpu") and "threads" in ready.devices["cpu"]
+    assert ("cuda" in ready.devices) == torch.cuda.is_available()
+    assert ready.backend == ready.backends[-1] == ("cpu" if ready.device == "cpu" else ready.backend)
+    # The job says where it really runs, before its first progress event.
+    received = nerf_session["client"].received
+    config = events_of(nerf_session["client"], "artifact", "t")[0]
+    assert config.kind == "config"
+    assert received.index(config) < received.index(events_of(nerf_session["client"], "progress", "t")[0])
+    assert config.info == {"device": ready.device, "device_name": ready.devices[ready.device],
+                           "backend": ready.backend}
 
 
 def test_preview_mid_training_writes_every_pass(nerf_session):

@@ -258,6 +258,8 @@ class InProcessEngine:
             assert line, f"engine ended before a {kind} event"
             ev = parse_event(line)
             self.events.append(ev)
+            # An error answering the request ends the wait (with its message), not a hang.
+            assert not (ev.type == "error" != kind and request is not None and ev.request == request), ev
             if ev.type == kind and (request is None or getattr(ev, "request", None) == request):
                 return ev
 

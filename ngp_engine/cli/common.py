@@ -7,6 +7,7 @@ fast); torch, the tasks and tqdm are imported when a command runs.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 BACKENDS = list(BACKEND_NAMES)
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+REDRAW_SECONDS = 0.2        # how often the training bar reads the step's figures
 
 
 def add_common_options(p: argparse.ArgumentParser, presets: dict[str, Any] | None = None,
@@ -72,9 +74,16 @@ def train_with_progress(session: "Session", args: argparse.Namespace,
     total = args.seconds if by_time else session.budget.steps
     with ProgressBar(total=total, unit="s" if by_time else "step", disable=args.quiet) as bar:
         s0, t0 = session.steps_done, session.seconds
+        shown = [-1.0]
 
         def on_step(p: "Progress") -> None:
-            bar.update_to(p.seconds - t0 if by_time else p.step - s0, **postfix(p))
+            # The figures are read from the device only when the bar redraws (about 5 times a
+            # second and at the end), not every step.
+            now = time.monotonic()
+            done = p.seconds - t0 if by_time else p.step - s0
+            if now - shown[0] >= REDRAW_SECONDS or done >= total:
+                shown[0] = now
+                bar.update_to(done, **postfix(p.resolved()))
 
         session.train(callback=on_step)
 

@@ -206,9 +206,10 @@ def block_size(n: int) -> int:
 
 
 def _launch_args(x: torch.Tensor, tables: Tables) -> tuple:
+    """The tables as the kernels read them (HashGrid._tables makes them so once)."""
     scales, sizes, offsets, hashed, strides = tables
-    return (scales.float().contiguous(), sizes.contiguous(), offsets.contiguous(),
-            hashed.to(torch.int32).contiguous(), strides.contiguous())
+    assert scales.dtype == torch.float32 and hashed.dtype == torch.int32, "see HashGrid._tables"
+    return scales, sizes, offsets, hashed, strides
 
 
 def _table_pass(x: torch.Tensor, params: torch.Tensor, dy: torch.Tensor | None, tables: Tables,

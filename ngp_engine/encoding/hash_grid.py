@@ -119,6 +119,10 @@ class HashGrid(nn.Module):
         self.register_buffer("offsets", torch.from_numpy(lay.offsets.copy()), persistent=False)
         self.register_buffer("hashed", torch.from_numpy(lay.hashed.copy()), persistent=False)
         self.register_buffer("strides", torch.from_numpy(lay.strides.copy()), persistent=False)
+        # The same tables in the dtypes the Triton kernel reads, made once rather than
+        # converted on every launch.
+        self.register_buffer("scales_f32", self.scales.float(), persistent=False)
+        self.register_buffer("hashed_i32", self.hashed.to(torch.int32), persistent=False)
         self._np_tables = (lay.scales, lay.sizes, lay.offsets, lay.hashed.astype(np.bool_),
                            lay.strides)
         self._interp_code = INTERPOLATION_CODES[cfg.interpolation]
@@ -157,8 +161,9 @@ class HashGrid(nn.Module):
                                 self.cfg.interpolation)
 
     def _tables(self) -> tuple[torch.Tensor, ...]:
-        """The level tables on the parameters' device (scales, sizes, offsets, hashed, strides)."""
-        return self.scales, self.sizes, self.offsets, self.hashed, self.strides
+        """The level tables for the Triton kernel, on the parameters' device: scales [L]
+        float32, sizes [L], offsets [L + 1], hashed [L] int32, strides [L, d]."""
+        return self.scales_f32, self.sizes, self.offsets, self.hashed_i32, self.strides
 
     def _tcnn_forward(self, x: torch.Tensor) -> torch.Tensor:
         tcnn = backends.tcnn_module()

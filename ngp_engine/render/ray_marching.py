@@ -1,8 +1,9 @@
 """Ray marching through the occupancy grid: which points along each ray the network sees.
 
-Both implementations produce the same samples (same float32 arithmetic, same order):
-`march_rays_torch` (reference, any device) and the numba kernel in `_marching_kernel.py`
-(CPU). The marching rule, in unit-cube units:
+All implementations produce the same samples (same float32 arithmetic, same order):
+`march_rays_torch` (reference, any device), the numba kernel in `_marching_kernel.py` (CPU)
+and the Triton kernel in `_triton_marching.py` (CUDA/ROCm; CPU tensors in Triton's
+interpreter). The marching rule, in unit-cube units:
 - step(t) = clamp(t * cone_angle, min_step, max_step) (instant-ngp's calc_dt);
 - the first sample is at t_near + jitter * step(t_near), then t <- t + step(t) while t < t_far;
 - a sample is kept when its cell in the occupancy grid is occupied, at most
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..encoding.backends import try_import
 from .occupancy_grid import OccupancyGrid
 
 
@@ -54,17 +56,41 @@ def march_rays(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, 
     """March R rays (unit-cube origins [R, 3], unit dirs [R, 3], t_near/t_far [R]).
 
     jitter [R] in [0, 1) offsets each ray's first sample (training); None puts it at t_near.
-    backend: "torch", "cpu" (numba kernel; CPU tensors only) or "auto".
+    backend: "torch", "cpu" (numba kernel; CPU tensors only), "triton" (GPU tensors, or CPU
+    tensors under TRITON_INTERPRET=1) or "auto" (cpu on the CPU, triton on CUDA/ROCm when
+    importable, else torch).
     """
     if jitter is None:
         jitter = torch.zeros_like(t_near)
-    if backend == "auto":
-        backend = "cpu" if origins.device.type == "cpu" else "torch"
+    backend = marcher_for(origins.device, backend)
+    if backend == "triton":
+        from . import _triton_marching as K  # noqa: PLC0415 - triton loads on first GPU use
+
+        ray_idx, t, dt, offsets = K.march(origins, dirs, t_near, t_far, jitter, grid.occupied,
+                                          grid.n_cascades, grid.resolution, min_step, max_step,
+                                          cone_angle, max_samples)
+        return RaySamples(ray_idx, t, dt, offsets)
     if backend == "cpu":
         return _march_rays_kernel(origins, dirs, t_near, t_far, grid, min_step, max_step,
                                   cone_angle, max_samples, jitter)
     return march_rays_torch(origins, dirs, t_near, t_far, grid, min_step, max_step, cone_angle,
                             max_samples, jitter)
+
+
+MARCHERS = ("auto", "torch", "cpu", "triton")
+
+
+def marcher_for(device: torch.device, requested: str = "auto") -> str:
+    """The marching implementation for tensors on `device` (see `march_rays`)."""
+    if requested not in MARCHERS:
+        raise ValueError(f"marching backend: {requested!r} is not one of {', '.join(MARCHERS)}")
+    if requested != "auto":
+        return requested
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda" and try_import("ngp_engine.render._triton_marching")[0] is not None:
+        return "triton"
+    return "torch"
 
 
 def march_rays_torch(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor,

@@ -14,8 +14,13 @@ from .volume_rendering import composite, transmittance
 
 
 class RadianceField(Protocol):
-    def density(self, x: torch.Tensor) -> torch.Tensor: ...            # [N, 3] -> [N]
-    def __call__(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    """density(x [N, 3]) -> [N]; field(x [S, 3], d, ray_idx) -> density [S], rgb [S, 3], where
+    d [R, 3] are the unit directions of the rays and ray_idx [S] the ray of each sample
+    (a ray's samples share its direction: the field encodes it once per ray)."""
+
+    def density(self, x: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, x: torch.Tensor, d: torch.Tensor, ray_idx: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,8 @@ class MarchSettings:
     cone_angle: float
     max_samples: int
     early_stop: float          # transmittance below which samples are dropped (0: keep all)
-    backend: str = "auto"      # marching implementation: auto, torch or cpu
+    backend: str = "auto"      # kernels: auto, torch, cpu (numba marcher) or triton (marcher
+                               # and compositing; ray_marching.marcher_for, compositor_for)
 
 
 @dataclass
@@ -49,33 +55,141 @@ def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor
                 settings: MarchSettings, background: torch.Tensor | None = None,
                 jitter: torch.Tensor | None = None, want_normals: bool = False) -> RenderedRays:
     """Render R rays: unit-cube origins [R, 3], unit directions [R, 3], background [R, 3] or
-    [3] (None: black). Differentiable in the field's parameters when grad is enabled."""
+    [3] (None: black). Differentiable in the field's parameters when grad is enabled.
+
+    With early termination (settings.early_stop > 0), `visible_samples` first finds, with
+    density only and without gradients, the samples in front of each ray's first opaque
+    point; only those are shaded with gradients (instant-ngp's and nerfacc's two passes).
+    `n_marched` then counts the density evaluations of that search.
+    """
     n_rays = origins.shape[0]
     dev = origins.device
     box_min = torch.tensor(settings.box_min, device=dev, dtype=torch.float32)
     box_max = torch.tensor(settings.box_max, device=dev, dtype=torch.float32)
     with torch.no_grad():
         t_near, t_far = ray_box_intersect(origins, dirs, box_min, box_max)
-        samples = march_rays(origins, dirs, t_near, t_far, grid, settings.min_step, settings.max_step,
-                             settings.cone_angle, settings.max_samples, jitter=jitter,
-                             backend=settings.backend)
-        samples = _to(samples, dev)
-        n_marched = samples.n_samples
-        if settings.early_stop > 0 and n_marched:
-            # Early ray termination (nerfacc's two-pass scheme): a cheap density-only pass finds
-            # the samples hidden behind opaque ones, and only the visible ones are evaluated
-            # with gradients and colour.
-            pos = _positions(origins, dirs, samples)
-            sigma = field.density(pos)
-            trans = transmittance(sigma * samples.dt, samples.ray_idx, samples.offsets)
-            samples = samples.select(trans > settings.early_stop)
+        if settings.early_stop > 0:
+            samples, n_marched = visible_samples(field, grid, origins, dirs, t_near, t_far,
+                                                 settings, jitter)
+        else:
+            samples = _to(march_rays(origins, dirs, t_near, t_far, grid, settings.min_step,
+                                     settings.max_step, settings.cone_angle, settings.max_samples,
+                                     jitter=jitter, backend=settings.backend), dev)
+            n_marched = samples.n_samples
     pos = _positions(origins, dirs, samples)
-    sigma, rgb, nrm = shade(field, pos, dirs[samples.ray_idx], want_normals and samples.n_samples > 0)
+    sigma, rgb, nrm = shade(field, pos, dirs, samples.ray_idx, want_normals and samples.n_samples > 0)
     c = composite(sigma, rgb, samples.t, samples.dt, samples.ray_idx, samples.offsets, n_rays,
-                  normals=nrm)
+                  normals=nrm, backend=settings.backend)
     color = c.rgb if background is None else c.rgb + (1.0 - c.opacity)[:, None] * background
     normals = (c.normals if c.normals is not None else origins.new_zeros(n_rays, 3)) if want_normals else None
     return RenderedRays(color, c.opacity, c.depth, normals, n_marched, samples.n_samples)
+
+
+class RayWindows:
+    """Marches rays a window of W samples at a time, so that rays which turn opaque stop
+    being marched (and their hidden samples are never evaluated).
+
+    `next()` gives the alive rays [A] (indices into the R rays), their next window of
+    samples and the transmittance in front of it [A]; the caller evaluates the window and
+    calls `advance(trans)` with the transmittance behind it [A]. Rays go on while their
+    window was full (the marcher stopped at W, not at the box), they are not opaque
+    (trans > early_stop) and they have fewer than max_samples samples (the last window is
+    cut to exactly max_samples). The marcher's sequence is deterministic (t <- t + step(t)),
+    so resuming at t_last + dt_last continues it exactly; only the first window is jittered.
+    W starts at `first_window` and doubles each round up to `max_window`.
+    """
+
+    def __init__(self, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
+                 t_near: torch.Tensor, t_far: torch.Tensor, settings: MarchSettings,
+                 jitter: torch.Tensor | None, first_window: int, max_window: int) -> None:
+        self.grid, self.origins, self.dirs, self.t_far, self.settings = grid, origins, dirs, t_far, settings
+        dev = origins.device
+        self.alive = torch.nonzero(t_near < t_far).squeeze(1)                 # [A]
+        self.t_start = t_near[self.alive]
+        self.jitter = None if jitter is None else jitter[self.alive]
+        self.trans = origins.new_ones(self.alive.numel())
+        self.used = torch.zeros(self.alive.numel(), dtype=torch.int64, device=dev)
+        self.window, self.max_window = first_window, max_window
+        self._s: RaySamples | None = None          # the window handed out, and for each
+        self._full: torch.Tensor | None = None     # alive ray: whether it was full [A] and
+        self._next_t: torch.Tensor | None = None   # where its next window starts [A]
+
+    def next(self) -> tuple[torch.Tensor, RaySamples, torch.Tensor] | None:
+        """(alive rays [A], their window's samples, transmittance in front [A]); None when done."""
+        if not self.alive.numel():
+            return None
+        st = self.settings
+        w_cap = min(self.window, st.max_samples)
+        s = _to(march_rays(self.origins[self.alive], self.dirs[self.alive], self.t_start,
+                           self.t_far[self.alive], self.grid, st.min_step, st.max_step,
+                           st.cone_angle, w_cap, jitter=self.jitter, backend=st.backend),
+                self.origins.device)
+        if s.n_samples == 0:
+            return None
+        counts = s.offsets[1:] - s.offsets[:-1]                                 # [A]
+        last = (s.offsets[1:] - 1).clamp_min(0)
+        self._full = counts == w_cap
+        self._next_t = s.t[last] + s.dt[last]
+        within = torch.arange(s.n_samples, device=s.t.device) - s.offsets[s.ray_idx]
+        over = self.used[s.ray_idx] + within >= st.max_samples                  # past the cap
+        if bool(over.any()):
+            s = s.select(~over)
+        self._s = s
+        return self.alive, s, self.trans
+
+    def advance(self, trans: torch.Tensor) -> None:
+        """The transmittance behind each alive ray's window [A]: drop the finished rays."""
+        s = self._s
+        assert s is not None and self._full is not None and self._next_t is not None
+        self.used = self.used + (s.offsets[1:] - s.offsets[:-1])
+        go_on = self._full & (trans > self.settings.early_stop) & (self.used < self.settings.max_samples)
+        self.alive, self.t_start = self.alive[go_on], self._next_t[go_on]
+        self.trans, self.used = trans[go_on], self.used[go_on]
+        self.jitter = None
+        self.window = min(2 * self.window, self.max_window)
+
+
+@torch.no_grad()
+def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor,
+                    dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
+                    settings: MarchSettings, jitter: torch.Tensor | None = None,
+                    first_window: int = 16, max_window: int = 128) -> tuple[RaySamples, int]:
+    """The samples of R rays with transmittance in front of them above settings.early_stop
+    (packed, sorted by ray then t), and how many samples had their density evaluated.
+
+    The same samples as marching every ray to its end and cutting where the transmittance
+    falls below early_stop (up to float rounding of the transmittance), but marched in
+    windows (`RayWindows`): behind an opaque surface nothing is evaluated. Late in
+    training, when surfaces are opaque, that halves the density evaluations of a step
+    (measured: marched samples reached 2.8x the visible ones on the Blender scene).
+    """
+    windows = RayWindows(grid, origins, dirs, t_near, t_far, settings, jitter, first_window, max_window)
+    rays, ts, dts = [], [], []
+    n_evaluated = 0
+    while (got := windows.next()) is not None:
+        alive, s, prefix = got
+        n_evaluated += s.n_samples
+        sd = field.density(_positions(origins[alive], dirs[alive], s)) * s.dt
+        trans = prefix[s.ray_idx] * transmittance(sd, s.ray_idx, s.offsets)       # [S] in front
+        keep = trans > settings.early_stop
+        rays.append(alive[s.ray_idx[keep]])
+        ts.append(s.t[keep])
+        dts.append(s.dt[keep])
+        optical = sd.new_zeros(alive.numel()).index_add_(0, s.ray_idx, sd)
+        windows.advance(prefix * torch.exp(-optical))
+    n_rays = origins.shape[0]
+    if not rays:
+        empty = origins.new_zeros(0)
+        return RaySamples(torch.zeros(0, dtype=torch.int64, device=origins.device), empty,
+                          empty.clone(), torch.zeros(n_rays + 1, dtype=torch.int64,
+                                                     device=origins.device)), n_evaluated
+    ray_idx = torch.cat(rays)
+    # Windows come in marching order, so a stable sort by ray keeps each ray's samples in t order.
+    ray_idx, order = torch.sort(ray_idx, stable=True)
+    counts = torch.bincount(ray_idx, minlength=n_rays)
+    offsets = torch.zeros(n_rays + 1, dtype=torch.int64, device=origins.device)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    return RaySamples(ray_idx, torch.cat(ts)[order], torch.cat(dts)[order], offsets), n_evaluated
 
 
 def _positions(origins: torch.Tensor, dirs: torch.Tensor, s: RaySamples) -> torch.Tensor:
@@ -89,18 +203,20 @@ def _to(s: RaySamples, dev: torch.device) -> RaySamples:
     return RaySamples(s.ray_idx.to(dev), s.t.to(dev), s.dt.to(dev), s.offsets.to(dev))
 
 
-def shade(field: RadianceField, pos: torch.Tensor, d: torch.Tensor, want_normals: bool
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def shade(field: RadianceField, pos: torch.Tensor, d: torch.Tensor, ray_idx: torch.Tensor,
+          want_normals: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Density [S], colour [S, 3] and, with `want_normals`, unit normals [S, 3] (minus the
-    normalised density gradient) of the field at positions pos [S, 3] seen along d [S, 3]."""
+    normalised density gradient) of the field at positions pos [S, 3] on rays ray_idx [S]
+    of directions d [R, 3]."""
     if not want_normals:
-        sigma, rgb = field(pos, d)
+        sigma, rgb = field(pos, d, ray_idx)
         return sigma, rgb, None
-    sigma, rgb, grad = _with_input_gradient(field, pos, d)
+    sigma, rgb, grad = _with_input_gradient(field, pos, d, ray_idx)
     return sigma, rgb, -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _with_input_gradient(field: RadianceField, pos: torch.Tensor, d: torch.Tensor):
+def _with_input_gradient(field: RadianceField, pos: torch.Tensor, d: torch.Tensor,
+                         ray_idx: torch.Tensor):
     """Density, colour and d density / d position [S, 3] (for normals), without building
     gradients of the field's parameters (the table gradient is the expensive part)."""
     params = [p for p in field.parameters() if p.requires_grad]  # type: ignore[attr-defined]
@@ -109,7 +225,7 @@ def _with_input_gradient(field: RadianceField, pos: torch.Tensor, d: torch.Tenso
     try:
         with torch.enable_grad():
             x = pos.detach().requires_grad_(True)
-            sigma, rgb = field(x, d)
+            sigma, rgb = field(x, d, ray_idx)
             (grad,) = torch.autograd.grad(sigma.sum(), x)
     finally:
         for p in params:
@@ -124,13 +240,10 @@ def render_rays_windowed(field: RadianceField, grid: OccupancyGrid, origins: tor
                          first_window: int = 8, max_window: int = 64) -> RenderedRays:
     """Inference rendering (no parameter gradients) that never evaluates hidden samples.
 
-    Rays are marched a window of W samples at a time; after each window the finished rays
-    (transmittance below `early_stop`, or past the box) drop out and the others resume where
-    the marcher stopped, so the field only sees samples in front of the first opaque surface.
-    The marcher's sample sequence is deterministic (t <- t + step(t)), so resuming at
-    t_last + dt_last continues it exactly: the samples are the ones `render_rays` would take,
-    and results agree with it up to the early-termination tolerance. W starts at
-    `first_window` and doubles each round up to `max_window` as rays finish.
+    Rays are marched in windows (`RayWindows`): each window is shaded and composited with
+    the transmittance in front of it, and rays that turned opaque or left the box drop out,
+    so the field only sees samples in front of the first opaque surface, the ones
+    `render_rays` would take; results agree with it up to the early-termination tolerance.
     Same inputs and outputs as `render_rays` without jitter (n_samples = samples evaluated).
     """
     n_rays = origins.shape[0]
@@ -142,35 +255,23 @@ def render_rays_windowed(field: RadianceField, grid: OccupancyGrid, origins: tor
     opacity = origins.new_zeros(n_rays)
     depth = origins.new_zeros(n_rays)
     normals = origins.new_zeros(n_rays, 3) if want_normals else None
-    alive = torch.nonzero(t_near < t_far).squeeze(1)                  # [A] rays still marching
-    t_start = t_near[alive]                                            # [A]
-    trans = origins.new_ones(alive.numel())                           # [A] transmittance so far
-    used = torch.zeros(alive.numel(), dtype=torch.int64, device=dev)  # [A] samples so far
-    window, n_total = first_window, 0
-    while alive.numel():
-        w_cap = min(window, settings.max_samples)
-        s = _to(march_rays(origins[alive], dirs[alive], t_start, t_far[alive], grid, settings.min_step,
-                           settings.max_step, settings.cone_angle, w_cap, backend=settings.backend), dev)
-        if s.n_samples == 0:
-            break
+    windows = RayWindows(grid, origins, dirs, t_near, t_far, settings, None, first_window, max_window)
+    n_total = 0
+    while (got := windows.next()) is not None:
+        alive, s, trans = got
         n_total += s.n_samples
-        o, d = origins[alive][s.ray_idx], dirs[alive][s.ray_idx]
-        sigma, rgb, nrm = shade(field, o + s.t[:, None] * d, d, want_normals)
+        d_alive = dirs[alive]
+        pos = origins[alive][s.ray_idx] + s.t[:, None] * d_alive[s.ray_idx]
+        sigma, rgb, nrm = shade(field, pos, d_alive, s.ray_idx, want_normals)
         c = composite(sigma, rgb, s.t, s.dt, s.ray_idx, s.offsets, alive.numel(),
-                      prefix_trans=trans, normals=nrm, want_transmittance=True)
+                      prefix_trans=trans, normals=nrm, want_transmittance=True,
+                      backend=settings.backend)
         opacity.index_add_(0, alive, c.opacity)
         rgb_acc.index_add_(0, alive, c.rgb)
         depth.index_add_(0, alive, c.depth)
         if normals is not None:
             normals.index_add_(0, alive, c.normals)
-        trans = c.transmittance
-        counts = s.offsets[1:] - s.offsets[:-1]                          # [A]
-        used = used + counts
-        last = (s.offsets[1:] - 1).clamp_min(0)
-        t_next = s.t[last] + s.dt[last]
-        go_on = (counts == w_cap) & (trans > settings.early_stop) & (used < settings.max_samples)
-        alive, t_start, trans, used = alive[go_on], t_next[go_on], trans[go_on], used[go_on]
-        window = min(2 * window, max_window)
+        windows.advance(c.transmittance)
     if background is not None:
         rgb_acc = rgb_acc + (1.0 - opacity)[:, None] * background
     return RenderedRays(rgb_acc, opacity, depth, normals, n_total, n_total)

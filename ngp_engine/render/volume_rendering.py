@@ -10,13 +10,31 @@ mix the samples of different rays.
 `composite` is the one compositing path: training renders all of a ray's samples at once,
 inference renders them a window at a time and carries the transmittance in front of each
 window in (`prefix_trans`, as nerfacc's `render_weight_from_density`), so both give the
-same weights.
+same weights. On CUDA/ROCm GPUs (or by name in Triton's interpreter) its sums and their
+backward run as the Triton kernels of `_triton_compositing.py`; the torch code here is the
+reference they are tested against (and what runs on the CPU and MPS).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from ..encoding.backends import try_import
+
+COMPOSITORS = ("auto", "torch", "triton")
+
+
+def compositor_for(device: torch.device, requested: str = "auto") -> str:
+    """"triton" or "torch": the compositing implementation for tensors on `device`
+    ("auto": triton on CUDA/ROCm when importable; a marching backend's name other than
+    triton, such as "cpu", means the torch sums)."""
+    if requested == "triton":
+        return "triton"
+    if requested == "auto" and device.type == "cuda" and \
+            try_import("ngp_engine.render._triton_compositing")[0] is not None:
+        return "triton"
+    return "torch"
 
 
 def _padded_index(ray_idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -71,14 +89,22 @@ class Composited:
 def composite(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, dt: torch.Tensor,
               ray_idx: torch.Tensor, offsets: torch.Tensor, n_rays: int,
               prefix_trans: torch.Tensor | None = None, normals: torch.Tensor | None = None,
-              want_transmittance: bool = False) -> Composited:
+              want_transmittance: bool = False, backend: str = "auto") -> Composited:
     """Volume-render packed samples: densities sigma [S], colours rgb [S, 3], distances t
     [S] and intervals dt [S] of `n_rays` rays (ray_idx [S], offsets [R + 1]).
 
     `prefix_trans` [R] is the transmittance in front of each ray's first sample here (1 when
     None); `normals` [S, 3] are summed with detached weights (they shade, they do not train).
-    Differentiable in sigma and rgb.
+    Differentiable in sigma and rgb. `backend`: see `compositor_for` (normals are summed by
+    the torch code in every case: they only shade inference renders).
     """
+    if normals is None and compositor_for(sigma.device, backend) == "triton":
+        from . import _triton_compositing as K  # noqa: PLC0415 - triton loads on first GPU use
+
+        assert offsets.numel() - 1 == n_rays
+        opacity, rgb_sum, depth, behind = K.composite(sigma, rgb, t, dt, offsets, prefix_trans)
+        return Composited(opacity=opacity, rgb=rgb_sum, depth=depth, normals=None,
+                          transmittance=behind if want_transmittance else None)
     weights, _ = render_weights(sigma, dt, ray_idx, offsets)
     if prefix_trans is not None:
         weights = weights * prefix_trans[ray_idx]

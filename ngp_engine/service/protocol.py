@@ -10,8 +10,9 @@ messages carry their paths.
 
     client                          engine
     hello {protocol}          ->
-                              <-    ready {engine_version, protocol, device, backends, ...}
+                              <-    ready {engine_version, protocol, device, backends, devices, backend, ...}
     train {mode, data, run_dir, ...}
+                              <-    artifact {kind: "config", info: {device, device_name, backend}}
                               <-    log / progress (<= ~10 per second) / artifact {checkpoint}
     preview {camera, passes, resolution}
                               <-    artifact {kind: "pass", path, info: {pass, ...}} per pass
@@ -230,6 +231,8 @@ class Ready(Message):
     python: str
     torch: str
     request: str | None = None
+    devices: dict[str, str] = field(default_factory=dict)   # device type -> name, those found
+    backend: str = ""                  # the hash-grid backend "auto" uses on `device`
 
 
 @dataclass(frozen=True)

@@ -177,10 +177,13 @@ class Server:
         from ..encoding.backends import available  # noqa: PLC0415
         from ..tasks import modes  # noqa: PLC0415
 
+        from ..device import found_devices  # noqa: PLC0415
+
+        usable = available(self.device)
         self.send(Ready(engine_version=__version__, protocol=PROTOCOL_VERSION, device=str(self.device),
-                        backends=available(self.device), modes=modes(),
+                        backends=usable, modes=modes(),
                         pid=os.getpid(), python=sys.executable, torch=torch.__version__,
-                        request=msg.id))
+                        request=msg.id, devices=found_devices(), backend=usable[-1]))
 
     def _train(self, msg: Train) -> None:
         from ..device import pick_device  # noqa: PLC0415
@@ -200,7 +203,13 @@ class Server:
         self._last_progress = 0.0
         self._progress = None
         self.send(Log(level="info", message=f"training {msg.mode} from {msg.data} into {msg.run_dir}"))
-        self.send(Artifact(kind="config", path=str(self.session.run_dir / "config.json"), request=msg.id))
+        # Where the job really runs: the device and the backend resolved for it.
+        from ..device import device_name  # noqa: PLC0415
+
+        task = self.session.task
+        self.send(Artifact(kind="config", path=str(self.session.run_dir / "config.json"), request=msg.id,
+                           info={"device": str(task.device), "device_name": device_name(task.device),
+                                 "backend": task.backend}))
         if self.session.budget_done:  # a zero budget: nothing to train
             self._finish(stopped=False)
 

@@ -16,6 +16,7 @@ from .. import __version__
 from .. import config as cfgmod
 from ..config import ConfigError
 from ..errors import UserError
+from ..device import device_name
 from ..files import check_writable_dir, save_torch, write_json
 from ..formats.camera import Camera
 from ..tasks import task_class
@@ -99,8 +100,9 @@ class Session:
             task = task_cls(task_cls.load_data(data_path, cfg), cfg, spec.device)
         run_dir = _path(str(spec.run_dir), label("run_dir"), spec)
         check_writable_dir(run_dir, label("run_dir"))
-        log.info("%s: %s on %s, backend %s, %d parameters", spec.mode,
-                 Path(spec.data or spec.resume or "").name, spec.device, task.backend, task.n_params)
+        log.info("%s: %s on %s (%s), backend %s, %d parameters", spec.mode,
+                 Path(spec.data or spec.resume or "").name, spec.device, device_name(spec.device),
+                 task.backend, task.n_params)
         task.prepare()
         session = cls(task, run_dir, Budget.starting_at(task, spec.steps, spec.seconds))
         write_json(run_dir / "config.json", cfgmod.to_dict(task.cfg))
@@ -195,8 +197,8 @@ class Session:
                "seconds": round(self.seconds, 3), "run_dir": str(self.run_dir),
                **(self.task.metrics() if task_metrics is None else task_metrics)}
         device = self.task.device
+        out["device_name"] = device_name(device)
         if device.type == "cuda":
-            out["device_name"] = torch.cuda.get_device_name(device)
             out["peak_cuda_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         return out
 

@@ -32,18 +32,32 @@ BASE_CHECKPOINT_KEYS = ("config", "model", "optimizer", "sampler", "steps", "sec
 
 @dataclass(frozen=True)
 class Progress:
-    """What one training step reports (the fields of the protocol's `progress` event)."""
+    """What one training step reports (the fields of the protocol's `progress` event).
 
-    loss: float
+    `loss` and `psnr` may be 0-d tensors still on the device: a step never waits for the
+    device to report them (a `.item()` per step would stall a GPU's queue every step).
+    Whoever shows progress calls `resolved()` (or `fields()`) when it shows it, every few
+    steps or tenths of a second; that is the only host synchronisation of training.
+    """
+
+    loss: float | torch.Tensor
     step: int = 0                      # steps done so far (this one included)
     seconds: float = 0.0               # training time so far
-    psnr: float | None = None          # training PSNR of this batch, where it means something
+    psnr: float | torch.Tensor | None = None   # training PSNR of this batch, where it means something
     samples_per_ray: float | None = None
     rays_per_second: float | None = None
 
+    def resolved(self) -> "Progress":
+        """The same figures with every tensor read back as a Python float (one transfer)."""
+        lazy = {k: v for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
+        if not lazy:
+            return self
+        values = torch.stack([v.detach().float().reshape(()) for v in lazy.values()]).tolist()
+        return replace(self, **dict(zip(lazy, values)))
+
     def fields(self) -> dict[str, Any]:
-        """As a dict, without the values this task does not report."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """As a dict of plain numbers, without the values this task does not report."""
+        return {k: v for k, v in self.resolved().__dict__.items() if v is not None}
 
 
 class Task(ABC):
@@ -105,7 +119,7 @@ class Task(ABC):
         value = loss(kind, self.model(inputs), target)
         value.backward()
         self.optimizer.step()
-        return Progress(loss=float(value.detach()))
+        return Progress(loss=value.detach())
 
     def step(self) -> Progress:
         """One training step at the scheduled learning rate, timed."""

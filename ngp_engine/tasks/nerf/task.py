@@ -4,7 +4,6 @@ ray count adapted so that each step feeds about `target_batch_samples` samples t
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -174,13 +173,14 @@ class NerfTask(Task):
         if out.n_samples:
             value.backward()
             self.optimizer.step()
-        mse = float(F.mse_loss(pred.detach(), target))
+        # Loss and PSNR stay on the device (Progress.resolved reads them when shown).
+        mse = F.mse_loss(pred.detach(), target)
         # Adapt the ray count so the next step feeds about target_batch_samples samples.
         per_ray = out.n_samples / n
         want = cfg.target_batch_samples / max(per_ray, 1.0 / 16)
         self.n_rays = int(min(MAX_RAYS, max(MIN_RAYS, round(0.5 * n + 0.5 * want))))
         self.rays_seen += n
-        return Progress(loss=float(value.detach()), psnr=-10.0 * math.log10(max(mse, 1e-10)),
+        return Progress(loss=value.detach(), psnr=-10.0 * torch.log10(mse.clamp_min(1e-10)),
                         samples_per_ray=per_ray)
 
     def step(self) -> Progress:

@@ -1,0 +1,135 @@
+"""Triton twin of `ray_marching.march_rays_torch` for CUDA and ROCm GPUs (same float32
+arithmetic, same samples; under TRITON_INTERPRET=1 it runs on CPU tensors, for the tests).
+
+The torch reference advances all rays one step per loop iteration and asks the device
+after each iteration whether any ray is still marching: hundreds of host round trips per
+batch. Here one program marches BLOCK rays to their end on the device, in two launches as
+the numba kernel: count the samples of each ray, then (after a prefix sum on the device)
+write them at their ray's offset. Each ray owns its slice of the output: no atomics. The
+one host read is the total sample count, which sizes the output buffers.
+
+On a GPU the compiler may fuse `o + t * d` into one fma; a sample whose position falls on
+an occupancy-cell boundary can then land in the neighbouring cell (the interpreter, numpy,
+never fuses, so there the samples are the reference's exactly).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+BLOCK = 128                      # rays per program on a GPU
+INTERPRETER_BLOCK = 1 << 14      # in the interpreter a program's cost is mostly per operation
+
+
+@triton.jit
+def _step(t, cone, min_step, max_step):
+    """instant-ngp's calc_dt: clamp(t * cone, min_step, max_step)."""
+    return tl.minimum(tl.maximum(t * cone, min_step), max_step)
+
+
+@triton.jit
+def _occupied(px, py, pz, bits_ptr, n_cascades, half_box, res, live):
+    """Occupancy bit at unit-cube points [BLOCK] (as OccupancyGrid.lookup), False where
+    not `live` or outside the scene box."""
+    ax = tl.abs(px - 0.5)
+    ay = tl.abs(py - 0.5)
+    az = tl.abs(pz - 0.5)
+    m = tl.maximum(ax, tl.maximum(ay, az))
+    # frexp(m)'s exponent from the float's bits: m = 1.f * 2^(e - 127) = 0.1f * 2^(e - 126).
+    e = ((m.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 126
+    k = tl.minimum(tl.maximum(e + 1, 0), n_cascades - 1)
+    inside = m <= half_box                                        # the last cascade's half-edge
+    scale = ((k + 127) << 23).to(tl.float32, bitcast=True)        # 2^k exactly
+    fres = res.to(tl.float32)
+    ix = tl.minimum(tl.maximum(tl.floor(((px - 0.5) / scale + 0.5) * fres).to(tl.int32), 0), res - 1)
+    iy = tl.minimum(tl.maximum(tl.floor(((py - 0.5) / scale + 0.5) * fres).to(tl.int32), 0), res - 1)
+    iz = tl.minimum(tl.maximum(tl.floor(((pz - 0.5) / scale + 0.5) * fres).to(tl.int32), 0), res - 1)
+    cell = k.to(tl.int64) * res * res * res + (ix.to(tl.int64) * res + iy) * res + iz
+    look = live & inside
+    bit = tl.load(bits_ptr + cell, mask=look, other=0)
+    return look & (bit != 0)
+
+
+# Integer arguments equal to 1 would otherwise be compiled in as constants (one cascade,
+# one sample): keep them plain arguments so that one compiled kernel serves every grid.
+@triton.jit(do_not_specialize=["n_cascades", "max_samples", "n_rays"])
+def _march_kernel(o_ptr, d_ptr, t_near_ptr, t_far_ptr, jitter_ptr, bits_ptr, n_cascades, half_box, res,
+                  min_step, max_step, cone, max_samples, n_rays,
+                  counts_ptr, offsets_ptr, t_out_ptr, dt_out_ptr, ray_out_ptr,
+                  WRITE: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Without WRITE: counts [R] of kept samples per ray. With WRITE: the samples, ray r's
+    at offsets[r] onwards (t, dt, ray index)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    mask = rows < n_rays
+    ox = tl.load(o_ptr + rows * 3, mask=mask, other=0.0)
+    oy = tl.load(o_ptr + rows * 3 + 1, mask=mask, other=0.0)
+    oz = tl.load(o_ptr + rows * 3 + 2, mask=mask, other=0.0)
+    dx = tl.load(d_ptr + rows * 3, mask=mask, other=0.0)
+    dy = tl.load(d_ptr + rows * 3 + 1, mask=mask, other=0.0)
+    dz = tl.load(d_ptr + rows * 3 + 2, mask=mask, other=0.0)
+    tf = tl.load(t_far_ptr + rows, mask=mask, other=0.0)
+    t = tl.load(t_near_ptr + rows, mask=mask, other=0.0)
+    active = mask & (t < tf)
+    t = tl.where(active, t + tl.load(jitter_ptr + rows, mask=mask, other=0.0) * _step(t, cone, min_step, max_step), t)
+    n = tl.zeros([BLOCK_R], dtype=tl.int64)
+    base = tl.zeros([BLOCK_R], dtype=tl.int64)
+    if WRITE:
+        base = tl.load(offsets_ptr + rows, mask=mask, other=0)
+    active = active & (t < tf) & (n < max_samples)
+    going = tl.max(active.to(tl.int32), axis=0)
+    while going > 0:
+        dt = _step(t, cone, min_step, max_step)
+        keep = _occupied(ox + t * dx, oy + t * dy, oz + t * dz, bits_ptr, n_cascades, half_box, res,
+                         active)
+        if WRITE:
+            slot = base + n
+            tl.store(t_out_ptr + slot, t, mask=keep)
+            tl.store(dt_out_ptr + slot, dt, mask=keep)
+            tl.store(ray_out_ptr + slot, rows.to(tl.int64), mask=keep)
+        n = n + keep.to(tl.int64)
+        t = tl.where(active, t + dt, t)
+        active = active & (t < tf) & (n < max_samples)
+        going = tl.max(active.to(tl.int32), axis=0)
+    if not WRITE:
+        tl.store(counts_ptr + rows, n, mask=mask)
+
+
+def block_size(n: int) -> int:
+    return min(INTERPRETER_BLOCK, triton.next_power_of_2(max(n, 1))) if INTERPRETED else BLOCK
+
+
+def march(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
+          jitter: torch.Tensor, occupied: torch.Tensor, n_cascades: int, resolution: int,
+          min_step: float, max_step: float, cone_angle: float, max_samples: int
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """origins, dirs [R, 3], t_near, t_far, jitter [R] float32 and occupied [C, res^3] bool,
+    all on one device -> ray_idx [S] int64, t [S], dt [S] float32, offsets [R + 1] int64."""
+    f32 = torch.float32
+    o, d = origins.to(f32).contiguous(), dirs.to(f32).contiguous()
+    tn, tf, jt = (v.to(f32).contiguous() for v in (t_near, t_far, jitter))
+    bits = occupied.contiguous().view(torch.uint8)
+    n, dev = o.shape[0], o.device
+    offsets = torch.zeros(n + 1, dtype=torch.int64, device=dev)
+    if n == 0:
+        empty = torch.zeros(0, dtype=f32, device=dev)
+        return torch.zeros(0, dtype=torch.int64, device=dev), empty, empty.clone(), offsets
+    block = block_size(n)
+    grid = (triton.cdiv(n, block),)
+    scalars = (n_cascades, 2.0 ** (n_cascades - 2), resolution, float(min_step), float(max_step), float(cone_angle),
+               int(max_samples), n)
+    counts = torch.empty(n, dtype=torch.int64, device=dev)
+    _march_kernel[grid](o, d, tn, tf, jt, bits, *scalars, counts, offsets, counts, counts, counts,
+                        WRITE=False, BLOCK_R=block)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    total = int(offsets[-1])                     # the one host read: sizes the outputs
+    t_out = torch.empty(total, dtype=f32, device=dev)
+    dt_out = torch.empty(total, dtype=f32, device=dev)
+    ray_out = torch.empty(total, dtype=torch.int64, device=dev)
+    if total:
+        _march_kernel[grid](o, d, tn, tf, jt, bits, *scalars, counts, offsets, t_out, dt_out,
+                            ray_out, WRITE=True, BLOCK_R=block)
+    return ray_out, t_out, dt_out, offsets

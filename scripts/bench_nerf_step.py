@@ -1,0 +1,142 @@
+"""One NeRF training step taken apart: its throughput against the hash grid's own forward +
+backward at the same sample count, and where the rest of its time goes.
+
+    .venv/bin/python scripts/bench_nerf_step.py [--data out/scene160] [--preset cpu-fast]
+        [--warmup 30] [--steps 30] [--device auto] [--out benchmarks/nerf_step.json]
+
+1. Trains `--warmup` steps (kernels compiled, the occupancy grid past its first updates),
+   then times `--steps` steps: network samples per second (the samples each step trains
+   on, summed, over the steps' wall time).
+2. In the same process, the hash grid alone (the run's own encoding object and backend)
+   does forward + backward on as many points as the mean step trained on, `--steps` times:
+   points per second. The ratio 1/2 is the issue's "step at >= 60% of the grid".
+3. A torch.profiler run over `--profile-steps` steps: operators by self CPU time per step
+   (the hash grid and MLPs appear as their autograd functions / matmuls; numba kernels are
+   inside the `_CpuKernelFunction` entries).
+
+Renders out/scene160 with scripts/make_scene.py when it is missing (Blender as a module).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from ngp_engine.config import NERF_PRESETS  # noqa: E402
+from ngp_engine.data.transforms import load_nerf_dataset  # noqa: E402
+from ngp_engine.device import machine_info, pick_device  # noqa: E402
+from ngp_engine.tasks.nerf.task import NerfTask  # noqa: E402
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type in ("cuda", "mps"):
+        getattr(torch, device.type).synchronize()
+
+
+def ensure_scene(path: Path) -> None:
+    if not (path / "scene.json").exists():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(path)],
+                       check=True)
+
+
+def time_steps(task: NerfTask, steps: int) -> dict[str, Any]:
+    """Wall seconds and network samples of `steps` training steps."""
+    samples, seconds = [], []
+    for _ in range(steps):
+        n_rays = task.n_rays                     # this step's (the task adapts it after)
+        synchronize(task.device)
+        t0 = time.perf_counter()
+        p = task.step()
+        synchronize(task.device)
+        seconds.append(time.perf_counter() - t0)
+        samples.append(p.samples_per_ray * n_rays)
+    total = sum(seconds)
+    return {"steps": steps, "seconds": total, "median_step_s": statistics.median(seconds),
+            "mean_samples": sum(samples) / steps, "samples_per_s": sum(samples) / total}
+
+
+def time_grid(task: NerfTask, n_points: int, repeats: int) -> dict[str, Any]:
+    """The run's own hash grid, forward + backward on n_points random points."""
+    enc = task.model.field.encoding
+    dev = task.device
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n_points, 3, generator=gen).to(dev)
+    dy = torch.randn(n_points, enc.n_output_dims, generator=gen).to(dev)
+    seconds = []
+    for i in range(repeats + 3):
+        synchronize(dev)
+        t0 = time.perf_counter()
+        enc.params.grad = None
+        enc(x).backward(dy)
+        synchronize(dev)
+        if i >= 3:
+            seconds.append(time.perf_counter() - t0)
+    med = statistics.median(seconds)
+    return {"points": n_points, "median_s": med, "points_per_s": n_points / med,
+            "backend": enc.backend_for(dev)}
+
+
+def profile_steps(task: NerfTask, steps: int, top: int = 25) -> list[dict[str, Any]]:
+    """Operators by self CPU time per step over `steps` steps."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            task.step()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1.0
+    return [{"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 3),
+             "share": round(e.self_cpu_time_total / total, 4), "calls_per_step": e.count / steps}
+            for e in rows[:top]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT / "out" / "scene160"))
+    ap.add_argument("--preset", default="cpu-fast", choices=sorted(NERF_PRESETS))
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--profile-steps", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf_step.json"))
+    args = ap.parse_args(argv)
+
+    data = Path(args.data)
+    ensure_scene(data)
+    device = pick_device(args.device)
+    cfg = NERF_PRESETS[args.preset]
+    task = NerfTask(load_nerf_dataset(data, "train", max_image_size=cfg.max_image_size), cfg, device)
+    for _ in range(args.warmup):
+        task.step()
+    step = time_steps(task, args.steps)
+    grid = time_grid(task, int(round(step["mean_samples"])), args.steps)
+    report = {
+        "command": "scripts/bench_nerf_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"), "machine": machine_info(device),
+        "preset": args.preset, "data": str(data), "backend": task.backend,
+        "step": step, "grid_forward_backward": grid,
+        "step_vs_grid": step["samples_per_s"] / grid["points_per_s"],
+        "profile": profile_steps(task, args.profile_steps),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"step: {step['samples_per_s'] / 1e3:.0f} k samples/s ({step['mean_samples']:.0f} samples, "
+          f"{step['median_step_s'] * 1e3:.0f} ms median); grid fwd+bwd alone: "
+          f"{grid['points_per_s'] / 1e3:.0f} k points/s -> step at {report['step_vs_grid']:.0%} of the grid")
+    for row in report["profile"][:15]:
+        print(f"  {row['ms_per_step']:9.2f} ms  {row['share']:6.1%}  {row['op']}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

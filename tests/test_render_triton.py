@@ -1,0 +1,152 @@
+"""The Triton ray marcher and compositing kernels against the references (numba marcher,
+torch sums and autograd), run by Triton's interpreter on CPU tensors here (conftest.py
+sets TRITON_INTERPRET=1), compiled on a GPU machine."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from ngp_engine.encoding import backends
+from ngp_engine.render.ray_marching import march_rays, marcher_for, step_bounds
+from ngp_engine.render.rays import ray_box_intersect
+from ngp_engine.render.volume_rendering import composite, compositor_for
+from test_render import _check_packing, _grid, _random_rays
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed (scripts/setup.sh installs it on Linux x86_64, the "
+                "only platform with a triton wheel)", allow_module_level=True)
+
+CPU = torch.device("cpu")
+DEVICE = (torch.device("cuda") if torch.cuda.is_available() and not backends.triton_interpreted()
+          else CPU)
+N_RAYS = 300
+
+
+def _small_blocks(monkeypatch):
+    """Blocks of 128 rays (a GPU's size) in the interpreter too: 300 rays make two full
+    programs and a partial one."""
+    from ngp_engine.render import _triton_compositing, _triton_marching
+
+    for mod in (_triton_marching, _triton_compositing):
+        monkeypatch.setattr(mod, "INTERPRETER_BLOCK", 128)
+        assert N_RAYS % mod.block_size(N_RAYS) != 0 and N_RAYS > mod.block_size(N_RAYS)
+
+
+def _marching_case(case: str, gen: torch.Generator):
+    """Rays, box distances, an occupancy grid with a random pattern and the marching
+    parameters (steps_per_diagonal 256 keeps the interpreter's loop short)."""
+    aabb, n_casc, cone = (4.0, 3, 1 / 64) if case in ("cone_3cascades", "jitter") else (1.0, 1, 0.0)
+    r = 16
+    grid = _grid(r, n_casc)
+    grid.occupied = torch.rand(n_casc, r ** 3, generator=gen) < 0.3
+    o, d = _random_rays(N_RAYS, aabb, gen)
+    half = aabb / 2
+    t_near, t_far = ray_box_intersect(o, d, torch.full((3,), 0.5 - half), torch.full((3,), 0.5 + half))
+    min_step, max_step = step_bounds(256, n_casc, r)
+    max_samples = {"capped": 12, "one_sample": 1}.get(case, 1024)
+    jitter = torch.rand(N_RAYS, generator=gen) if case in ("jitter", "capped") else None
+    return o, d, t_near, t_far, grid, min_step, max_step, cone, max_samples, jitter
+
+
+@pytest.mark.parametrize("case", ["cone0_1cascade", "cone_3cascades", "jitter", "capped", "one_sample"])
+def test_triton_marcher_gives_the_reference_samples(case, monkeypatch):
+    _small_blocks(monkeypatch)
+    gen = torch.Generator().manual_seed(7 + len(case))
+    o, d, t_near, t_far, grid, *rest = _marching_case(case, gen)
+    ref = march_rays(o, d, t_near, t_far, grid, *rest, backend="cpu")
+    grid.occupied = grid.occupied.to(DEVICE)
+    tri = march_rays(*(v.to(DEVICE) for v in (o, d, t_near, t_far)), grid, *rest[:-1],
+                     None if rest[-1] is None else rest[-1].to(DEVICE), backend="triton")
+    assert tri.t.device.type == DEVICE.type
+    assert tri.t.dtype == tri.dt.dtype == torch.float32 and tri.ray_idx.dtype == torch.int64
+    assert torch.equal(tri.offsets.cpu(), ref.offsets)
+    assert torch.equal(tri.ray_idx.cpu(), ref.ray_idx)
+    if DEVICE.type == "cpu":   # numpy never fuses o + t d: bit for bit the same samples
+        assert torch.equal(tri.t, ref.t) and torch.equal(tri.dt, ref.dt)
+    else:
+        torch.testing.assert_close(tri.t.cpu(), ref.t, rtol=1e-6, atol=1e-6)
+    _check_packing(ref, N_RAYS, rest[-2])
+    counts = ref.offsets.diff()
+    assert ref.n_samples > 150 and (counts == 0).any()      # real work, and rays that miss
+    if case in ("capped", "one_sample"):
+        assert int(counts.max()) == rest[-2] and (counts == rest[-2]).sum() > 10
+
+
+def test_triton_marcher_with_nothing_to_march():
+    gen = torch.Generator().manual_seed(3)
+    o, d, t_near, t_far, grid, *rest = _marching_case("cone0_1cascade", gen)
+    grid.occupied = torch.zeros_like(grid.occupied).to(DEVICE)     # all empty
+    args = [v.to(DEVICE) for v in (o, d, t_near, t_far)]
+    s = march_rays(*args, grid, *rest, backend="triton")
+    assert s.n_samples == 0 and s.offsets.tolist() == [0] * (N_RAYS + 1)
+    s = march_rays(*(v[:0] for v in args), grid, *rest, backend="triton")      # no rays
+    assert s.n_samples == 0 and s.offsets.tolist() == [0]
+
+
+def _packed_samples(gen: torch.Generator):
+    """300 rays of 0..40 samples (some with none), sigma up to 30 so that some rays saturate."""
+    counts = torch.randint(0, 41, (N_RAYS,), generator=gen)
+    counts[:5] = 0
+    offsets = torch.zeros(N_RAYS + 1, dtype=torch.int64)
+    offsets[1:] = counts.cumsum(0)
+    s = int(offsets[-1])
+    ray_idx = torch.repeat_interleave(torch.arange(N_RAYS), counts)
+    dt = torch.rand(s, generator=gen) * 0.05 + 0.01
+    t = torch.cumsum(dt, 0)          # increasing along each ray (distances need not restart)
+    sigma = torch.rand(s, generator=gen) ** 3 * 30.0
+    rgb = torch.rand(s, 3, generator=gen)
+    return sigma, rgb, t, dt, ray_idx, offsets
+
+
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_triton_compositing_and_its_backward_match_torch(with_prefix, monkeypatch):
+    _small_blocks(monkeypatch)
+    gen = torch.Generator().manual_seed(11)
+    sigma, rgb, t, dt, ray_idx, offsets = _packed_samples(gen)
+    prefix = torch.rand(N_RAYS, generator=gen) if with_prefix else None
+    # A loss touching every output: colour, opacity (non-linearly) and depth.
+    g_rgb = torch.randn(N_RAYS, 3, generator=gen)
+    g_depth = torch.randn(N_RAYS, generator=gen)
+    results = {}
+    for backend, dev in (("torch", CPU), ("triton", DEVICE)):
+        sg = sigma.to(dev).requires_grad_()
+        cg = rgb.to(dev).requires_grad_()
+        c = composite(sg, cg, t.to(dev), dt.to(dev), ray_idx.to(dev), offsets.to(dev), N_RAYS,
+                      prefix_trans=None if prefix is None else prefix.to(dev),
+                      want_transmittance=True, backend=backend)
+        loss = ((c.rgb * g_rgb.to(dev)).sum() + (c.opacity ** 2).sum()
+                + (c.depth * g_depth.to(dev)).sum())
+        loss.backward()
+        results[backend] = [v.detach().cpu() for v in (c.opacity, c.rgb, c.depth, c.transmittance,
+                                                        sg.grad, cg.grad)]
+    ref, tri = results["torch"], results["triton"]
+    for name, a, b in zip(("opacity", "rgb", "depth", "transmittance", "d_sigma", "d_rgb"), ref, tri):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=2e-6, msg=name)
+    opacity = ref[0] if prefix is None else ref[0] / prefix           # of this window's samples
+    assert (opacity > 0.999).sum() > 10 and (opacity[:5] == 0).all()   # saturated and empty rays
+    assert ref[4].abs().max() > 1e-3 and ref[5].abs().max() > 1e-2       # gradients are not zero
+
+
+def test_triton_compositing_without_samples():
+    offsets = torch.zeros(4, dtype=torch.int64, device=DEVICE)
+    empty = torch.zeros(0, device=DEVICE)
+    sigma = empty.clone().requires_grad_()
+    c = composite(sigma, torch.zeros(0, 3, device=DEVICE), empty, empty,
+                  torch.zeros(0, dtype=torch.int64, device=DEVICE), offsets, 3,
+                  want_transmittance=True, backend="triton")
+    assert c.opacity.tolist() == [0.0] * 3 and c.transmittance.tolist() == [1.0] * 3
+    c.opacity.sum().backward()
+    assert sigma.grad.shape == (0,)
+
+
+def test_auto_picks_the_triton_kernels_on_gpus_only():
+    assert marcher_for(CPU) == "cpu" and compositor_for(CPU) == "torch"
+    assert compositor_for(CPU, "cpu") == "torch"          # a marcher's name: torch sums
+    assert marcher_for(torch.device("mps")) == "torch" and compositor_for(torch.device("mps")) == "torch"
+    if torch.cuda.is_available():
+        assert marcher_for(torch.device("cuda")) == "triton"
+        assert compositor_for(torch.device("cuda")) == "triton"
+    with pytest.raises(ValueError, match="marching backend: 'numba'"):
+        marcher_for(CPU, "numba")

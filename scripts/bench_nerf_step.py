@@ -14,11 +14,20 @@ backward at the same sample count, and where the rest of its time goes.
    (the hash grid and MLPs appear as their autograd functions / matmuls; numba kernels are
    inside the `_CpuKernelFunction` entries).
 
+Options for the figures of the README's step section:
+- `--long N`: a fresh run of N steps, each hundred reporting its wall seconds, the density
+  evaluations per trained sample (the windowed search's overshoot) and the batch PSNR
+  (under "long" in the JSON).
+- `--ab-handoff`: after `--warmup` steps, blocks of 8 steps alternating between handing the
+  search's encodings to the training pass and encoding again, 8 blocks each (one process,
+  so machine speed drifts cancel); medians under "handoff".
+
 Renders out/scene160 with scripts/make_scene.py when it is missing (Blender as a module).
 """
 from __future__ import annotations
 
 import argparse
+import builtins
 import json
 import statistics
 import subprocess
@@ -86,6 +95,54 @@ def time_grid(task: NerfTask, n_points: int, repeats: int) -> dict[str, Any]:
             "backend": enc.backend_for(dev)}
 
 
+def long_run(data: Path, cfg: Any, device: torch.device, steps: int) -> list[dict[str, Any]]:
+    """Per hundred steps of a fresh run: wall seconds, evaluations per trained sample, PSNR."""
+    task = NerfTask(load_nerf_dataset(data, "train", max_image_size=cfg.max_image_size), cfg, device)
+    rows, evaluated, trained = [], [], []
+    render = task.model.render_rays
+
+    def counting(*a: Any, **k: Any) -> Any:
+        out = render(*a, **k)
+        evaluated.append(out.n_marched)
+        trained.append(out.n_samples)
+        return out
+
+    task.model.render_rays = counting  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    for i in range(steps):
+        p = task.step()
+        if (i + 1) % 100 == 0:
+            synchronize(device)
+            rows.append({"step": i + 1, "seconds": round(time.perf_counter() - t0, 2),
+                         "evaluated_per_trained": round(sum(evaluated[-100:]) / max(sum(trained[-100:]), 1), 3),
+                         "psnr": round(float(p.resolved().psnr), 2)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def ab_handoff(task: NerfTask, blocks: int = 8, steps: int = 8) -> dict[str, Any]:
+    """Median step seconds with and without the encoding hand-off, alternating blocks."""
+    from ngp_engine.render import renderer  # noqa: PLC0415
+
+    def without(obj: Any, name: str) -> bool:
+        return False if name == "encode" else builtins.hasattr(obj, name)
+
+    times: dict[str, list[float]] = {"handoff": [], "encode_again": []}
+    try:
+        for _ in range(blocks):
+            for mode in times:
+                renderer.hasattr = builtins.hasattr if mode == "handoff" else without  # type: ignore[attr-defined]
+                synchronize(task.device)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    task.step()
+                synchronize(task.device)
+                times[mode].append((time.perf_counter() - t0) / steps)
+    finally:
+        renderer.hasattr = builtins.hasattr  # type: ignore[attr-defined]
+    return {k: {"median_step_s": statistics.median(v), "block_step_s": v} for k, v in times.items()}
+
+
 def profile_steps(task: NerfTask, steps: int, top: int = 25) -> list[dict[str, Any]]:
     """Operators by self CPU time per step over `steps` steps."""
     from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
@@ -108,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--profile-steps", type=int, default=5)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--long", type=int, default=0, help="also a fresh run of this many steps")
+    ap.add_argument("--ab-handoff", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf_step.json"))
     args = ap.parse_args(argv)
 
@@ -128,6 +187,12 @@ def main(argv: list[str] | None = None) -> None:
         "step_vs_grid": step["samples_per_s"] / grid["points_per_s"],
         "profile": profile_steps(task, args.profile_steps),
     }
+    if args.ab_handoff:
+        report["handoff"] = ab_handoff(task)
+        print("hand-off A/B, median step ms: " + ", ".join(
+            f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["handoff"].items()))
+    if args.long:
+        report["long"] = long_run(data, cfg, device, args.long)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"step: {step['samples_per_s'] / 1e3:.0f} k samples/s ({step['mean_samples']:.0f} samples, "

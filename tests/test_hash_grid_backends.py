@@ -149,3 +149,28 @@ def test_kernel_backward_allocates_one_table_sized_buffer():
     # A dense per-corner buffer would be n * 16 levels * 8 corners * 2 * 4 B = 33.5 MB, a
     # per-level copy of the table 16x the table (~57 MB here); we allow the table + 1 MiB.
     assert table_bytes <= peak < table_bytes + (1 << 20), (peak, table_bytes)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_precomputed_features_give_the_same_output_and_gradients(backend):
+    # HashGrid(x, features=grid(x) computed without gradients): the forward is skipped (cpu,
+    # triton) or recomputed (torch); output, table and input gradients are the same.
+    _, grid = _pair(3, 8, 2, 12, 8, 1.5, "Linear", backend=backend)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(2000, 3, generator=gen)
+    dy = torch.randn(2000, 16, generator=gen)
+    with torch.no_grad():
+        before = grid(x)
+    runs = []
+    for features in (None, before):
+        grid.params.grad = None
+        xg = x.clone().requires_grad_()
+        y = grid(xg, features=features)
+        (y * dy).sum().backward()
+        runs.append((y.detach(), grid.params.grad.clone(), xg.grad.clone()))
+    for a, b in zip(*runs):     # (the torch reference's scatter-adds sum in a varying order)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6) if backend == "torch" else \
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert runs[0][1].abs().max() > 0 and runs[0][2].abs().max() > 0
+    with pytest.raises(ValueError, match=r"features: expected \(2000, 16\), got \(2000, 8\)"):
+        grid(x, features=before[:, :8])

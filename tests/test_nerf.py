@@ -181,6 +181,50 @@ def test_windowed_inference_matches_two_pass_rendering(trained):
     assert windowed.n_samples < every.n_samples and two_pass.n_marched < every.n_samples
 
 
+class _NoEncodeHandOff:
+    """The same field without `encode`: the renderer then encodes the visible samples again."""
+
+    def __init__(self, field):
+        self.field = field
+
+    def density(self, x):
+        return self.field.density(x)
+
+    def __call__(self, x, d, ray_idx):
+        return self.field(x, d, ray_idx)
+
+    def parameters(self):
+        return self.field.parameters()
+
+
+def test_handing_the_search_encodings_to_the_training_pass_changes_nothing(trained):
+    # A training step's render: the visible samples' hash encodings come from the
+    # density-only search (no second forward of the grid) or are computed again; the
+    # colours, and every parameter's gradient, must be the same.
+    from ngp_engine.render.rays import camera_rays, pixel_grid
+    from ngp_engine.render.renderer import render_rays
+
+    model, cam = trained.model, trained.test.cameras[0]
+    c2w = model.unit_c2w(cam.c2w)[0]
+    u, v = pixel_grid(SIZE, SIZE, CPU)
+    m = u.numel()
+    o, d = camera_rays(c2w.expand(m, 4, 4), *(torch.full((m,), float(a)) for a in cam.intrinsics), u, v)
+    jitter = torch.rand(m, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for field in (model.field, _NoEncodeHandOff(model.field)):
+        model.field.zero_grad(set_to_none=True)
+        out = render_rays(field, model.grid, o, d, model.settings, background=torch.ones(3), jitter=jitter)
+        (out.rgb ** 2).sum().backward()
+        grads.append((out.rgb.detach(), out.n_marched, out.n_samples,
+                      [p.grad.clone() for p in model.field.parameters()]))
+    (rgb_a, marched_a, kept_a, ga), (rgb_b, marched_b, kept_b, gb) = grads
+    assert marched_a == marched_b and kept_a == kept_b and kept_a < marched_a   # some were hidden
+    assert torch.equal(rgb_a, rgb_b)
+    for a, b in zip(ga, gb):
+        assert torch.equal(a, b)
+    assert float(ga[0].abs().max()) > 0                     # the table did get a gradient
+
+
 def test_mesh_lies_on_the_true_surface(trained, truth):
     mesh = nerf_mesh(trained.model, resolution=96, cameras=trained.train.cameras)
     v, f = mesh["vertices"].astype(np.float64), mesh["faces"]

@@ -731,8 +731,9 @@ def test_visible_samples_are_those_of_marching_everything_then_cutting(max_sampl
                        jitter, backend="cpu")
     sd = field.density(o[every.ray_idx] + every.t[:, None] * d[every.ray_idx]) * every.dt
     ref = every.select(transmittance(sd, every.ray_idx, every.offsets) > st.early_stop)
-    got, n_evaluated = visible_samples(field, grid, o, d, t_near, t_far, st, jitter,
-                                       first_window=2, max_window=8)
+    got, n_evaluated, encoded = visible_samples(field, grid, o, d, t_near, t_far, st, jitter,
+                                                first_window=2, max_window=8)
+    assert encoded is None                      # the sphere has no encoding to hand on
     assert torch.equal(got.offsets, ref.offsets) and torch.equal(got.ray_idx, ref.ray_idx)
     assert torch.equal(got.t, ref.t) and torch.equal(got.dt, ref.dt)
     assert ref.n_samples > 1000

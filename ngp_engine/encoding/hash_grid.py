@@ -30,14 +30,17 @@ class _CpuKernelFunction(torch.autograd.Function):
     """Autograd wrapper of the numba kernels (float32, CPU)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, params: torch.Tensor, grid: "HashGrid") -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, params: torch.Tensor, grid: "HashGrid",
+                features: torch.Tensor | None = None) -> torch.Tensor:
+        ctx.save_for_backward(x, params)
+        ctx.grid = grid
+        if features is not None:          # this very forward, computed before (see HashGrid)
+            return features.view_as(features)
         kernel = backends.cpu_kernel()
         x_np = x.detach().contiguous().numpy()
         p_np = params.detach().contiguous().numpy()
         out = kernel.forward(x_np, p_np, grid._np_tables, grid.layout.n_features_per_level,
                              grid._interp_code)
-        ctx.save_for_backward(x, params)
-        ctx.grid = grid
         return torch.from_numpy(out)
 
     @staticmethod
@@ -57,7 +60,7 @@ class _CpuKernelFunction(torch.autograd.Function):
             dx = torch.from_numpy(kernel.backward_input(
                 x_np, dy.detach().to(torch.float32).contiguous().numpy(), params.detach().contiguous().numpy(), grid._np_tables, f,
                 grid._interp_code))
-        return dx, dparams, None
+        return dx, dparams, None, None
 
 
 class _TritonFunction(torch.autograd.Function):
@@ -65,12 +68,15 @@ class _TritonFunction(torch.autograd.Function):
     again: second derivatives, e.g. of an eikonal term, need the torch backend)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, params: torch.Tensor, grid: "HashGrid") -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, params: torch.Tensor, grid: "HashGrid",
+                features: torch.Tensor | None = None) -> torch.Tensor:
         kernel = backends.triton_kernel()
         x = x.detach().contiguous()
         p = params.detach().contiguous()
         ctx.save_for_backward(x, p)
         ctx.grid = grid
+        if features is not None:
+            return features.view_as(features)
         return kernel.forward(x, p, grid._tables(), grid.layout.n_features_per_level,
                               grid._interp_code)
 
@@ -92,7 +98,7 @@ class _TritonFunction(torch.autograd.Function):
                                              grid._interp_code)
         if ctx.needs_input_grad[0]:
             dx = kernel.backward_input(x, dy, params, grid._tables(), f, grid._interp_code)
-        return dx, dparams, None
+        return dx, dparams, None, None
 
 
 class HashGrid(nn.Module):
@@ -145,15 +151,23 @@ class HashGrid(nn.Module):
             log.info("hash grid backend on %s: %s", device.type, name)
         return self._backend_by_device[key]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, d] positions in [0, 1]^d -> [N, L * F] features."""
+    def forward(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [N, d] positions in [0, 1]^d -> [N, L * F] features.
+
+        `features`: this encoding's output at x with the current parameters, computed
+        earlier without gradients (a NeRF step's density-only search evaluates the very
+        samples it then trains on). The cpu and triton backends then skip the forward and
+        only the backward runs; the others recompute. Same result either way.
+        """
         if x.dim() != 2 or x.shape[1] != self.n_input_dims:
             raise ValueError(f"HashGrid expects [N, {self.n_input_dims}] inputs, got {tuple(x.shape)}")
         backend = self.backend_for(x.device)
+        if features is not None and features.shape != (x.shape[0], self.n_output_dims):
+            raise ValueError(f"features: expected {(x.shape[0], self.n_output_dims)}, got {tuple(features.shape)}")
         if backend == "cpu" and x.dtype == torch.float32:
-            return _CpuKernelFunction.apply(x, self.params, self)
+            return _CpuKernelFunction.apply(x, self.params, self, features)
         if backend == "triton":
-            return _TritonFunction.apply(x.float(), self.params, self).to(x.dtype)
+            return _TritonFunction.apply(x.float(), self.params, self, features).to(x.dtype)
         if backend == "tcnn":
             return self._tcnn_forward(x)
         return hash_grid_encode(x, self.params.to(x.dtype), self.scales, self.sizes, self.offsets,

@@ -61,24 +61,36 @@ class NerfField(nn.Module):
         self.rgb_net = MLP(N_DENSITY_OUTPUTS + self.direction_encoding.n_output_dims, 3,
                            cfg.rgb_network, generator=generator)
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, 3] unit-cube positions -> [N, 16] density-network outputs."""
-        u = ((x - self.box_min) / self.box_size).clamp(0.0, 1.0)
-        return self.density_net(self.encoding(u))
+    def _box(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.box_min) / self.box_size).clamp(0.0, 1.0)
+
+    def _features(self, x: torch.Tensor, encoded: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, 3] unit-cube positions -> [N, 16] density-network outputs (`encoded`: the
+        hash encoding at x, from `encode`, so that it is not computed again)."""
+        return self.density_net(self.encoding(self._box(x), features=encoded))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3] -> [N, L * F] the hash encoding (for `density_of` and `forward(encoded=)`)."""
+        return self.encoding(self._box(x))
+
+    def density_of(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Density [N] from the hash encoding [N, L * F] of the positions."""
+        return trunc_exp(self.density_net(encoded)[:, 0])
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """[N, 3] -> [N] density (per unit-cube length)."""
         return trunc_exp(self._features(x)[:, 0])
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor, ray_idx: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, d: torch.Tensor, ray_idx: torch.Tensor | None = None,
+                encoded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, 3] positions -> density [N], rgb [N, 3]; d [N, 3] unit directions, or with
-        ray_idx [N] the directions of the rays [R, 3] and the ray of each position.
+        ray_idx [N] the directions of the rays [R, 3] and the ray of each position;
+        `encoded` [N, L * F]: the hash encoding at x already computed (`encode`).
 
         Per ray, the direction is encoded once and its 16 features are gathered for the
         ray's samples: cheaper than some 40 elementwise ops per sample (and the same values).
         """
-        h = self._features(x)
+        h = self._features(x, encoded)
         dir_features = self.direction_encoding(d * 0.5 + 0.5)
         if ray_idx is not None:
             dir_features = dir_features.index_select(0, ray_idx)

@@ -16,7 +16,12 @@ from .volume_rendering import composite, transmittance
 class RadianceField(Protocol):
     """density(x [N, 3]) -> [N]; field(x [S, 3], d, ray_idx) -> density [S], rgb [S, 3], where
     d [R, 3] are the unit directions of the rays and ray_idx [S] the ray of each sample
-    (a ray's samples share its direction: the field encodes it once per ray)."""
+    (a ray's samples share its direction: the field encodes it once per ray).
+
+    A field may also offer encode(x) -> features and density_of(features) -> density, and
+    take `encoded=features` in its call: the training renderer then hands the features of
+    its density-only search to the shading pass instead of encoding the positions again.
+    """
 
     def density(self, x: torch.Tensor) -> torch.Tensor: ...
     def __call__(self, x: torch.Tensor, d: torch.Tensor, ray_idx: torch.Tensor
@@ -68,16 +73,18 @@ def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor
     box_max = torch.tensor(settings.box_max, device=dev, dtype=torch.float32)
     with torch.no_grad():
         t_near, t_far = ray_box_intersect(origins, dirs, box_min, box_max)
+        encoded = None
         if settings.early_stop > 0:
-            samples, n_marched = visible_samples(field, grid, origins, dirs, t_near, t_far,
-                                                 settings, jitter)
+            samples, n_marched, encoded = visible_samples(field, grid, origins, dirs, t_near,
+                                                          t_far, settings, jitter)
         else:
             samples = _to(march_rays(origins, dirs, t_near, t_far, grid, settings.min_step,
                                      settings.max_step, settings.cone_angle, settings.max_samples,
                                      jitter=jitter, backend=settings.backend), dev)
             n_marched = samples.n_samples
     pos = _positions(origins, dirs, samples)
-    sigma, rgb, nrm = shade(field, pos, dirs, samples.ray_idx, want_normals and samples.n_samples > 0)
+    sigma, rgb, nrm = shade(field, pos, dirs, samples.ray_idx, want_normals and samples.n_samples > 0,
+                            encoded)
     c = composite(sigma, rgb, samples.t, samples.dt, samples.ray_idx, samples.offsets, n_rays,
                   normals=nrm, backend=settings.backend)
     color = c.rgb if background is None else c.rgb + (1.0 - c.opacity)[:, None] * background
@@ -153,9 +160,11 @@ class RayWindows:
 def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor,
                     dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
                     settings: MarchSettings, jitter: torch.Tensor | None = None,
-                    first_window: int = 16, max_window: int = 128) -> tuple[RaySamples, int]:
+                    first_window: int = 16, max_window: int = 128
+                    ) -> tuple[RaySamples, int, torch.Tensor | None]:
     """The samples of R rays with transmittance in front of them above settings.early_stop
-    (packed, sorted by ray then t), and how many samples had their density evaluated.
+    (packed, sorted by ray then t), how many samples had their density evaluated, and the
+    kept samples' encodings [S, L * F] when the field offers `encode` (else None).
 
     The same samples as marching every ray to its end and cutting where the transmittance
     falls below early_stop (up to float rounding of the transmittance), but marched in
@@ -164,14 +173,22 @@ def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Te
     (measured: marched samples reached 2.8x the visible ones on the Blender scene).
     """
     windows = RayWindows(grid, origins, dirs, t_near, t_far, settings, jitter, first_window, max_window)
-    rays, ts, dts = [], [], []
+    reuse = hasattr(field, "encode") and hasattr(field, "density_of")
+    rays, ts, dts, feats = [], [], [], []
     n_evaluated = 0
     while (got := windows.next()) is not None:
         alive, s, prefix = got
         n_evaluated += s.n_samples
-        sd = field.density(_positions(origins[alive], dirs[alive], s)) * s.dt
+        pos = _positions(origins[alive], dirs[alive], s)
+        if reuse:
+            enc = field.encode(pos)                                     # type: ignore[attr-defined]
+            sd = field.density_of(enc) * s.dt                           # type: ignore[attr-defined]
+        else:
+            sd = field.density(pos) * s.dt
         trans = prefix[s.ray_idx] * transmittance(sd, s.ray_idx, s.offsets)       # [S] in front
         keep = trans > settings.early_stop
+        if reuse:
+            feats.append(enc[keep])
         rays.append(alive[s.ray_idx[keep]])
         ts.append(s.t[keep])
         dts.append(s.dt[keep])
@@ -182,14 +199,16 @@ def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Te
         empty = origins.new_zeros(0)
         return RaySamples(torch.zeros(0, dtype=torch.int64, device=origins.device), empty,
                           empty.clone(), torch.zeros(n_rays + 1, dtype=torch.int64,
-                                                     device=origins.device)), n_evaluated
+                                                     device=origins.device)), n_evaluated, None
     ray_idx = torch.cat(rays)
     # Windows come in marching order, so a stable sort by ray keeps each ray's samples in t order.
     ray_idx, order = torch.sort(ray_idx, stable=True)
     counts = torch.bincount(ray_idx, minlength=n_rays)
     offsets = torch.zeros(n_rays + 1, dtype=torch.int64, device=origins.device)
     torch.cumsum(counts, 0, out=offsets[1:])
-    return RaySamples(ray_idx, torch.cat(ts)[order], torch.cat(dts)[order], offsets), n_evaluated
+    encoded = torch.cat(feats)[order] if reuse else None
+    return (RaySamples(ray_idx, torch.cat(ts)[order], torch.cat(dts)[order], offsets), n_evaluated,
+            encoded)
 
 
 def _positions(origins: torch.Tensor, dirs: torch.Tensor, s: RaySamples) -> torch.Tensor:
@@ -204,19 +223,21 @@ def _to(s: RaySamples, dev: torch.device) -> RaySamples:
 
 
 def shade(field: RadianceField, pos: torch.Tensor, d: torch.Tensor, ray_idx: torch.Tensor,
-          want_normals: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+          want_normals: bool, encoded: torch.Tensor | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Density [S], colour [S, 3] and, with `want_normals`, unit normals [S, 3] (minus the
     normalised density gradient) of the field at positions pos [S, 3] on rays ray_idx [S]
-    of directions d [R, 3]."""
+    of directions d [R, 3]; `encoded`: the field's encodings of pos, already computed."""
+    kw = {} if encoded is None else {"encoded": encoded}
     if not want_normals:
-        sigma, rgb = field(pos, d, ray_idx)
+        sigma, rgb = field(pos, d, ray_idx, **kw)
         return sigma, rgb, None
-    sigma, rgb, grad = _with_input_gradient(field, pos, d, ray_idx)
+    sigma, rgb, grad = _with_input_gradient(field, pos, d, ray_idx, kw)
     return sigma, rgb, -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _with_input_gradient(field: RadianceField, pos: torch.Tensor, d: torch.Tensor,
-                         ray_idx: torch.Tensor):
+                         ray_idx: torch.Tensor, kw: dict):
     """Density, colour and d density / d position [S, 3] (for normals), without building
     gradients of the field's parameters (the table gradient is the expensive part)."""
     params = [p for p in field.parameters() if p.requires_grad]  # type: ignore[attr-defined]
@@ -225,7 +246,7 @@ def _with_input_gradient(field: RadianceField, pos: torch.Tensor, d: torch.Tenso
     try:
         with torch.enable_grad():
             x = pos.detach().requires_grad_(True)
-            sigma, rgb = field(x, d, ray_idx)
+            sigma, rgb = field(x, d, ray_idx, **kw)
             (grad,) = torch.autograd.grad(sigma.sum(), x)
     finally:
         for p in params:

@@ -3,7 +3,6 @@ interpreter (conftest.py sets TRITON_INTERPRET=1 before anything imports triton)
 table gradients and input gradients, then NeRF and SDF training steps end to end."""
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -16,15 +15,11 @@ from ngp_engine.encoding import backends
 from ngp_engine.encoding.hash_grid import HashGrid
 from test_hash_grid_backends import CASES as KERNEL_CASES
 from test_hash_grid_backends import _pair as kernel_pair
+from triton_support import DEVICE, require_triton
 
-if importlib.util.find_spec("triton") is None:
-    pytest.skip("triton is not installed (scripts/setup.sh installs it on Linux x86_64, the "
-                "only platform with a triton wheel)", allow_module_level=True)
+require_triton()
 
 CPU = torch.device("cpu")
-# The compiled kernels on a GPU machine, the interpreter on CPU tensors elsewhere.
-DEVICE = (torch.device("cuda") if torch.cuda.is_available() and not backends.triton_interpreted()
-          else CPU)
 # The CPU kernel's cases (dense and hashed levels, every F, tiny and large tables, the three
 # interpolations) and instant-ngp's NeRF grid.
 CASES = KERNEL_CASES + [(3, 16, 2, 19, 16, 1.3819, "Linear")]

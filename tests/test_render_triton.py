@@ -3,24 +3,18 @@ torch sums and autograd), run by Triton's interpreter on CPU tensors here (conft
 sets TRITON_INTERPRET=1), compiled on a GPU machine."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
-from ngp_engine.encoding import backends
 from ngp_engine.render.ray_marching import march_rays, marcher_for, step_bounds
 from ngp_engine.render.rays import ray_box_intersect
 from ngp_engine.render.volume_rendering import composite, compositor_for
 from test_render import _check_packing, _grid, _random_rays
+from triton_support import DEVICE, require_triton
 
-if importlib.util.find_spec("triton") is None:
-    pytest.skip("triton is not installed (scripts/setup.sh installs it on Linux x86_64, the "
-                "only platform with a triton wheel)", allow_module_level=True)
+require_triton()
 
 CPU = torch.device("cpu")
-DEVICE = (torch.device("cuda") if torch.cuda.is_available() and not backends.triton_interpreted()
-          else CPU)
 N_RAYS = 300
 
 

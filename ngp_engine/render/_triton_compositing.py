@@ -33,18 +33,27 @@ INTERPRETER_BLOCK = 1 << 14
 
 
 @triton.jit
-def _composite_kernel(sigma_ptr, rgb_ptr, t_ptr, dt_ptr, offsets_ptr, prefix_ptr, n_rays,
-                      opacity_ptr, rgb_out_ptr, depth_ptr, trans_ptr,
-                      HAS_PREFIX: tl.constexpr, BLOCK_R: tl.constexpr):
+def _ray_block(offsets_ptr, prefix_ptr, n_rays, HAS_PREFIX: tl.constexpr, BLOCK_R: tl.constexpr):
+    """This program's rays [BLOCK_R]: their indices, which exist, their first sample and
+    sample count, the block's longest count, and the transmittance in front (1 unless
+    HAS_PREFIX)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     mask = rows < n_rays
     start = tl.load(offsets_ptr + rows, mask=mask, other=0)
-    end = tl.load(offsets_ptr + rows + 1, mask=mask, other=0)
-    count = end - start
+    count = tl.load(offsets_ptr + rows + 1, mask=mask, other=0) - start
     longest = tl.max(count, axis=0).to(tl.int32)
     prefix = tl.full([BLOCK_R], 1.0, tl.float32)
     if HAS_PREFIX:
         prefix = tl.load(prefix_ptr + rows, mask=mask, other=1.0)
+    return rows, mask, start, count, longest, prefix
+
+
+@triton.jit
+def _composite_kernel(sigma_ptr, rgb_ptr, t_ptr, dt_ptr, offsets_ptr, prefix_ptr, n_rays,
+                      opacity_ptr, rgb_out_ptr, depth_ptr, trans_ptr,
+                      HAS_PREFIX: tl.constexpr, BLOCK_R: tl.constexpr):
+    rows, mask, start, count, longest, prefix = _ray_block(offsets_ptr, prefix_ptr, n_rays,
+                                                           HAS_PREFIX, BLOCK_R)
     optical = tl.zeros([BLOCK_R], dtype=tl.float32)       # sum_{j<i} sigma_j dt_j
     opacity = tl.zeros([BLOCK_R], dtype=tl.float32)
     r = tl.zeros([BLOCK_R], dtype=tl.float32)
@@ -75,15 +84,8 @@ def _composite_backward_kernel(sigma_ptr, rgb_ptr, t_ptr, dt_ptr, offsets_ptr, p
                                n_rays, opacity_ptr, rgb_out_ptr, depth_ptr,
                                g_opacity_ptr, g_rgb_ptr, g_depth_ptr, d_sigma_ptr, d_rgb_ptr,
                                HAS_PREFIX: tl.constexpr, BLOCK_R: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    mask = rows < n_rays
-    start = tl.load(offsets_ptr + rows, mask=mask, other=0)
-    end = tl.load(offsets_ptr + rows + 1, mask=mask, other=0)
-    count = end - start
-    longest = tl.max(count, axis=0).to(tl.int32)
-    prefix = tl.full([BLOCK_R], 1.0, tl.float32)
-    if HAS_PREFIX:
-        prefix = tl.load(prefix_ptr + rows, mask=mask, other=1.0)
+    rows, mask, start, count, longest, prefix = _ray_block(offsets_ptr, prefix_ptr, n_rays,
+                                                           HAS_PREFIX, BLOCK_R)
     go = tl.load(g_opacity_ptr + rows, mask=mask, other=0.0)
     gr = tl.load(g_rgb_ptr + rows * 3, mask=mask, other=0.0)
     gg = tl.load(g_rgb_ptr + rows * 3 + 1, mask=mask, other=0.0)

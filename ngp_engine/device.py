@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib
 import os
 import platform
@@ -45,6 +46,7 @@ def device_name(device: torch.device | str) -> str:
     return _cpu_model()
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo, else platform's words) and core count."""
     name = ""

@@ -74,15 +74,16 @@ def train_with_progress(session: "Session", args: argparse.Namespace,
     total = args.seconds if by_time else session.budget.steps
     with ProgressBar(total=total, unit="s" if by_time else "step", disable=args.quiet) as bar:
         s0, t0 = session.steps_done, session.seconds
-        shown = [-1.0]
+        last_shown = -REDRAW_SECONDS
 
         def on_step(p: "Progress") -> None:
             # The figures are read from the device only when the bar redraws (about 5 times a
             # second and at the end), not every step.
+            nonlocal last_shown
             now = time.monotonic()
             done = p.seconds - t0 if by_time else p.step - s0
-            if now - shown[0] >= REDRAW_SECONDS or done >= total:
-                shown[0] = now
+            if now - last_shown >= REDRAW_SECONDS or done >= total:
+                last_shown = now
                 bar.update_to(done, **postfix(p.resolved()))
 
         session.train(callback=on_step)

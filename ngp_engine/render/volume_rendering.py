@@ -22,8 +22,6 @@ import torch
 
 from ..encoding.backends import try_import
 
-COMPOSITORS = ("auto", "torch", "triton")
-
 
 def compositor_for(device: torch.device, requested: str = "auto") -> str:
     """"triton" or "torch": the compositing implementation for tensors on `device`

@@ -174,10 +174,9 @@ class Server:
             return
         import torch  # noqa: PLC0415
 
+        from ..device import found_devices  # noqa: PLC0415
         from ..encoding.backends import available  # noqa: PLC0415
         from ..tasks import modes  # noqa: PLC0415
-
-        from ..device import found_devices  # noqa: PLC0415
 
         usable = available(self.device)
         self.send(Ready(engine_version=__version__, protocol=PROTOCOL_VERSION, device=str(self.device),

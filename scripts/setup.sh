@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
+# The remote-engine tests log in over SSH to a server of their own on a loopback port:
+# Debian's OpenSSH server (and client), when they are missing and this is root on Debian.
+if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] && [ "$(id -u)" = 0 ] \
+        && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client \
+        >/dev/null) || echo "setup: could not install openssh-server; the remote tests will fail" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ngp_engine.service.protocol import (EVENTS, MAX_LINE_BYTES, REQUESTS, Artifact, Camera, Done, Error,
-                                 ExportMesh, Hello, Log, Preview, Progress, ProtocolError, Ready,
+                                 ExportMesh, FileChunk, FileInfo, FileState, GetFile, Hello, Log, Preview,
+                                 Progress, ProtocolError, PutFile, Ready,
                                  Shutdown, State, Status, Stop, Train, parse_event, parse_request)
 
 CAMERA = Camera(transform_matrix=[[1.0, 0, 0, 0.5], [0, 1, 0, -2], [0, 0, 1, 3], [0, 0, 0, 1]],
@@ -24,6 +25,8 @@ REQUEST_SAMPLES = [
     Stop(), Preview(camera=CAMERA, passes=["rgb", "depth"], resolution=[64, 48], id="p"),
     Preview(), ExportMesh(resolution=128, threshold=3.0),
     ExportMesh(resolution=64, box=[[-1.0, -1.0, 0.0], [1.0, 1.0, 0.5]], id="m"), Status(id="s"), Shutdown(),
+    FileInfo(path="runs/a/in/x.png", id="f"), PutFile(path="in/x.png", offset=0, data="aGk=", id="u"),
+    PutFile(path="in/x.png", offset=2, data="", last=True, sha256="a" * 64), GetFile(path="runs/a/mesh.ply", offset=4),
 ]
 EVENT_SAMPLES = [
     Ready(engine_version="0.1.0", protocol=1, device="cpu", backends=["torch", "cpu"], modes=["nerf"],
@@ -35,6 +38,8 @@ EVENT_SAMPLES = [
     Artifact(kind="pass", path="/runs/a/previews/p_rgb.npy", info={"pass": "rgb", "step": 3}, request="p"),
     Log(level="info", message="hello"), Error(message="train.steps: bad", detail="Traceback"),
     Done(summary={"steps": 10, "stopped": True}), State(job="training", mode="nerf", step=4, seconds=1.0),
+    FileState(path="in/x.png", exists=True, size=2, sha256="b" * 64, request="f"),
+    FileChunk(path="runs/a/mesh.ply", offset=0, data="aGk=", size=2, last=True, sha256="c" * 64, request="g"),
 ]
 
 
@@ -49,9 +54,19 @@ def test_every_message_round_trips_through_one_json_line(msg):
 
 def test_registries_cover_distinct_types():
     assert set(REQUESTS) == {"hello", "train", "stop", "preview", "export_mesh", "poses", "status",
-                             "shutdown"}
+                             "shutdown", "file_info", "put_file", "get_file"}
     assert set(EVENTS) == {"ready", "progress", "poses_progress", "artifact", "log", "error", "done",
-                           "state"}
+                           "state", "file_state", "file_chunk"}
+
+
+@pytest.mark.parametrize("bad, field", [
+    ('{"type":"put_file","path":"a","offset":-1,"data":""}', "offset"),
+    ('{"type":"put_file","path":"a","offset":0,"data":"","last":true}', "sha256"),
+    ('{"type":"get_file","path":"","offset":0}', "path"),
+])
+def test_bad_file_messages_name_the_field(bad, field):
+    with pytest.raises(ProtocolError, match=f"^{bad.split(chr(34))[3]}.{field}: "):
+        parse_request(bad)
 
 
 def test_camera_intrinsics_scale_with_the_rendered_size():

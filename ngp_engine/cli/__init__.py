@@ -26,11 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS.values():
         module.add_parser(sub)
-    sub.add_parser(
+    serve = sub.add_parser(
         "serve", help="run as a service for the Blender add-on (JSON lines on stdin/stdout)",
         description="Serve requests (hello, train, preview, stop, export_mesh, status, shutdown) "
                     "read as JSON lines on stdin; answer with events on stdout; log to stderr. "
                     "Exits when stdin closes. See ngp_engine/service/protocol.py.")
+    serve.add_argument("--root", default=None,
+                       help="serve a remote client: every path in a request is relative to this "
+                            "folder (created) and may not leave it")
     return parser
 
 
@@ -39,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from ..service.server import main as serve  # noqa: PLC0415
 
-        return serve()
+        return serve(root=args.root)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     from ..encoding.backends import BackendUnavailable  # noqa: PLC0415 (imports torch)

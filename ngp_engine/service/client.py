@@ -12,6 +12,10 @@ A thread reads the engine's stdout into a queue (events) and another keeps the t
 stderr (for messages about a crash). When the process ends for any reason, an `EngineExited`
 pseudo-event closes the stream, with a message that says why (killed by a signal, crashed
 with the last error line, torch missing, ...).
+
+With a remote `location` (remote.py) the process is `ssh ... serve --root ...`, and a
+`Mirror` (mirror.py) moves files: the input of a `train` goes up first (`Transfer` events),
+the files of small artifacts come down before their event, and events name local paths.
 """
 from __future__ import annotations
 
@@ -27,7 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
+from .. import __version__
+from .mirror import Mirror
 from .protocol import PROTOCOL_VERSION, Error, Hello, Log, Message, ProtocolError, Ready, Shutdown, parse_event
+from .remote import EngineLocation
 
 ENGINE_ROOT = Path(__file__).resolve().parents[2]   # the folder that holds the ngp_engine package
 STDERR_LINES_KEPT = 40
@@ -51,8 +58,10 @@ class EngineClient:
 
     def __init__(self, python: str | None = None, python_args: Sequence[str] = (),
                  env: dict[str, str] | None = None, engine_root: str | Path | None = None,
-                 on_stderr: Callable[[str], None] | None = None) -> None:
-        self.python = python or sys.executable
+                 on_stderr: Callable[[str], None] | None = None,
+                 location: EngineLocation | None = None) -> None:
+        self.location = location or EngineLocation()
+        self.python = self.location.python if self.location.remote else (python or sys.executable)
         self.python_args = list(python_args)
         self.engine_root = Path(engine_root) if engine_root else ENGINE_ROOT
         self.env = env
@@ -66,6 +75,7 @@ class EngineClient:
         self._last_error: str | None = None
         self._write_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self.mirror: Mirror | None = None
 
     # ---------------------------------------------------------------- process
     @property
@@ -79,13 +89,21 @@ class EngineClient:
     def start(self, timeout: float = 120.0) -> Ready:
         """Spawn the engine, say hello and wait for `ready` (EngineError otherwise)."""
         env = dict(os.environ if self.env is None else self.env)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.engine_root), env.get("PYTHONPATH")) if p)
-        cmd = [self.python, *self.python_args, "-m", "ngp_engine", "serve"]
+        remote = self.location.remote
+        if remote:
+            cmd, cwd = self.location.command(), None
+            self.mirror = Mirror(self._send_now, self.events.put, self.location.describe())
+        else:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.engine_root), env.get("PYTHONPATH")) if p)
+            cmd, cwd = [self.python, *self.python_args, "-m", "ngp_engine", "serve"], str(self.engine_root)
         try:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                cwd=str(self.engine_root), creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+                cwd=cwd, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         except FileNotFoundError:
+            if remote:
+                raise EngineError(f"the SSH client {self.location.ssh!r} is not installed here "
+                                  "(OpenSSH: it ships with macOS, Windows 10+ and Linux)") from None
             raise EngineError(f"engine Python {self.python!r} not found; set the path to a Python "
                               "with the engine's requirements") from None
         except PermissionError:
@@ -96,7 +114,7 @@ class EngineClient:
         self._stderr_thread.start()
         stdout_thread = threading.Thread(target=self._read_stdout, name="engine-stdout", daemon=True)
         stdout_thread.start()
-        self._threads = [stdout_thread, self._stderr_thread]
+        self._threads = [stdout_thread, self._stderr_thread] + ([self.mirror.thread] if self.mirror else [])
         self.send(Hello(protocol=PROTOCOL_VERSION, client=f"ngp_engine.client (python {sys.version.split()[0]})"))
         deadline = time.monotonic() + timeout
         while True:
@@ -106,6 +124,10 @@ class EngineClient:
                 self.kill()
                 raise EngineError(f"engine did not answer hello within {timeout:g} s")
             if isinstance(ev, Ready):
+                if remote and ev.engine_version != __version__:
+                    self.close(timeout=5.0)
+                    raise EngineError(f"{self.location.describe()}: the remote engine is version {ev.engine_version} "
+                                      f"but this one is {__version__}: update the engine there (or here)")
                 self.ready = ev
                 return ev
             if isinstance(ev, Error):
@@ -115,11 +137,33 @@ class EngineClient:
                 raise EngineError(ev.message)
 
     def send(self, msg: Message) -> None:
-        """Write one request line (EngineError when the engine is gone)."""
+        """Write one request line (EngineError when the engine is gone). For a remote engine a
+        `train` first uploads its input in the background (answered by `transfer` events, then
+        as usual; an upload that fails answers with an `error`)."""
         if self.proc is None or self.proc.stdin is None:
             raise EngineError("engine is not started")
-        line = msg.to_json().encode("utf-8") + b"\n"
-        self.send_raw(line)
+        if self.mirror is not None and self.ready is not None and self.mirror.submit(msg):
+            if not self.alive:
+                raise EngineError(self._exit_message(self._wait_returncode(2.0)))
+            return
+        self._send_now(msg)
+
+    def _send_now(self, msg: Message) -> None:
+        self.send_raw(msg.to_json().encode("utf-8") + b"\n")
+
+    def fetch(self, local: str | Path) -> Path:
+        """Download the remote file that the local path `local` mirrors (a checkpoint, say);
+        for a local engine the file is already there. EngineError when it cannot."""
+        if self.mirror is None:
+            return Path(local)
+        from .mirror import TransferError  # noqa: PLC0415
+
+        try:
+            return self.mirror.fetch(Path(local))
+        except TransferError as e:
+            raise EngineError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - _Ended: the stream is gone
+            raise EngineError(self.exited.message if self.exited else f"fetching {local} failed ({e})") from None
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (for tests of the engine's input handling)."""
@@ -216,11 +260,11 @@ class EngineClient:
                 ev = Log(level="warning", message=f"unreadable engine line ({e}): {raw[:200]!r}")
             if isinstance(ev, Error):
                 self._last_error = ev.message
-            self.events.put(ev)
+            (self.mirror.raw if self.mirror is not None else self.events).put(ev)
         rc = self._wait_returncode(5.0)
         self._stderr_thread.join(timeout=2.0)   # its last lines may explain the exit
         self.exited = EngineExited(returncode=rc, message=self._exit_message(rc))
-        self.events.put(self.exited)
+        (self.mirror.raw if self.mirror is not None else self.events).put(self.exited)
 
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -238,6 +282,10 @@ class EngineClient:
 
     def _exit_message(self, rc: int | None) -> str:
         """One line saying why the engine is gone."""
+        if self.location.remote:
+            said = self.location.exit_message(rc, list(self._stderr_tail), self.ready is not None)
+            if said is not None:
+                return said
         if rc is None:
             return "engine closed its output but is still running"
         if rc < 0:

@@ -26,6 +26,21 @@ messages carry their paths.
                               <-    poses_progress {stage, done, total, registered} ...
                               <-    artifact {kind: "dataset", path}, done {summary}
     shutdown                  ->    (the engine stops any job, saves it and exits 0)
+    file_info {path}          ->
+                              <-    file_state {exists, size, sha256, part_size, part_sha256}
+    put_file {path, offset, data, last, sha256?} ... (no answer until `last`)
+                              <-    file_state (the file complete, checked, renamed into place)
+    get_file {path, offset}   ->
+                              <-    file_chunk {offset, data, size, last, sha256 on the last} ...
+
+Files travel in the protocol itself when the engine is elsewhere (over SSH, see remote.py):
+base64 chunks of at most FILE_CHUNK_BYTES, a SHA-256 over the whole file, resumable at any
+offset (an upload grows a hidden `.<name>.part` beside its target and is renamed into place
+only when its checksum matches). One channel means one login, one place that checks paths,
+and the same code for a local engine; the cost is a third more bytes than scp/sftp, small
+beside the minutes a dataset trains. An engine serving with `--root DIR` takes every path
+in a request relative to DIR, refuses one that escapes it (`..`, absolute, a symlink out)
+and names its own files relative to DIR.
 
 Any request may carry an `id` (a string of the client's choosing); events that answer a
 request repeat it in `request`. A line that is not a valid request gets an `error` event
@@ -45,9 +60,10 @@ from typing import Any, ClassVar, Literal
 from ..schema import ConfigError, check, clip, from_dict
 from ..formats.camera import Camera
 
-PROTOCOL_VERSION = 2                 # 2: export_mesh takes a box
+PROTOCOL_VERSION = 3                 # 2: export_mesh takes a box; 3: file transfer
 MAX_LINE_BYTES = 1 << 20            # longer lines are refused (with an error event), not read
 PASSES = ("rgb", "depth", "opacity", "normals")
+FILE_CHUNK_BYTES = 1 << 18          # raw bytes per file message (base64: ~350 KB, under MAX_LINE_BYTES)
 
 
 class ProtocolError(ValueError):
@@ -214,6 +230,56 @@ class Shutdown(Message):
     id: str | None = None
 
 
+@dataclass(frozen=True)
+class FileInfo(Message):
+    """Ask what is at `path` (a `file_state` answers): size and SHA-256 of the file, and of
+    an unfinished upload of it."""
+
+    type: ClassVar[str] = "file_info"
+    path: str
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        check(bool(self.path), "path", self.path, "must name a file")
+
+
+@dataclass(frozen=True)
+class PutFile(Message):
+    """One chunk of an upload to `path`: `data` (base64, at most FILE_CHUNK_BYTES) goes at
+    `offset` of the unfinished file, which must hold exactly `offset` bytes (offset 0 starts
+    over). Chunks are not answered, except by an `error`; the `last` one carries the SHA-256
+    of the whole file, and when it matches the file takes its name (answered by `file_state`)."""
+
+    type: ClassVar[str] = "put_file"
+    path: str
+    offset: int
+    data: str
+    last: bool = False
+    sha256: str | None = None
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        check(bool(self.path), "path", self.path, "must name a file")
+        check(self.offset >= 0, "offset", self.offset, "must be >= 0")
+        check(not self.last or (isinstance(self.sha256, str) and len(self.sha256) == 64), "sha256",
+              self.sha256, "must be the file's 64-digit SHA-256 on the last chunk")
+
+
+@dataclass(frozen=True)
+class GetFile(Message):
+    """Download `path` from `offset` on: `file_chunk` events, the last with the SHA-256 of
+    the whole file."""
+
+    type: ClassVar[str] = "get_file"
+    path: str
+    offset: int = 0
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        check(bool(self.path), "path", self.path, "must name a file")
+        check(self.offset >= 0, "offset", self.offset, "must be >= 0")
+
+
 # ---------------------------------------------------------------------------------------------
 # Events (engine -> client)
 # ---------------------------------------------------------------------------------------------
@@ -319,10 +385,40 @@ class State(Message):
     request: str | None = None
 
 
+@dataclass(frozen=True)
+class FileState(Message):
+    """What is at `path`: answers `file_info` and the last chunk of a `put_file`."""
+
+    type: ClassVar[str] = "file_state"
+    path: str
+    exists: bool
+    size: int = 0
+    sha256: str = ""
+    part_size: int = 0                 # bytes of an unfinished upload (0: none)
+    part_sha256: str = ""
+    request: str | None = None
+
+
+@dataclass(frozen=True)
+class FileChunk(Message):
+    """One chunk of a `get_file` download: `data` (base64) from `offset` of a file of `size`
+    bytes; the `last` chunk carries the SHA-256 of the whole file."""
+
+    type: ClassVar[str] = "file_chunk"
+    path: str
+    offset: int
+    data: str
+    size: int
+    last: bool = False
+    sha256: str = ""
+    request: str | None = None
+
+
 REQUESTS: dict[str, type[Message]] = {c.type: c for c in (Hello, Train, Stop, Preview, ExportMesh,
-                                                          Poses, Status, Shutdown)}
+                                                          Poses, Status, Shutdown, FileInfo, PutFile,
+                                                          GetFile)}
 EVENTS: dict[str, type[Message]] = {c.type: c for c in (Ready, Progress, PosesProgress, Artifact, Log,
-                                                        Error, Done, State)}
+                                                        Error, Done, State, FileState, FileChunk)}
 
 
 def _no_constants(name: str) -> Any:

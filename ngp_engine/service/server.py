@@ -29,9 +29,11 @@ from typing import Any, BinaryIO, Callable
 from .. import __version__
 from ..config import ConfigError
 from ..errors import UserError
-from .protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Artifact, Done, Error, ExportMesh, Hello, Log,
-                       Message, Poses, PosesProgress, Preview, Progress, ProtocolError, Ready, Shutdown,
-                       State, Status, Stop, Train, parse_request)
+from . import transfer
+from .protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Artifact, Done, Error, ExportMesh, FileInfo, GetFile,
+                       Hello, Log, Message, Poses, PosesProgress, Preview, Progress, ProtocolError, PutFile,
+                       Ready, Shutdown, State, Status, Stop, Train, parse_request)
+from .run_root import RunRoot
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.1          # seconds between progress events (at most ~10 per second)
@@ -46,12 +48,13 @@ class Server:
     """Serves requests read from file descriptor `inp_fd` (one JSON object per line), writes
     events to `out`."""
 
-    def __init__(self, inp_fd: int, out: BinaryIO) -> None:
+    def __init__(self, inp_fd: int, out: BinaryIO, root: str | os.PathLike | None = None) -> None:
         import torch  # noqa: F401,PLC0415 - fail here, before ready, when torch is missing
 
         from ..device import pick_device  # noqa: PLC0415
 
         self._inp_fd, self._out = inp_fd, out
+        self.root = RunRoot(root)          # where request paths point (remote: confined to it)
         self._out_lock = threading.Lock()
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.device = pick_device("auto")
@@ -152,7 +155,8 @@ class Server:
         handler: Callable[[Any], None] = {
             Hello: self._hello, Train: self._train, Stop: self._stop, Preview: self._preview,
             ExportMesh: self._export_mesh, Poses: self._poses, Status: self._status,
-            Shutdown: self._shutdown,
+            Shutdown: self._shutdown, FileInfo: self._file_info, PutFile: self._put_file,
+            GetFile: self._get_file,
         }[type(msg)]
         if self.job == "posing" and type(msg) in (Train, Preview, ExportMesh, Poses):
             self._fail(f"{msg.type}: finding camera poses is running; wait for it or send stop", msg.id)
@@ -193,10 +197,12 @@ class Server:
         device = self.device if msg.device == "auto" else pick_device(msg.device)
         self.session = None
         self.job = "idle"
+        inside = self.root.inside
         self.session = Session.open(RunSpec(
-            mode=msg.mode, run_dir=Path(msg.run_dir), data=msg.data, config=msg.config,
-            preset=msg.preset, resume=msg.resume, steps=msg.steps, seconds=msg.seconds,
-            device=device))
+            mode=msg.mode, run_dir=inside(msg.run_dir, "train.run_dir"), data=str(inside(msg.data, "train.data")),
+            config=msg.config, preset=msg.preset,
+            resume=str(inside(msg.resume, "train.resume")) if msg.resume else None,
+            steps=msg.steps, seconds=msg.seconds, device=device))
         self.train_request = msg
         self.job = "training"
         self._last_progress = 0.0
@@ -206,7 +212,7 @@ class Server:
         from ..device import device_name  # noqa: PLC0415
 
         task = self.session.task
-        self.send(Artifact(kind="config", path=str(self.session.run_dir / "config.json"), request=msg.id,
+        self.send(Artifact(kind="config", path=self.root.shown(self.session.run_dir / "config.json"), request=msg.id,
                            info={"device": str(task.device), "device_name": device_name(task.device),
                                  "backend": task.backend}))
         if self.session.budget_done:  # a zero budget: nothing to train
@@ -227,8 +233,8 @@ class Server:
         written = self.session.preview(msg.camera, list(msg.passes), msg.resolution)
         seconds = time.perf_counter() - t0
         for name, npy, png in written:
-            self.send(Artifact(kind="pass", path=str(npy), request=msg.id,
-                               info={"pass": name, "png": str(png), "step": self.session.steps_done,
+            self.send(Artifact(kind="pass", path=self.root.shown(npy), request=msg.id,
+                               info={"pass": name, "png": self.root.shown(png), "step": self.session.steps_done,
                                      "render_seconds": round(seconds, 4)}))
 
     def _export_mesh(self, msg: ExportMesh) -> None:
@@ -239,14 +245,14 @@ class Server:
             raise UserError(f"export_mesh: a mesh box applies to a NeRF, not to the {self.session.mode} field")
         paths, info = self.session.export_mesh(msg.resolution, msg.threshold, **options)
         for p in paths:
-            self.send(Artifact(kind="mesh", path=str(p), request=msg.id,
+            self.send(Artifact(kind="mesh", path=self.root.shown(p), request=msg.id,
                                info={**info, "format": Path(p).suffix[1:], "step": self.session.steps_done}))
 
     def _status(self, msg: Status) -> None:
         s = self.session
         self.send(State(job=self.job, mode=s.mode if s else None, step=s.steps_done if s else 0,
                         seconds=round(s.seconds, 3) if s else 0.0,
-                        run_dir=str(s.run_dir) if s else None, request=msg.id))
+                        run_dir=self.root.shown(s.run_dir) if s else None, request=msg.id))
 
     def _shutdown(self, msg: Shutdown) -> None:
         if self.job == "training":
@@ -254,13 +260,28 @@ class Server:
         self._cancel_running_poses()
         raise _Exit
 
+    # ---------------------------------------------------------------- files
+    def _file_info(self, msg: FileInfo) -> None:
+        self.send(transfer.file_state(self.root.inside(msg.path, "file_info.path"), msg.path, msg.id))
+
+    def _put_file(self, msg: PutFile) -> None:
+        path = self.root.inside(msg.path, "put_file.path")
+        if transfer.put_chunk(path, msg.path, msg.offset, transfer.decode(msg.data, "put_file.data"),
+                              msg.last, msg.sha256):
+            self.send(transfer.file_state(path, msg.path, msg.id))
+
+    def _get_file(self, msg: GetFile) -> None:
+        for chunk in transfer.chunks(self.root.inside(msg.path, "get_file.path"), msg.path, msg.offset, msg.id):
+            self.send(chunk)
+
     # ---------------------------------------------------------------- poses
     def _poses(self, msg: Poses) -> None:
         from ..poses import PosesSpec  # noqa: PLC0415 - pycolmap loads only for this job
 
         if self.job == "training":
             raise UserError("poses: a job is training; send stop first")
-        spec = PosesSpec(input=Path(msg.input), output=Path(msg.out), matching=msg.matching,
+        spec = PosesSpec(input=self.root.inside(msg.input, "poses.input"),
+                         output=self.root.inside(msg.out, "poses.out"), matching=msg.matching,
                          camera_model=msg.camera_model, per_image_cameras=not msg.single_camera,
                          sfm_long_side=msg.sfm_size, image_long_side=msg.image_size or 1600,
                          video_frames=msg.video_frames, overwrite=msg.overwrite)
@@ -300,7 +321,7 @@ class Server:
         if kind == "poses_done":
             self.job = "finished"
             r = payload
-            summary = {"job": "poses", "stopped": False, "dataset": str(r.dataset),
+            summary = {"job": "poses", "stopped": False, "dataset": self.root.shown(r.dataset),
                        "n_images": r.n_images, "n_registered": r.n_registered,
                        "n_points": r.n_points, "reprojection_error": round(r.reprojection_error, 4),
                        "rejected": [list(x) for x in r.rejected[:20]],
@@ -341,7 +362,7 @@ class Server:
                 self._last_progress = now
 
         def on_checkpoint(path: Path) -> None:
-            self.send(Artifact(kind="checkpoint", path=str(path), info={"step": s.steps_done},
+            self.send(Artifact(kind="checkpoint", path=self.root.shown(path), info={"step": s.steps_done},
                                request=req.id))
 
         try:
@@ -373,15 +394,16 @@ class Server:
         try:
             self._send_progress()
             ckpt = s.save_checkpoint()
-            self.send(Artifact(kind="checkpoint", path=str(ckpt), info={"step": s.steps_done}, request=req.id))
+            self.send(Artifact(kind="checkpoint", path=self.root.shown(ckpt), info={"step": s.steps_done},
+                               request=req.id))
             metrics_path, summary = s.write_metrics()
-            self.send(Artifact(kind="metrics", path=str(metrics_path), request=req.id))
+            self.send(Artifact(kind="metrics", path=self.root.shown(metrics_path), request=req.id))
         except Exception as e:  # noqa: BLE001
             self.job = "failed"
             self._fail(f"saving the run failed: {type(e).__name__}: {e}", req.id, e)
             return
-        self.send(Done(summary={**summary, "stopped": stopped, "reason": reason, "checkpoint": str(ckpt)},
-                       request=req.id))
+        self.send(Done(summary=self.root.shown_summary({**summary, "stopped": stopped, "reason": reason,
+                                                        "checkpoint": str(ckpt)}), request=req.id))
 
 
 class _EventLogHandler(logging.Handler):
@@ -397,14 +419,14 @@ class _EventLogHandler(logging.Handler):
                              message=self.format(record)))
 
 
-def main() -> int:
-    """Entry point of `python -m ngp_engine serve`."""
+def main(root: str | None = None) -> int:
+    """Entry point of `python -m ngp_engine serve [--root DIR]`."""
     protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)               # fd 1 -> stderr: nothing but protocol lines on the real stdout
     sys.stdout = sys.stderr
     logging.basicConfig(level=logging.INFO, format="[engine] %(message)s", stream=sys.stderr)
     try:
-        server = Server(sys.stdin.fileno(), protocol_out)
+        server = Server(sys.stdin.fileno(), protocol_out, root=root)
     except ImportError as e:
         msg = Error(message=f"the engine's Python {sys.executable} cannot import {e.name or 'torch'} "
                             f"({e}); install the engine requirements into that Python")

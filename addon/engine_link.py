@@ -19,10 +19,11 @@ from . import interpreters
 from .ngp_engine import __version__ as ENGINE_VERSION
 from .ngp_engine.service.client import EngineClient, EngineError, EngineExited
 from .ngp_engine.service.protocol import PROTOCOL_VERSION, Message
+from .ngp_engine.service.remote import EngineLocation
 
 PUMP_INTERVAL = 0.1
 PREFERENCES = "Preferences > Add-ons > Instant NGP Fields"   # where the user sets the engine up
-BUSY = ("starting", "training", "posing")   # statuses in which a job is under way
+BUSY = ("starting", "uploading", "training", "posing")   # statuses in which a job is under way
 
 
 @dataclass
@@ -62,6 +63,8 @@ class EngineState:
     job_what: str = ""                   # "rendering the rig", "exporting the cameras"
     job_done: int = 0
     job_total: int = 0
+    transfer_done: int = 0               # bytes of the job's input uploaded to a remote engine
+    transfer_total: int = 0
 
 
 STATE = EngineState()
@@ -79,22 +82,28 @@ def client() -> EngineClient | None:
     return _client if _client is not None and _client.alive else None
 
 
-def ensure_engine(python: str, timeout: float = 120.0, engine_root: Path | None = None) -> EngineClient:
+def ensure_engine(python: str, timeout: float = 120.0, engine_root: Path | None = None,
+                  location: EngineLocation | None = None) -> EngineClient:
     """The running engine, or a new one started with `python` from `engine_root` (default: the
-    engine bundled with the add-on); EngineError with a one-line reason otherwise: what the
-    interpreter lacks and the command that fixes it, or a version that does not match.
-    Blocks for the start-up (about a second or two)."""
+    engine bundled with the add-on), or over SSH at a remote `location`; EngineError with a
+    one-line reason otherwise: what the interpreter lacks and the command that fixes it, a
+    host that cannot be reached, or a version that does not match. Blocks for the start-up
+    (a second or two; an SSH login adds its own)."""
     global _client
-    if _client is not None and _client.alive:
+    location = location or EngineLocation()
+    if _client is not None and _client.alive and _client.location == location:
         return _client
     shutdown()
-    if not python:
+    if not location.remote and not python:
         raise EngineError(f"no engine Python is set: click Install Engine (or Detect) in {PREFERENCES}")
-    new = EngineClient(python=python, engine_root=engine_root or Path(__file__).resolve().parent)
+    new = EngineClient(python=python, engine_root=engine_root or Path(__file__).resolve().parent,
+                       location=location)
     try:
         ready = new.start(timeout=timeout)
     except EngineError as e:
         new.kill()                        # whatever started: its pipes and process go
+        if location.remote:
+            raise
         # A Python that is there but cannot run the engine: say what it lacks and the fix.
         raise EngineError((_why_not(python) if Path(python).is_file() else "") or str(e)) from None
     try:
@@ -164,6 +173,10 @@ def apply_event(ev: Any) -> None:
     t = ev.type
     if t == "poses_progress" or _is_poses_end(ev):
         _apply_poses_event(ev)
+    elif t == "transfer":                  # a remote engine's input going up
+        STATE.status = "uploading"
+        STATE.transfer_done, STATE.transfer_total = ev.done, ev.total
+        STATE.message = f"uploading to the engine: {ev.done / 1e6:.1f} of {ev.total / 1e6:.1f} MB"
     elif t == "progress":
         STATE.status = "training"
         STATE.step, STATE.loss, STATE.psnr = ev.step, ev.loss, ev.psnr
@@ -184,7 +197,7 @@ def apply_event(ev: Any) -> None:
             if STATE.status == "done" else f"stopped at step {STATE.step}"
     elif t == "error":
         STATE.message = ev.message
-        if STATE.status in ("starting", "training") and ev.request == STATE.pending.get("train"):
+        if STATE.status in ("starting", "uploading", "training") and ev.request == STATE.pending.get("train"):
             STATE.status = "error"
         elif ev.request is None and STATE.status == "starting":
             STATE.status = "error"

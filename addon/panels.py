@@ -64,13 +64,17 @@ class NGP_PT_main(bpy.types.Panel):
         row.prop(s, "preset", text="")
         row.prop(s, "train_budget", text="")
         row.prop(s, "train_steps" if s.train_budget == "STEPS" else "train_seconds")
-        training = st.status in ("starting", "training")
+        training = st.status in ("starting", "uploading", "training")
         busy = st.status in engine_link.BUSY          # one job at a time in the engine
         row = box.row(align=True)
         row.enabled = not busy
         row.operator("ngp.train", icon="PLAY")
         row.operator("ngp.load_field", text="Load", icon="FILE_FOLDER")
-        if training:
+        if st.status == "uploading":
+            box.operator("ngp.stop", icon="PAUSE")
+            box.progress(factor=st.transfer_done / max(1, st.transfer_total), type="BAR",
+                         text=f"Uploading {st.transfer_done / 1e6:.1f} / {st.transfer_total / 1e6:.1f} MB")
+        elif training:
             box.operator("ngp.stop", icon="PAUSE")
             box.progress(factor=st.fraction or 0.0, type="BAR",
                          text=f"{100 * (st.fraction or 0):.0f}%  ETA {_time(st.eta_seconds)}")

@@ -20,6 +20,7 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 
 from . import engine_link, engine_setup, interpreters
+from .ngp_engine.service.remote import EngineLocation, LocationError
 
 DEVICES = [("auto", "Auto", "CUDA, then Apple MPS, then the CPU"), ("cpu", "CPU", "The processor"),
            ("cuda", "CUDA", "NVIDIA GPU (AMD GPUs with ROCm's PyTorch too)"), ("mps", "MPS", "Apple GPU")]
@@ -106,6 +107,18 @@ WORK = _Work()
 class NGP_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
+    engine_location: EnumProperty(
+        name="Engine On", default="LOCAL",
+        items=[("LOCAL", "This Computer", "The engine runs as a child process of Blender"),
+               ("SSH", "Remote (SSH)", "The engine runs on another machine, reached with your SSH key")])
+    ssh_host: StringProperty(name="SSH Host", default="",
+                             description="user@host[:port], or a Host of your ~/.ssh/config")
+    remote_python: StringProperty(name="Remote Python", default="python3",
+                                  description="The engine's Python on the remote machine")
+    remote_folder: StringProperty(name="Remote Folder", default="~/ngp_runs",
+                                  description="Where runs live on the remote machine (the engine touches nothing else)")
+    ssh_config: StringProperty(name="SSH Config", subtype="FILE_PATH", default="",
+                               description="An ssh_config file to use (empty: ~/.ssh/config)")
     engine_python: StringProperty(
         name="Engine Python", subtype="FILE_PATH",
         description="Python interpreter with PyTorch that runs the training engine "
@@ -122,6 +135,13 @@ class NGP_AddonPreferences(bpy.types.AddonPreferences):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
+        layout.prop(self, "engine_location", expand=True)
+        if self.engine_location == "SSH":
+            box = layout.box()
+            box.prop(self, "ssh_host")
+            box.prop(self, "remote_python")
+            box.prop(self, "remote_folder")
+            box.prop(self, "ssh_config")
         row = layout.row(align=True)
         row.prop(self, "engine_python")
         row.operator("ngp.check_engine", text="Check", icon="CHECKMARK")
@@ -181,6 +201,20 @@ def engine_python(context: bpy.types.Context | None = None) -> str:
     return bpy.path.abspath(prefs.engine_python) if prefs.engine_python else ""
 
 
+def location(context: bpy.types.Context | None = None) -> EngineLocation:
+    """Where the engine runs, from the preferences (EngineError with one line if unusable)."""
+    prefs = get(context)
+    if prefs.engine_location != "SSH":
+        return EngineLocation()
+    if not prefs.ssh_host.strip():
+        raise engine_link.EngineError(f"the engine is set to run over SSH but no SSH Host is set ({engine_link.PREFERENCES})")
+    try:
+        return EngineLocation.parse(prefs.ssh_host, python=prefs.remote_python, root=prefs.remote_folder,
+                                    ssh_config=bpy.path.abspath(prefs.ssh_config) if prefs.ssh_config else "")
+    except LocationError as e:
+        raise engine_link.EngineError(str(e)) from None
+
+
 def check_engine(prefs: NGP_AddonPreferences) -> bool:
     """Start the engine with the configured Python; the answer goes to engine_status."""
     python = engine_python()
@@ -189,7 +223,7 @@ def check_engine(prefs: NGP_AddonPreferences) -> bool:
             and interpreters.same_python(running.python, python or running.python) is False):
         engine_link.shutdown()                         # a changed Engine Python takes effect now
     try:
-        engine_link.ensure_engine(python)
+        engine_link.ensure_engine(python, location=location())
     except engine_link.EngineError as e:
         prefs.engine_status = str(e)
         return False

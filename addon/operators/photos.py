@@ -112,7 +112,7 @@ def start_poses(context: bpy.types.Context, source: Path) -> None:
     name = capture_name(source)
     out = fresh_folder(captures_folder(context.scene), name)
     STATE.status, STATE.message = "starting", "starting the engine"
-    engine_link.ensure_engine(preferences.engine_python(context))
+    engine_link.ensure_engine(preferences.engine_python(context))   # poses: this machine (remote: not yet)
     STATE.capture = name
     STATE.poses_stage, STATE.poses_done, STATE.poses_total, STATE.poses_registered = "reading", 0, 0, 0
     STATE.artifacts.pop("dataset", None)

@@ -20,7 +20,7 @@ from .training import request_id
 
 def _need_model(op: bpy.types.Operator) -> bool:
     """Whether this session has a field to ask for results (reported as a failure if not)."""
-    if engine_link.client() is None or STATE.status in ("idle", "starting"):
+    if engine_link.client() is None or STATE.status in ("idle", "starting", "uploading"):
         fail(op, "nothing trained in this session yet: train first")
         return False
     return True

@@ -57,7 +57,7 @@ class _TrainingOperator:
         prefs = preferences.get(context)
         STATE.status, STATE.message = "starting", "starting the engine"
         try:
-            engine_link.ensure_engine(preferences.engine_python(context))
+            engine_link.ensure_engine(preferences.engine_python(context), location=preferences.location(context))
             STATE.mode, STATE.run_dir, STATE.run_name = mode, str(run_dir), next_run_name()
             STATE.step, STATE.fraction, STATE.psnr, STATE.eta_seconds = 0, 0.0, None, None
             STATE.artifacts.clear()
@@ -78,7 +78,7 @@ class _TrainingOperator:
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if event.type == "ESC":
             _send_stop()
-        if STATE.status not in ("starting", "training"):
+        if STATE.status not in ("starting", "uploading", "training"):
             context.window_manager.event_timer_remove(self._timer)
             level = {"ERROR"} if STATE.status == "error" else {"INFO"}
             self.report(level, STATE.message)
@@ -94,7 +94,7 @@ class NGP_OT_train(_TrainingOperator, bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         scene = context.scene
-        if STATE.status in ("starting", "training"):
+        if STATE.status in ("starting", "uploading", "training"):
             return fail(self, "training is already running; stop it first")
         data = data_folder(scene)
         if not (data / "transforms.json").is_file():
@@ -126,7 +126,11 @@ class NGP_OT_load_field(_TrainingOperator, bpy.types.Operator):
         scene = context.scene
         run = run_folder(scene, create=False) / "run"
         checkpoint = run / "checkpoint.pt"
-        if not checkpoint.is_file():
+        try:
+            remote = preferences.location(context).remote      # a remote run's checkpoint stays there
+        except EngineError as e:
+            return fail(self, str(e))
+        if not checkpoint.is_file() and not remote:
             return fail(self, f"nothing trained for this file yet ({checkpoint} does not exist): train first")
         data = data_folder(scene)
         if not (data / "transforms.json").is_file():
@@ -200,7 +204,7 @@ class NGP_OT_stop(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return STATE.status in ("training", "posing")
+        return STATE.status in ("uploading", "training", "posing")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         if STATE.status == "posing":

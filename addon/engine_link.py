@@ -188,6 +188,8 @@ def apply_event(ev: Any) -> None:
         STATE.artifacts[key] = ev.path
         if ev.kind == "config" and ev.info.get("backend"):      # a job started: where it runs
             STATE.job_device = f"{ev.info['device']} ({ev.info.get('device_name', '')})"
+            if ev.info.get("processes", 1) > 1:
+                STATE.job_device += f" x {ev.info['processes']} processes"
             STATE.job_backend = ev.info["backend"]
     elif t == "done":
         STATE.status = "stopped" if ev.summary.get("stopped") else "done"

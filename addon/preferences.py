@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from . import engine_link, engine_setup, interpreters
 from .ngp_engine.service.remote import EngineLocation, LocationError
@@ -126,6 +126,10 @@ class NGP_AddonPreferences(bpy.types.AddonPreferences):
     device: EnumProperty(name="Device", items=device_items, default=0,
                          description="Where the engine trains (the list shows what it found)")
     backend: EnumProperty(name="Backend", items=BACKENDS, default="auto")
+    processes: IntProperty(name="Processes", default=1, min=1, max=64,
+                           description="Data-parallel training: this many engine processes split each "
+                                       "step's batch and sum their gradients (one per GPU on a "
+                                       "multi-GPU machine; on a CPU they share its cores)")
     engine_status: StringProperty(name="Engine status", default="")
     torch_build: EnumProperty(name="PyTorch Build", items=TORCH_BUILDS, default="AUTO",
                               description="Which PyTorch Install Engine downloads")
@@ -169,6 +173,7 @@ class NGP_AddonPreferences(bpy.types.AddonPreferences):
             box.label(text=self.install_status)
         layout.prop(self, "device")
         layout.prop(self, "backend")
+        layout.prop(self, "processes")
 
 
 def _draw_detection(layout: bpy.types.UILayout) -> None:

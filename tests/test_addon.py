@@ -538,6 +538,30 @@ def test_sdf_of_the_active_object_lands_beside_it(extension, tmp_path):
     assert depth.reshape(32, 32, 4)[16, 16, 0] == pytest.approx(3.0 - 0.6, abs=0.02)
 
 
+def test_training_in_two_processes_from_the_preferences(extension, tmp_path):
+    """Preferences > Processes 2: the engine trains data-parallel (a follower process beside
+    it), the panel says so, and the result lands as usual."""
+    link = extension["module"].engine_link
+    bpy.ops.wm.read_homefile(use_empty=True)
+    prefs = bpy.context.preferences.addons[extension["name"]].preferences    # after the reload
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, segments=32, ring_count=16)
+    bpy.context.object.name = "Duo"
+    s = bpy.context.scene.ngp
+    s.run_folder, s.mesh_resolution = str(tmp_path), 48
+    s.train_budget, s.train_steps = "STEPS", 60
+    prefs.processes = 2
+    try:
+        assert bpy.ops.ngp.train_sdf() == {"FINISHED"}
+        pump_until(extension["module"], lambda st: "Duo SDF" in bpy.data.objects or st.status == "error",
+                   timeout=300)
+    finally:
+        prefs.processes = 1
+    assert link.STATE.status == "done", link.STATE.message
+    assert link.STATE.summary["processes"] == 2 and link.STATE.summary["steps"] == 60
+    assert link.STATE.job_device.endswith("x 2 processes")
+    assert len(bpy.data.objects["Duo SDF"].data.polygons) > 500
+
+
 # ------------------------------------------------------------------------------ errors
 def test_missing_interpreter_is_one_sentence(extension, tmp_path):
     link = extension["module"].engine_link

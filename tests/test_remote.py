@@ -270,3 +270,34 @@ def test_an_interrupted_upload_resumes_where_it_stopped(server, tmp_path):
     assert reports[-1].done == reports[-1].total == len(blob)
     assert (tmp_path / "root" / "in" / "big.bin").read_bytes() == blob
     assert not (tmp_path / "root" / "in" / ".big.bin.part").exists()
+
+
+def test_a_link_dropped_during_upload_is_one_line_and_leaves_no_result(server, nerf_scene, tmp_path):
+    """ssh dies while the job's input is still going up: one line; on the remote only the
+    hidden, resumable part of the file being sent (never a whole-looking file, no run
+    folder); nothing in the local run folder."""
+    data = tmp_path / "data"
+    shutil.copytree(nerf_scene, data)
+    blob = np.random.default_rng(1).bytes(48 << 20)          # many chunks: time to cut the link
+    (data / "zz_extra.bin").write_bytes(blob)
+    root = tmp_path / "root"
+    client = EngineClient(location=location(server, root))
+    client.start(timeout=120)
+    try:
+        client.send(Train(mode="nerf", data=str(data), run_dir=str(tmp_path / "run"), steps=5, id="t"))
+        drain(client, lambda e: e.type == "transfer" and e.path.endswith("zz_extra.bin") and 0 < e.done < e.total
+              or e.type in ("done", "error"))
+        os.kill(client.pid, signal.SIGKILL)
+        got = drain(client, lambda e: e.type in ("exited", "done"), timeout=60)
+    finally:
+        client.close()
+    assert got[-1].type == "exited", got[-3:]
+    errors = [e for e in got if e.type == "error" and e.request == "t"]
+    assert len(errors) == 1, got[-3:]
+    assert errors[0].message.startswith("lost the connection to ngp-test during the upload; nothing was trained")
+    assert "\n" not in errors[0].message
+    sent = list(root.glob("runs/*/input/*/zz_extra.bin"))
+    assert sent == [] or sent[0].read_bytes() == blob         # whole (checked) or not there at all
+    assert list(root.glob("runs/*/input/*/.zz_extra.bin.part"))  # the part a retry resumes from
+    assert not list(root.glob("runs/*/run"))                  # the job never started
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

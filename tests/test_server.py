@@ -97,7 +97,7 @@ def test_ready_describes_the_engine(nerf_session):
     assert config.kind == "config"
     assert received.index(config) < received.index(events_of(nerf_session["client"], "progress", "t")[0])
     assert config.info == {"device": ready.device, "device_name": ready.devices[ready.device],
-                           "backend": ready.backend}
+                           "backend": ready.backend, "processes": 1}
 
 
 def test_preview_mid_training_writes_every_pass(nerf_session):

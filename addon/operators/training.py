@@ -63,7 +63,8 @@ class _TrainingOperator:
             STATE.artifacts.clear()
             how = {"steps": 0, "resume": str(resume)} if resume else {"preset": s.preset, **_budget(s)}
             engine_link.send(Train(mode=mode, data=str(data), run_dir=STATE.run_dir, **how, device=prefs.device,
-                                   checkpoint_every=30.0, id=request_id("train")))
+                                   checkpoint_every=30.0, processes=1 if resume else prefs.processes,
+                                   id=request_id("train")))
         except EngineError as e:
             STATE.status = "error"
             return fail(self, str(e))

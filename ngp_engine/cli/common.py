@@ -42,6 +42,10 @@ def add_common_options(p: argparse.ArgumentParser, presets: dict[str, Any] | Non
                        help="continue from a checkpoint.pt (same configuration); trains "
                             "--steps/--seconds more")
         p.add_argument("--seed", type=int, help="override the configuration's random seed")
+        p.add_argument("--gradient-sync", choices=["dense", "rows"], default="dense",
+                       help="under torchrun (data-parallel training): sum hash-table gradients "
+                            "over the processes as one dense all-reduce (default) or as the "
+                            "touched entries only")
     p.add_argument("--backend", choices=BACKENDS,
                    help="hash-grid implementation (default: the configuration's, normally auto)")
     p.add_argument("--device", default="auto", choices=DEVICES,
@@ -51,23 +55,37 @@ def add_common_options(p: argparse.ArgumentParser, presets: dict[str, Any] | Non
 
 def open_training(args: argparse.Namespace, mode: str, data: str | None,
                   **overrides: Any) -> "Session":
-    """The Session of a `<mode> train` command (checks every input before --out exists)."""
+    """The Session of a `<mode> train` command (checks every input before --out exists).
+    Under torchrun every process opens it as one rank of a data-parallel run; only rank 0
+    logs and writes."""
+    import logging  # noqa: PLC0415
+
     from ..device import pick_device  # noqa: PLC0415
+    from ..distributed import Ranks  # noqa: PLC0415
     from ..service.session import RunSpec, Session, cli_label  # noqa: PLC0415
 
+    ranks = Ranks.from_env(pick_device(args.device), gradient_sync=args.gradient_sync)
+    if not ranks.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
     return Session.open(RunSpec(
         mode=mode, run_dir=Path(args.out), data=data, config_file=args.config, preset=args.preset,
         overrides={"backend": args.backend, "seed": args.seed, **overrides}, resume=args.resume,
-        steps=args.steps, seconds=args.seconds, device=pick_device(args.device), label=cli_label))
+        steps=args.steps, seconds=args.seconds, device=ranks.device, label=cli_label, ranks=ranks))
 
 
 def train_with_progress(session: "Session", args: argparse.Namespace,
-                        postfix: Callable[["Progress"], dict[str, Any]]) -> None:
+                        postfix: Callable[["Progress"], dict[str, Any]]) -> bool:
     """Train for --seconds or --steps (default: the task's `default_steps`) more, with a
-    progress bar (unless --quiet) whose postfix comes from `postfix(progress)`."""
+    progress bar (unless --quiet) whose postfix comes from `postfix(progress)`. Returns
+    whether this process writes the run's outputs: False on the ranks other than 0 of a
+    data-parallel run, which only follow rank 0's steps."""
     from .progress import ProgressBar  # noqa: PLC0415
-    from ..tasks.base import Budget  # noqa: PLC0415
+    from ..tasks.base import Budget, follow_training  # noqa: PLC0415
 
+    if not session.ranks.is_main:
+        follow_training(session.task)
+        session.end()
+        return False
     by_time = args.seconds is not None
     if not by_time and args.steps is None:
         session.budget = Budget.starting_at(session.task, session.task.default_steps, None)
@@ -87,6 +105,8 @@ def train_with_progress(session: "Session", args: argparse.Namespace,
                 bar.update_to(done, **postfix(p.resolved()))
 
         session.train(callback=on_step)
+    session.end()
+    return True
 
 
 def check_resolution(value: int, option: str, lo: int = 8, hi: int = 2048) -> None:

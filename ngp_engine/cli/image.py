@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from ..files import write_json  # noqa: PLC0415
 
     session = open_training(args, "image", args.path, batch_size=args.batch_size)
-    train_with_progress(session, args, lambda p: {"step": p.step, "loss": p.loss})
+    if not train_with_progress(session, args, lambda p: {"step": p.step, "loss": p.loss}):
+        return 0      # a data-parallel rank other than 0: rank 0 writes the run
     task, out = session.task, session.run_dir
     rec = task.render_image()
     metrics = session.summary(task.metrics(rec))

@@ -121,9 +121,10 @@ def _train(args: argparse.Namespace) -> int:
     task = session.task
     log.info("NeRF: %d images %dx%d, %s", task.n_images, task.width, task.height,
              "RGBA" if task.has_alpha else "RGB")
-    train_with_progress(session, args, lambda p: {
-        "step": p.step, "loss": p.loss, "psnr": p.psnr, "spr": p.samples_per_ray,
-        "rays_s": int(p.rays_per_second)})
+    if not train_with_progress(session, args, lambda p: {
+            "step": p.step, "loss": p.loss, "psnr": p.psnr, "spr": p.samples_per_ray,
+            "rays_s": int(p.rays_per_second)}):
+        return 0          # a data-parallel rank other than 0: rank 0 writes the run
 
     out = session.run_dir
     session.save_checkpoint()

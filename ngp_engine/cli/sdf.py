@@ -63,7 +63,8 @@ def _train(args: argparse.Namespace) -> int:
     from ..files import write_json  # noqa: PLC0415
 
     session = open_training(args, "sdf", args.mesh)
-    train_with_progress(session, args, lambda p: {"step": p.step, "loss": p.loss})
+    if not train_with_progress(session, args, lambda p: {"step": p.step, "loss": p.loss}):
+        return 0      # a data-parallel rank other than 0: rank 0 writes the run
     task, out = session.task, session.run_dir
     session.save_checkpoint()
     metrics = session.summary()

@@ -59,7 +59,8 @@ from ..formats.camera import Camera
 from ..schema import check, clip
 from .message import MAX_LINE_BYTES, Message, ProtocolError, parse  # noqa: F401 - re-exported
 
-PROTOCOL_VERSION = 3                 # 2: export_mesh takes a box; 3: file transfer
+PROTOCOL_VERSION = 4                 # 2: export_mesh takes a box; 3: file transfer;
+                                     # 4: train takes processes and gradient_sync
 PASSES = ("rgb", "depth", "opacity", "normals")
 FILE_CHUNK_BYTES = 1 << 18          # raw bytes per file message (base64: ~350 KB, under MAX_LINE_BYTES)
 
@@ -84,7 +85,10 @@ class Train(Message):
     a full config document of the mode (see config.py), or `preset`, or neither (the mode's
     default preset). Budget: `steps` or `seconds`, or neither to train until `stop`.
     `resume`: a checkpoint to continue. A checkpoint is also written every
-    `checkpoint_every` seconds, so a killed engine loses little."""
+    `checkpoint_every` seconds, so a killed engine loses little. `processes` > 1 trains
+    data-parallel: the engine starts that many processes in all (one per GPU on CUDA; on
+    a CPU they share its cores) that split each step's batch and sum their gradients
+    (hash tables by `gradient_sync`: "dense" or "rows"; see ngp_engine/distributed.py)."""
 
     type: ClassVar[str] = "train"
     mode: str                          # a registered task (ngp_engine.tasks); checked on `train`
@@ -97,10 +101,13 @@ class Train(Message):
     resume: str | None = None
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     checkpoint_every: float = 60.0
+    processes: int = 1
+    gradient_sync: Literal["dense", "rows"] = "dense"
     id: str | None = None
 
     def __post_init__(self) -> None:
         check(bool(self.mode), "mode", self.mode, "must name a training mode")
+        check(1 <= self.processes <= 64, "processes", self.processes, "must be in 1..64")
         check(bool(self.data), "data", self.data, "must name a file or folder")
         check(bool(self.run_dir), "run_dir", self.run_dir, "must name a folder")
         check(self.config is None or self.preset is None, "preset", self.preset,

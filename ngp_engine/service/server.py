@@ -66,6 +66,8 @@ class Server:
         self.poses_request: Poses | None = None
         self._cancel_poses = threading.Event()
         self._poses_worker: threading.Thread | None = None
+        self._followers: Any = None        # the other processes of a data-parallel job
+        self._threads = 0
 
     # ---------------------------------------------------------------- output
     def send(self, msg: Message) -> None:
@@ -198,25 +200,98 @@ class Server:
         self.session = None
         self.job = "idle"
         inside = self.root.inside
-        self.session = Session.open(RunSpec(
-            mode=msg.mode, run_dir=inside(msg.run_dir, "train.run_dir"), data=str(inside(msg.data, "train.data")),
-            config=msg.config, preset=msg.preset,
-            resume=str(inside(msg.resume, "train.resume")) if msg.resume else None,
-            steps=msg.steps, seconds=msg.seconds, device=device))
+        run = dict(mode=msg.mode, run_dir=str(inside(msg.run_dir, "train.run_dir")),
+                   data=str(inside(msg.data, "train.data")), config=msg.config, preset=msg.preset,
+                   resume=str(inside(msg.resume, "train.resume")) if msg.resume else None,
+                   steps=msg.steps, seconds=msg.seconds)
+        ranks = self._start_ranks(msg, device, run)
+        try:
+            self.session = Session.open(RunSpec(**{**run, "run_dir": Path(run["run_dir"])},
+                                                device=ranks.device, ranks=ranks))
+        except BaseException:
+            self._stop_ranks(ranks)
+            raise
         self.train_request = msg
         self.job = "training"
         self._last_progress = 0.0
         self._progress = None
-        self.send(Log(level="info", message=f"training {msg.mode} from {msg.data} into {msg.run_dir}"))
+        how = f" in {msg.processes} processes" if msg.processes > 1 else ""
+        self.send(Log(level="info", message=f"training {msg.mode} from {msg.data} into {msg.run_dir}{how}"))
         # Where the job really runs: the device and the backend resolved for it.
         from ..device import device_name  # noqa: PLC0415
 
         task = self.session.task
         self.send(Artifact(kind="config", path=self.root.shown(self.session.run_dir / "config.json"), request=msg.id,
                            info={"device": str(task.device), "device_name": device_name(task.device),
-                                 "backend": task.backend}))
+                                 "backend": task.backend, "processes": msg.processes}))
         if self.session.budget_done:  # a zero budget: nothing to train
             self._finish(stopped=False)
+
+    def _start_ranks(self, msg: Train, device: Any, run: dict[str, Any]) -> Any:
+        """The job's ranks: this process alone, or rank 0 of `msg.processes` (the others
+        started here as followers, see followers.py)."""
+        from ..distributed import SINGLE, Ranks, cpu_threads  # noqa: PLC0415
+
+        if msg.processes == 1:
+            return SINGLE
+        import torch  # noqa: PLC0415
+
+        from .followers import Followers  # noqa: PLC0415
+
+        followers = Followers(msg.processes, device)
+        self._threads = cpu_threads()
+        try:
+            if followers.threads:      # the CPU's cores shared between the processes
+                cpu_threads(followers.threads)
+            followers.start(run, msg.gradient_sync)
+            followers.wait_joined()
+            rank0 = torch.device("cuda", 0) if device.type == "cuda" else device
+            ranks = Ranks.join(0, msg.processes, rank0, store=followers.store,
+                               gradient_sync=msg.gradient_sync)
+        except BaseException:
+            followers.kill()
+            cpu_threads(self._threads)
+            raise
+        self._followers = followers
+        return ranks
+
+    def _stop_ranks(self, ranks: Any = None, clean: bool = False) -> None:
+        """End the job's other processes: told to end (`clean`, after a good job) or killed,
+        and leave the process group."""
+        followers, self._followers = self._followers, None
+        if ranks is None and self.session is not None:
+            ranks = self.session.ranks
+        if clean and ranks is not None:
+            try:
+                ranks.end()
+            except Exception:  # noqa: BLE001 - a process already gone: kill the rest
+                clean = False
+        if followers is not None and not clean:
+            followers.kill()               # first: a stuck follower would hold the barrier
+        if ranks is not None:
+            ranks.close(wait_for_all=clean)
+        if followers is not None:
+            if clean:
+                followers.join()
+            from ..distributed import cpu_threads  # noqa: PLC0415
+
+            cpu_threads(self._threads)
+
+    def _lost_process(self) -> str:
+        """Which process of a data-parallel job died, when one did ("" otherwise)."""
+        f = self._followers
+        return f.lost(grace=1.0) if f is not None else ""
+
+    def _keep_steps(self) -> str:
+        """Save the steps done after a job broke between steps (a lost process fails the
+        gradient sum, before the optimiser touches the parameters): the words to say so."""
+        s = self.session
+        if not s.steps_done:
+            return ""
+        try:
+            return f"; the {s.steps_done} steps done are kept in {self.root.shown(s.save_checkpoint())}"
+        except (OSError, RuntimeError) as e:
+            return f"; saving the checkpoint failed too ({type(e).__name__})"
 
     def _stop(self, msg: Stop) -> None:
         if self.job == "posing":
@@ -372,7 +447,11 @@ class Server:
                 self._finish(stopped=False)
         except Exception as e:  # noqa: BLE001 - the job fails, the server keeps serving
             self.job = "failed"
-            if isinstance(e, (UserError, ConfigError)):
+            lost = self._lost_process()
+            self._stop_ranks()
+            if lost:
+                self._fail(f"training stopped at step {s.steps_done + 1}: {lost}{self._keep_steps()}", req.id, e)
+            elif isinstance(e, (UserError, ConfigError)):
                 self._fail(str(e), req.id)
             else:
                 self._fail(f"training failed at step {s.steps_done}: {type(e).__name__}: {e}", req.id, e)
@@ -391,6 +470,7 @@ class Server:
         """End the training job: checkpoint, metrics, last progress, `done`."""
         s, req = self.session, self.train_request
         self.job = "stopped" if stopped else "finished"
+        self._stop_ranks(clean=True)       # the other processes (if any) end; rank 0 saves
         try:
             self._send_progress()
             ckpt = s.save_checkpoint()

@@ -17,6 +17,7 @@ from .. import config as cfgmod
 from ..config import ConfigError
 from ..errors import UserError
 from ..device import device_name
+from ..distributed import SINGLE, Ranks
 from ..files import check_writable_dir, save_torch, write_json
 from ..formats.camera import Camera
 from ..tasks import task_class
@@ -59,6 +60,8 @@ class RunSpec:
     device: torch.device = torch.device("cpu")
     label: Callable[[str], str] = service_label
     """How fields are named in error messages (service or CLI)."""
+    ranks: Ranks = SINGLE
+    """The processes training together (distributed.py); rank 0 alone writes the run."""
 
 
 class Session:
@@ -99,14 +102,30 @@ class Session:
             cfg = _config(task_cls, spec, overrides)
             task = task_cls(task_cls.load_data(data_path, cfg), cfg, spec.device)
         run_dir = _path(str(spec.run_dir), label("run_dir"), spec)
-        check_writable_dir(run_dir, label("run_dir"))
-        log.info("%s: %s on %s (%s), backend %s, %d parameters", spec.mode,
-                 Path(spec.data or spec.resume or "").name, spec.device, device_name(spec.device),
-                 task.backend, task.n_params)
+        ranks = spec.ranks
+        if ranks.is_main:
+            check_writable_dir(run_dir, label("run_dir"))
+            ranks_note = f", {ranks.world} processes ({ranks.gradient_sync} table sync)" if ranks.world > 1 else ""
+            log.info("%s: %s on %s (%s), backend %s, %d parameters%s", spec.mode,
+                     Path(spec.data or spec.resume or "").name, spec.device, device_name(spec.device),
+                     task.backend, task.n_params, ranks_note)
+        task.ranks = ranks
+        ranks.align(p for group in task.optimizer.param_groups for p in group["params"])
         task.prepare()
         session = cls(task, run_dir, Budget.starting_at(task, spec.steps, spec.seconds))
-        write_json(run_dir / "config.json", cfgmod.to_dict(task.cfg))
+        if ranks.is_main:
+            write_json(run_dir / "config.json", cfgmod.to_dict(task.cfg))
         return session
+
+    @property
+    def ranks(self) -> Ranks:
+        return self.task.ranks
+
+    def end(self) -> None:
+        """The training job is over: the other ranks stop following and every rank leaves
+        the process group (nothing for a single process)."""
+        self.task.ranks.end()
+        self.task.ranks.close()
 
     # ------------------------------------------------------------------ training
     @property
@@ -196,6 +215,9 @@ class Session:
         out = {"mode": self.mode, "engine_version": __version__, "steps": self.steps_done,
                "seconds": round(self.seconds, 3), "run_dir": str(self.run_dir),
                **(self.task.metrics() if task_metrics is None else task_metrics)}
+        if self.ranks.world > 1:
+            out["processes"] = self.ranks.world
+            out["gradient_sync"] = self.ranks.gradient_sync
         device = self.task.device
         out["device_name"] = device_name(device)
         if device.type == "cuda":

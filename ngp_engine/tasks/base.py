@@ -23,6 +23,7 @@ import torch
 
 from .. import config as cfgmod
 from .. import files
+from ..distributed import END, SINGLE, STEP, Ranks
 from ..errors import UserError
 from ..formats.camera import Camera
 from ..nn.losses import loss
@@ -81,6 +82,7 @@ class Task(ABC):
     model: Any
     optimizer: torch.optim.Optimizer
     sampler: torch.Generator
+    ranks: Ranks = SINGLE                  # data-parallel processes (set by the Session)
 
     def __init__(self, cfg: Any, device: torch.device) -> None:
         self.cfg = cfg
@@ -114,12 +116,17 @@ class Task(ABC):
 
     def fit_batch(self, inputs: torch.Tensor, target: torch.Tensor, kind: str) -> Progress:
         """A supervised step: `kind` loss (nn/losses.py) of model(inputs) against target,
-        backward, optimiser step (for tasks whose field maps inputs straight to targets)."""
+        backward, optimiser step (for tasks whose field maps inputs straight to targets).
+        With several ranks each trains on its share of the batch and the gradients are
+        summed (distributed.py); the loss reported is the whole batch's."""
+        n, ranks = len(inputs), self.ranks
+        part = ranks.share(n)
         self.optimizer.zero_grad(set_to_none=True)
-        value = loss(kind, self.model(inputs), target)
+        value = loss(kind, self.model(inputs[part]), target[part]) * ranks.weight(n)
         value.backward()
+        total, _ = ranks.reduce_gradients(self.optimizer.param_groups, value.detach().reshape(1))
         self.optimizer.step()
-        return Progress(loss=value.detach())
+        return Progress(loss=total.reshape(()))
 
     def step(self) -> Progress:
         """One training step at the scheduled learning rate, timed."""
@@ -274,13 +281,28 @@ def run_training(task: Task, budget: Budget, callback: Callable[[Progress], Any]
     """The training loop: step until the budget is spent or `should_stop()` says so.
 
     `callback(progress)` hears every step; `checkpoint` saves on its schedule. Returns the
-    last step's progress (None if no step was taken).
+    last step's progress (None if no step was taken). With several ranks this runs on rank
+    0, whose decision every step is told to the others (`follow_training`).
     """
     last = None
-    while not budget.done(task) and not (should_stop is not None and should_stop()):
+    while task.ranks.agree(not budget.done(task) and not (should_stop is not None and should_stop())):
         last = task.step()
         if callback is not None:
             callback(last)
         if checkpoint is not None:
             checkpoint.maybe()
     return last
+
+
+def follow_training(task: Task) -> int:
+    """A rank other than 0: take a step whenever rank 0 takes one (its `run_training`
+    says so before each step), wait while it pauses (answering requests, rendering), return
+    when it ends the job (`Ranks.end`). Returns the steps taken."""
+    ranks, taken = task.ranks, 0
+    while True:
+        command = ranks.next_command()
+        if command == END:
+            return taken
+        if command == STEP:
+            task.step()
+            taken += 1

@@ -27,6 +27,9 @@ from .mesh import DEFAULT_MESH_THRESHOLD, nerf_mesh
 from .model import NerfModel
 
 MIN_RAYS, MAX_RAYS = 64, 1 << 20
+RAY_GRANULARITY = 64    # the ray count moves in steps of this many (instant-ngp: 256 samples):
+                        # a sample more or less (float rounding in early termination) then
+                        # rarely changes the next batch, and data-parallel ranks stay in step
 
 
 def uses_appearance(cfg: NerfConfig, data: NerfDataset) -> bool:
@@ -151,7 +154,7 @@ class NerfTask(Task):
     def train_step(self) -> Progress:
         if not self.n_images:
             raise UserError(f"{self.dataset_path}: no training images were loaded")
-        cfg, model = self.cfg, self.model
+        cfg, model, ranks = self.cfg, self.model, self.ranks
         if self.steps_done % cfg.occupancy.update_interval == 0:
             model.grid.update(model.field.density, self.steps_done, generator=self.sampler)
         n = self.n_rays
@@ -162,25 +165,34 @@ class NerfTask(Task):
             bg = torch.ones(n, 3, device=self.device) if self.has_alpha else torch.zeros(n, 3, device=self.device)
         target = rgb * alpha[:, None] + bg * (1.0 - alpha[:, None])
         jitter = torch.rand(n, device=self.device, generator=self.sampler)
+        # Every rank drew the same combined batch (same generator); each trains on its share.
+        part = ranks.share(n)
+        o, d, bg, target, jitter, img = o[part], d[part], bg[part], target[part], jitter[part], img[part]
+        weight = ranks.weight(n)
         self.optimizer.zero_grad(set_to_none=True)
         out = model.render_rays(o, d, background=bg, jitter=jitter)
         pred = out.rgb
         if model.appearance is not None:     # the photo's look = its correction of the neutral one
             pred = model.appearance(pred, img)
-        value = loss(cfg.loss, pred, target)
+        value = loss(cfg.loss, pred, target) * weight
         if model.appearance is not None:
-            value = value + cfg.appearance_penalty * model.appearance.penalty()
-        if out.n_samples:
+            value = value + cfg.appearance_penalty * model.appearance.penalty() / ranks.world
+        if value.requires_grad:      # (a ray share without samples may still train appearance)
             value.backward()
+        mse = F.mse_loss(pred.detach(), target) * weight
+        # Loss and PSNR stay on the device (Progress.resolved reads them when shown); with
+        # several ranks they, the gradients and the sample count are summed over the ranks.
+        (value_sum, mse_sum), n_samples = ranks.reduce_gradients(
+            self.optimizer.param_groups, torch.stack([value.detach(), mse]), out.n_samples)
+        if n_samples:
             self.optimizer.step()
-        # Loss and PSNR stay on the device (Progress.resolved reads them when shown).
-        mse = F.mse_loss(pred.detach(), target)
         # Adapt the ray count so the next step feeds about target_batch_samples samples.
-        per_ray = out.n_samples / n
+        per_ray = n_samples / n
         want = cfg.target_batch_samples / max(per_ray, 1.0 / 16)
-        self.n_rays = int(min(MAX_RAYS, max(MIN_RAYS, round(0.5 * n + 0.5 * want))))
+        rays = RAY_GRANULARITY * round((0.5 * n + 0.5 * want) / RAY_GRANULARITY)
+        self.n_rays = int(min(MAX_RAYS, max(MIN_RAYS, rays)))
         self.rays_seen += n
-        return Progress(loss=value.detach(), psnr=-10.0 * torch.log10(mse.clamp_min(1e-10)),
+        return Progress(loss=value_sum, psnr=-10.0 * torch.log10(mse_sum.clamp_min(1e-10)),
                         samples_per_ray=per_ray)
 
     def step(self) -> Progress:

@@ -33,7 +33,8 @@ class EngineState:
     status: str = "idle"                 # idle | starting | training | posing | done | stopped | error
     message: str = ""                    # one sentence for the panel and the status bar
     mode: str = ""
-    source_object: str = ""              # the mesh object an SDF is trained on
+    source_object: str = ""              # the mesh object an SDF is trained on (an image fit: the image)
+    image_fit: dict | None = None        # an image fit under way: {name, size, linear[, summary]}
     run_dir: str = ""
     step: int = 0
     loss: float = 0.0

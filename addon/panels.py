@@ -112,6 +112,32 @@ class NGP_PT_main(bpy.types.Panel):
             box.label(text=st.message, icon="ERROR" if st.status == "error" else "INFO")
 
 
+class NGP_PT_image(bpy.types.Panel):
+    """Image Editor sidebar, tab "NGP": fit the shown image with a neural field."""
+
+    bl_label = "Neural Image Field"
+    bl_idname = "NGP_PT_image"
+    bl_space_type = "IMAGE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "NGP"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout, s, st = self.layout, context.scene.ngp, engine_link.STATE
+        row = layout.row(align=True)
+        row.prop(s, "preset", text="")
+        row.prop(s, "train_budget", text="")
+        row.prop(s, "train_steps" if s.train_budget == "STEPS" else "train_seconds")
+        layout.operator("ngp.fit_image", icon="IMAGE_DATA")
+        if st.mode == "image" and st.status in ("starting", "uploading", "training"):
+            layout.operator("ngp.stop", icon="PAUSE")
+            layout.progress(factor=st.fraction or 0.0, type="BAR",
+                            text=f"{100 * (st.fraction or 0):.0f}%  ETA {_time(st.eta_seconds)}")
+            if st.step:
+                layout.label(text=f"Step {st.step}   loss {st.loss:.4g}")
+        if st.mode == "image" and st.message:
+            layout.label(text=st.message, icon="ERROR" if st.status == "error" else "INFO")
+
+
 def _draw_job(box: bpy.types.UILayout, st: engine_link.EngineState, what: str) -> bool:
     """Progress and Cancel of a dataset being built step by step, if it is `what`."""
     if not st.job_status or st.job_what != what:
@@ -143,4 +169,4 @@ def _draw_photos(box: bpy.types.UILayout, s: bpy.types.PropertyGroup, st: engine
     box.prop(s, "photos_dataset")
 
 
-classes = (NGP_PT_main,)
+classes = (NGP_PT_main, NGP_PT_image)

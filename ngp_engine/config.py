@@ -184,8 +184,9 @@ class ImageFitConfig:
     optimizer: AdamConfig = field(default_factory=AdamConfig)
     batch_size: int = 1024
     """Random positions per training step."""
-    loss: Literal["L2", "RelativeL2", "Huber"] = "L2"
-    """Training loss on colours."""
+    loss: Literal["auto", "L2", "RelativeL2", "Huber"] = "auto"
+    """Training loss on colours; auto: RelativeL2 for linear HDR images (OpenEXR, float
+    TIFF; instant-ngp's choice: errors relative to the brightness), L2 otherwise."""
     backend: Backend = "auto"
     """Hash-grid implementation: torch (reference, any device), cpu (compiled kernel),
     triton (Triton kernels on CUDA/ROCm GPUs), tcnn (tiny-cuda-nn on CUDA) or auto (the
@@ -195,8 +196,8 @@ class ImageFitConfig:
 
     def __post_init__(self) -> None:
         check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
-        check(self.loss in ("L2", "RelativeL2", "Huber"), "loss", self.loss,
-               "must be L2, RelativeL2 or Huber")
+        check(self.loss in ("auto", "L2", "RelativeL2", "Huber"), "loss", self.loss,
+               "must be auto, L2, RelativeL2 or Huber")
         check(self.backend in BACKEND_NAMES, "backend", self.backend,
                "must be " + ", ".join(BACKEND_NAMES[:-1]) + " or " + BACKEND_NAMES[-1])
         check(not isinstance(self.encoding, SphericalHarmonicsConfig), "encoding",

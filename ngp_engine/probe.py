@@ -25,7 +25,8 @@ from pathlib import Path
 
 REQUIREMENTS = Path(__file__).resolve().with_name("requirements.txt")
 # The module each requirement is imported as, where it differs from the pip name.
-IMPORT_NAMES = {"pillow": "PIL", "scikit-image": "skimage", "pymcubes": "mcubes", "libigl": "igl"}
+IMPORT_NAMES = {"pillow": "PIL", "scikit-image": "skimage", "pymcubes": "mcubes", "libigl": "igl",
+                "openexr": "OpenEXR"}
 MIN_PYTHON = (3, 10)
 
 

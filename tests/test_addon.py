@@ -45,10 +45,10 @@ def extension(tmp_path_factory):
 
 # ------------------------------------------------------------------------------ install / register
 def test_installed_extension_registers_its_operators_and_panel(extension):
-    assert hasattr(bpy.types, "NGP_PT_main")
+    assert hasattr(bpy.types, "NGP_PT_main") and hasattr(bpy.types, "NGP_PT_image")
     for op in ("render_rig", "cancel_job", "fit_bounds", "export_cameras", "import_transforms", "train", "load_field",
                "train_sdf", "stop", "import_mesh", "preview", "check_engine", "install_engine",
-               "cancel_install", "detect_engines", "use_engine_python"):
+               "cancel_install", "detect_engines", "use_engine_python", "fit_image"):
         assert op in dir(bpy.ops.ngp), op
     assert "NGP_FIELDS" in {getattr(e, "bl_idname", "") for e in bpy.types.RenderEngine.__subclasses__()}
     assert "NGP_FIELDS" in bpy.types.RENDER_PT_format.COMPAT_ENGINES
@@ -560,6 +560,44 @@ def test_training_in_two_processes_from_the_preferences(extension, tmp_path):
     assert link.STATE.summary["processes"] == 2 and link.STATE.summary["steps"] == 60
     assert link.STATE.job_device.endswith("x 2 processes")
     assert len(bpy.data.objects["Duo SDF"].data.polygons) > 500
+
+
+# ------------------------------------------------------------------------------ image field
+def test_fit_image_brings_the_fields_rendering_back_as_a_new_image(extension, tmp_path):
+    """An image of the file (here made from numbers) is fitted by the engine; its field's
+    rendering arrives as "<name> (NGP)" of the same size, close to the original, and the
+    message says what it costs."""
+    link = extension["module"].engine_link
+    bpy.ops.wm.read_homefile(use_empty=True)
+    h, w = 48, 64
+    yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+    pattern = np.stack([xx, yy, 0.5 + 0.4 * np.sin(6.0 * xx) * np.cos(4.0 * yy)], -1)   # smooth, top row first
+    src = bpy.data.images.new("Swatch", width=w, height=h, alpha=False)
+    rgba = np.ones((h, w, 4), np.float32)
+    rgba[..., :3] = pattern
+    src.pixels.foreach_set(rgba[::-1].ravel())                 # Blender rows bottom to top
+    s = bpy.context.scene.ngp
+    s.run_folder, s.train_budget, s.train_steps = str(tmp_path), "STEPS", 200
+    assert bpy.ops.ngp.fit_image(image_name="Swatch") == {"FINISHED"}
+    assert (tmp_path / "image" / "Swatch" / "input.png").is_file()
+    pump_until(extension["module"], lambda st: "Swatch (NGP)" in bpy.data.images or st.status == "error",
+               timeout=300)
+    assert link.STATE.status == "done", link.STATE.message
+    out = bpy.data.images["Swatch (NGP)"]
+    assert tuple(out.size) == (w, h)
+    got = np.empty(w * h * 4, np.float32)
+    out.pixels.foreach_get(got)
+    linear = got.reshape(h, w, 4)[::-1, :, :3]
+    shown = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.maximum(linear, 0) ** (1 / 2.4) - 0.055)
+    err = np.mean((shown - np.round(pattern * 255) / 255) ** 2)
+    assert -10 * np.log10(err) > 25, -10 * np.log10(err)
+    assert "Swatch (NGP): PSNR" in link.STATE.message and "KB as float16" in link.STATE.message
+    log = []
+    bpy.types.NGP_PT_image.draw(type("P", (), {"layout": RecordingLayout(log)})(), bpy.context)
+    assert ("operator", "ngp.fit_image") in [x[:2] for x in log]
+    assert any(x[0] == "label" and "Swatch (NGP)" in x[1] for x in log)
+    with pytest.raises(RuntimeError, match="no image named 'Nope'"):
+        bpy.ops.ngp.fit_image(image_name="Nope")
 
 
 # ------------------------------------------------------------------------------ errors

@@ -46,3 +46,27 @@ def image_from_array(name: str, pixels: np.ndarray, is_data: bool = False) -> bp
     img.pixels.foreach_set(rgba[::-1].ravel())
     img.update()
     return img
+
+
+def save_image_copy(img: bpy.types.Image, path: Path) -> tuple[int, int, bool]:
+    """Write `img`'s pixels as the engine's input: OpenEXR (linear floats) for a float image,
+    8-bit PNG otherwise (its stored values, usually sRGB); RGBA only when some alpha is
+    below 1. Returns (width, height, is_float). The image itself is not touched."""
+    w, h = (int(v) for v in img.size)
+    if not (w and h):
+        raise ValueError(f"{img.name}: the image has no pixels (not loaded, or its file is missing)")
+    px = np.empty(w * h * 4, np.float32)
+    img.pixels.foreach_get(px)
+    has_alpha = bool((px[3::4] < 1.0).any())
+    is_float = bool(img.is_float)
+    copy = bpy.data.images.new("NGP image input", width=w, height=h, alpha=has_alpha, float_buffer=is_float)
+    try:
+        if not is_float:      # first: changing the colour space afterwards would reset the pixels
+            copy.colorspace_settings.name = img.colorspace_settings.name
+        copy.pixels.foreach_set(px)
+        copy.filepath_raw = str(path)
+        copy.file_format = "OPEN_EXR" if is_float else "PNG"
+        copy.save()
+    finally:
+        bpy.data.images.remove(copy)
+    return w, h, is_float

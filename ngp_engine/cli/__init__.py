@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from ..config import ConfigError
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS.values():
         module.add_parser(sub)
+    image.add_render_parser(sub)
     serve = sub.add_parser(
         "serve", help="run as a service for the Blender add-on (JSON lines on stdin/stdout)",
         description="Serve requests (hello, train, preview, stop, export_mesh, status, shutdown) "
@@ -38,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `image render CHECKPOINT ...` (the image command itself takes a path, not subcommands).
+    if argv[:2] == ["image", "render"] and not Path("render").exists():
+        argv = ["image-render", *argv[2:]]
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         from ..service.server import main as serve  # noqa: PLC0415
@@ -47,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(message)s", stream=sys.stderr)
     from ..encoding.backends import BackendUnavailable  # noqa: PLC0415 (imports torch)
     try:
+        if args.command == "image-render":
+            return image.run_render(args)
         return COMMANDS[args.command].run(args)
     except (UserError, ConfigError, BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)

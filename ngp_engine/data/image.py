@@ -16,7 +16,8 @@ MIN_SIZE = 2
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as float32 [H, W, C] in [0, 1]; C is 1 (grey), 3 (RGB) or 4 (RGBA).
 
-    8- and 16-bit PNGs, JPEG, palette and grey+alpha images are accepted. Raises
+    8- and 16-bit PNGs, JPEG, palette and grey+alpha images are accepted; an OpenEXR file
+    comes as its linear values (`is_hdr_file`), which may exceed 1. Raises
     `UserError` naming the file for anything that is not a readable image.
     """
     path = Path(path)
@@ -24,6 +25,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not an image")
+    if is_hdr_file(path):                # linear values, not clamped to [0, 1]
+        from .exr import read_exr  # noqa: PLC0415
+
+        return read_exr(path)
     try:
         with Image.open(path) as img:
             img.load()
@@ -40,6 +45,11 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
+def is_hdr_file(path: str | os.PathLike) -> bool:
+    """Whether the file holds linear high-dynamic-range values (OpenEXR)."""
+    return Path(path).suffix.lower() == ".exr"
+
+
 def _to_float(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -53,6 +63,11 @@ def _to_float(img: Image.Image) -> np.ndarray:
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         return np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def to_display(linear: np.ndarray) -> np.ndarray:
+    """Linear values (HDR) as a viewable image in [0, 1]: clipped, sRGB-like gamma 2.2."""
+    return np.clip(linear, 0.0, 1.0) ** (1.0 / 2.2)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

@@ -177,8 +177,8 @@ class Ranks:
             return figures, count
         import torch.distributed as dist  # noqa: PLC0415
 
-        if not 0 <= count < MAX_EXACT_COUNT:
-            raise ValueError(f"count {count} is outside what a float32 sum keeps exact")
+        if not 0 <= count * self.world < MAX_EXACT_COUNT:
+            raise ValueError(f"count {count} x {self.world} ranks is outside what a float32 sum keeps exact")
         small: list[torch.Tensor] = []
         for group in groups:
             for p in group["params"]:

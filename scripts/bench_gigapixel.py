@@ -12,7 +12,7 @@ fixed time, with the process's peak memory and the PSNR on 10^6 random pixels.
    repeat.
 2. Fits it with the image field (16 levels, 2 features, T = 2^`--log2-hashmap-size`,
    N_min 16, N_max = `--size`, a 2 x 64 MLP) for `--seconds` of training, reading
-   `--chunks-per-step` random tiles per step through a 256 MB tile cache.
+   `--chunks-per-step` random tiles per step through a 128 MB tile cache.
 3. Reports the peak resident memory of the process (getrusage), what the model and its
    Adam state take (16 bytes per parameter), the memory before the image was opened, and
    the PSNR on 10^6 random pixels.

@@ -181,8 +181,9 @@ def test_a_time_budget_ends_both_ranks_together(nerf_scene, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the service
-def _followers_running() -> list[str]:
-    out = subprocess.run(["pgrep", "-f", "ngp_engine.service.followers"], capture_output=True, text=True)
+def _followers_running(run: Path) -> list[str]:
+    """Follower processes of this test's run (its folder is in their command line)."""
+    out = subprocess.run(["pgrep", "-f", f"ngp_engine.service.followers.*{run}"], capture_output=True, text=True)
     return out.stdout.split()
 
 
@@ -201,7 +202,7 @@ def test_service_trains_with_two_processes_like_one(nerf_scene, tmp_path):
         config = client.wait_for(lambda e: e.type == "artifact" and e.info.get("processes") == 2, timeout=120)
         assert config.kind == "config"
         client.wait_for(lambda e: e.type == "progress" and e.step >= 3, timeout=120)
-        assert len(_followers_running()) == 1
+        assert len(_followers_running(tmp_path / "two")) == 1
         client.send(Preview(camera=test_camera(nerf_scene), passes=["rgb"], id="p"))
         preview = client.wait_for(lambda e: e.type in ("artifact", "error") and e.request == "p", timeout=60)
         assert preview.type == "artifact" and Path(preview.path).is_file()
@@ -210,7 +211,7 @@ def test_service_trains_with_two_processes_like_one(nerf_scene, tmp_path):
         assert done.summary["processes"] == 2 and done.summary["steps"] == 12
     finally:
         client.close()
-    assert _followers_running() == []
+    assert _followers_running(tmp_path / "two") == []
     assert_same_training(tmp_path / "one", tmp_path / "two")
 
 
@@ -221,7 +222,7 @@ def test_a_rank_killed_mid_training_is_one_line_and_the_steps_are_kept(nerf_scen
         client.send(Train(mode="nerf", data=str(nerf_scene), run_dir=str(tmp_path / "run"), processes=2,
                           id="t"))
         client.wait_for(lambda e: e.type == "progress" and e.step >= 3, timeout=120)
-        followers = _followers_running()
+        followers = _followers_running(tmp_path / "run")
         assert len(followers) == 1
         os.kill(int(followers[0]), signal.SIGKILL)
         err = client.wait_for(lambda e: e.type in ("error", "done") and e.request == "t", timeout=60)
@@ -237,4 +238,22 @@ def test_a_rank_killed_mid_training_is_one_line_and_the_steps_are_kept(nerf_scen
         assert done.type == "done", done
     finally:
         client.close()
-    assert _followers_running() == []
+    assert _followers_running(tmp_path) == []
+
+
+def test_a_one_process_job_keeps_the_device_it_asked_for(tmp_path):
+    """The service's single-process job trains on the request's device (a GPU job must not
+    fall back to the CPU default of the one-process ranks)."""
+    from ngp_engine.service.server import Server
+
+    r, w = os.pipe()
+    try:
+        with open(os.devnull, "wb") as sink:
+            server = Server(r, sink)
+            msg = Train(mode="nerf", data="/d", run_dir="/r")
+            for device in (torch.device("cuda"), torch.device("mps"), torch.device("cpu")):
+                ranks = server._start_ranks(msg, device, {})
+                assert ranks.world == 1 and ranks.device == device
+    finally:
+        os.close(r)
+        os.close(w)

@@ -20,7 +20,7 @@ from ngp_engine.errors import UserError
 from conftest import run_cli
 
 
-@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_exr_round_trip(tmp_path, channels):
     img = (np.random.default_rng(channels).random((17, 23, channels)) * 20.0).astype(np.float32)
     path = write_exr(tmp_path / "x.exr", img)

@@ -13,7 +13,7 @@ from ..properties import run_folder
 from .feedback import fail
 from .training import _TrainingOperator, request_id
 
-IMAGE_PRESETS = ("cpu-fast", "instant-ngp")     # the scene's presets that the image mode has too
+MAX_RENDER_SIDE = 8192      # the protocol's largest preview side: bigger images come back scaled
 
 
 def _editor_image(context: bpy.types.Context) -> bpy.types.Image | None:
@@ -52,7 +52,12 @@ class NGP_OT_fit_image(_TrainingOperator, bpy.types.Operator):
         except (ValueError, RuntimeError) as e:
             return fail(self, f"{img.name}: cannot write it for the engine ({e})")
         STATE.source_object = img.name
-        STATE.image_fit = {"name": img.name, "size": [w, h], "linear": is_float}
+        # Values to show as they are: float images (linear) and data (Non-Color) images;
+        # 8-bit colour images hold sRGB-encoded values, made linear for a float image.
+        as_is = is_float or bool(img.colorspace_settings.is_data)
+        scale = min(1.0, MAX_RENDER_SIDE / max(w, h))
+        STATE.image_fit = {"name": img.name, "size": [max(1, round(w * scale)), max(1, round(h * scale))],
+                           "linear": as_is}
         return self.start(context, "image", data, folder / "run")
 
 
@@ -61,7 +66,11 @@ def on_event(ev) -> None:
     fit = STATE.image_fit
     if fit is None or STATE.mode != "image":
         return
-    if ev.type == "done" and ev.request == STATE.pending.get("train") and not ev.summary.get("stopped"):
+    if ev.type in ("done", "error") and ev.request == STATE.pending.get("train") and (
+            ev.type == "error" or ev.summary.get("stopped")):
+        STATE.image_fit = None              # stopped or failed: nothing comes back
+        return
+    if ev.type == "done" and ev.request == STATE.pending.get("train"):
         fit["summary"] = ev.summary
         try:
             engine_link.send(Preview(camera=None, passes=["rgb"], resolution=fit["size"],

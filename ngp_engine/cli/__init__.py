@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `image render CHECKPOINT ...` (the image command itself takes a path, not subcommands).
-    if argv[:2] == ["image", "render"] and not Path("render").exists():
+    if argv[:2] == ["image", "render"] and not Path("render").is_file():
         argv = ["image-render", *argv[2:]]
     args = build_parser().parse_args(argv)
     if args.command == "serve":

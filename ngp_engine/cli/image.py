@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if not train_with_progress(session, args, lambda p: {"step": p.step, "loss": p.loss}):
         return 0      # a data-parallel rank other than 0: rank 0 writes the run
     task, out = session.task, session.run_dir
+    session.save_checkpoint()       # first: writing the outputs may fail or take long
     if task.tiled is not None:
         # Too large to hold: the reconstruction is rendered tile by tile into a tiled
         # BigTIFF, with a small preview beside it; scored on random pixels.
@@ -59,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
         metrics = session.summary(task.metrics(rec))
         save_png(out / "reconstruction.png", rec)
         save_png(out / "comparison.png", np.concatenate([task.image, rec], axis=1))
-    session.save_checkpoint()
     if args.export_fp16:
         metrics["fp16_bytes"] = task.export_fp16(out / "model_fp16.pt").stat().st_size
         metrics["fp16_parameter_bytes"] = 2 * task.n_params

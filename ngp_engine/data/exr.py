@@ -39,17 +39,18 @@ def read_exr(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_exr(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write float [H, W, C] (C = 1, 3 or 4) as a ZIP-compressed float32 EXR, atomically."""
+    """Write float [H, W, C] (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) as a ZIP-compressed
+    float32 EXR, atomically."""
     import OpenEXR  # noqa: PLC0415
 
     path = Path(path)
-    image = np.ascontiguousarray(image, dtype=np.float32)
-    names = {1: "Y", 3: "RGB", 4: "RGBA"}[image.shape[-1]]
-    data = image[..., 0] if names == "Y" else image
+    image = np.asarray(image, dtype=np.float32)
+    names = {1: "Y", 2: "YA", 3: "RGB", 4: "RGBA"}[image.shape[-1]]
+    channels = {n: np.ascontiguousarray(image[..., i]) for i, n in enumerate(names)}
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
 
     def write(tmp: str) -> None:
-        with OpenEXR.File(header, {names: data}) as f:
+        with OpenEXR.File(header, channels) as f:
             f.write(tmp)
 
     atomic_write(path, write)

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import UserError
 
-DEFAULT_CACHE_BYTES = 256 << 20     # decoded chunks kept (float32): what bounds the memory
+DEFAULT_CACHE_BYTES = 128 << 20     # decoded chunks kept, as stored (8-bit: 682 tiles of 256^2 RGB)
 CHUNKS_PER_STEP = 64                # distinct chunks one training batch draws from
 
 
@@ -46,9 +46,18 @@ class TiledImage:
     """A TIFF read by chunks; `height` x `width` pixels of `channels` values."""
 
     def __init__(self, path: str | os.PathLike, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.path = Path(path)
+        self._tif = None
+        try:
+            self._open(cache_bytes)
+        except BaseException:
+            if self._tif is not None:
+                self._tif.close()
+            raise
+
+    def _open(self, cache_bytes: int) -> None:
         import tifffile  # noqa: PLC0415
 
-        self.path = Path(path)
         try:
             self._tif = tifffile.TiffFile(self.path)
             page = self._tif.pages.first
@@ -86,7 +95,7 @@ class TiledImage:
         else:
             raise UserError(f"{self.path}: {dtype} samples; 8- or 16-bit integers or floats are needed")
         self.hdr = dtype.kind == "f"
-        chunk_bytes = self.chunk_h * self.chunk_w * self.channels * 4
+        chunk_bytes = self.chunk_h * self.chunk_w * self.channels * dtype.itemsize
         self.cache_chunks = max(1, cache_bytes // chunk_bytes)
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self.chunks_read = 0           # decodes so far (cache misses)
@@ -109,8 +118,15 @@ class TiledImage:
         self._cache.clear()
 
     # ------------------------------------------------------------------ chunks
+    def values(self, stored: np.ndarray) -> np.ndarray:
+        """Stored samples (any shape) as float32: integers over their top value, floats as
+        they are."""
+        out = stored.astype(np.float32)
+        return out / np.float32(self.top) if self.top is not None else out
+
     def chunk(self, index: int) -> np.ndarray:
-        """Chunk `index` (row-major in the chunk grid) as float32 [h, w, C], cut to the image."""
+        """Chunk `index` (row-major in the chunk grid) as stored (uint8, uint16 or float)
+        [h, w, C], cut to the image; cached so (8-bit: a quarter of float32's memory)."""
         hit = self._cache.get(index)
         if hit is not None:
             self._cache.move_to_end(index)
@@ -128,8 +144,8 @@ class TiledImage:
             raise UserError(f"{self.path}: cannot read chunk {index} (rows from {r * self.chunk_h}, "
                             f"columns from {c * self.chunk_w}): {type(e).__name__}: {e}") from None
         h, w = (int(v) for v in self._chunk_shape[index])
-        arr = np.asarray(segment).reshape(segment.shape[-3], segment.shape[-2], -1)[:h, :w, :self.channels]
-        arr = arr.astype(np.float32) / np.float32(self.top) if self.top is not None else arr.astype(np.float32)
+        arr = np.ascontiguousarray(np.asarray(segment).reshape(segment.shape[-3], segment.shape[-2], -1)
+                                   [:h, :w, :self.channels])
         self.chunks_read += 1
         self._cache[index] = arr
         while len(self._cache) > self.cache_chunks:
@@ -145,7 +161,7 @@ class TiledImage:
                 cy0, cx0 = r * self.chunk_h, c * self.chunk_w
                 ya, yb = max(y0, cy0), min(y1, cy0 + arr.shape[0])
                 xa, xb = max(x0, cx0), min(x1, cx0 + arr.shape[1])
-                out[ya - y0:yb - y0, xa - x0:xb - x0] = arr[ya - cy0:yb - cy0, xa - cx0:xb - cx0]
+                out[ya - y0:yb - y0, xa - x0:xb - x0] = self.values(arr[ya - cy0:yb - cy0, xa - cx0:xb - cx0])
         return out
 
     # ------------------------------------------------------------------ sampling
@@ -164,7 +180,7 @@ class TiledImage:
         which_np, row_np, col_np = which.numpy(), row_in.numpy(), col_in.numpy()
         for index in np.unique(which_np):
             sel = np.nonzero(which_np == index)[0]
-            values[sel] = self.chunk(int(index))[row_np[sel], col_np[sel]]
+            values[sel] = self.values(self.chunk(int(index))[row_np[sel], col_np[sel]])
         r, c = np.divmod(which_np, self.cols)
         rows = torch.from_numpy(r * self.chunk_h) + row_in
         cols = torch.from_numpy(c * self.chunk_w) + col_in
@@ -172,7 +188,7 @@ class TiledImage:
         xy = torch.stack([(cols + jitter[:, 0]) / self.width, (rows + jitter[:, 1]) / self.height], 1)
         return xy.float().to(device), torch.from_numpy(values).to(device)
 
-    def pixels(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def pixels(self, n: int, seed: int | tuple[int, ...] = 0) -> tuple[np.ndarray, np.ndarray]:
         """n uniformly random pixels for evaluation, read chunk by chunk: their centres
         float32 [n, 2] (x, y in [0, 1]) and values float32 [n, C]."""
         rng = np.random.default_rng(seed)
@@ -186,7 +202,7 @@ class TiledImage:
             if len(part):
                 i = int(index[part[0]])
                 r, c = divmod(i, self.cols)
-                values[part] = self.chunk(i)[rows[part] - r * self.chunk_h, cols[part] - c * self.chunk_w]
+                values[part] = self.values(self.chunk(i)[rows[part] - r * self.chunk_h, cols[part] - c * self.chunk_w])
         xy = np.stack([(cols + 0.5) / self.width, (rows + 0.5) / self.height], 1).astype(np.float32)
         return xy, values
 

@@ -133,6 +133,9 @@ def map_images(database: Path, image_dir: Path, model_dir: Path, canceller: Canc
     options = pycolmap.IncrementalPipelineOptions()
     options.min_model_size = 3           # keep small models so the error can say how small
     options.extract_colors = True
+    # Reproducible: the same photos give the same poses (RANSAC's sampling is seeded; with
+    # the default -1, COLMAP seeds from the clock and now and then registers one image fewer).
+    options.random_seed = 0
     model_dir.mkdir(parents=True, exist_ok=True)
     models = pycolmap.incremental_mapping(database, image_dir, model_dir, options,
                                           initial_image_pair_callback=lambda: on_registered(2),

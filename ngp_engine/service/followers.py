@@ -83,7 +83,9 @@ class Followers:
         if self.threads:
             env.update(OMP_NUM_THREADS=str(self.threads))
         for rank in range(1, self.world):
-            log = Path(tempfile.mkstemp(prefix=f"ngp-rank{rank}-", suffix=".log")[1])
+            fd, name = tempfile.mkstemp(prefix=f"ngp-rank{rank}-", suffix=".log")
+            os.close(fd)
+            log = Path(name)
             self.logs.append(log)
             with open(log, "wb") as err:
                 self.procs.append(subprocess.Popen(
@@ -161,6 +163,7 @@ def follower_main(rank: int, spec_json: str) -> int:
     from .session import RunSpec, Session  # noqa: PLC0415
 
     spec = FollowerSpec(**json.loads(spec_json))
+    _exit_with_parent()
     if spec.threads:
         cpu_threads(spec.threads)
     device = torch.device("cuda", rank) if spec.device == "cuda" else torch.device(spec.device)
@@ -174,9 +177,26 @@ def follower_main(rank: int, spec_json: str) -> int:
             preset=spec.preset, resume=spec.resume, steps=spec.steps, seconds=spec.seconds,
             device=device, ranks=ranks))
         follow_training(session.task)
-    finally:
-        ranks.close()
+    except BaseException:
+        ranks.close(wait_for_all=False)     # rank 0 is in another collective: no barrier
+        raise
+    ranks.close()
     return 0
+
+
+def _exit_with_parent(every: float = 1.0) -> None:
+    """End this process when the server that started it is gone (killed, crashed): its own
+    session keeps it out of the server's process group, so nothing else would."""
+    import threading  # noqa: PLC0415
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -208,8 +208,11 @@ class Server:
         try:
             self.session = Session.open(RunSpec(**{**run, "run_dir": Path(run["run_dir"])},
                                                 device=ranks.device, ranks=ranks))
-        except BaseException:
+        except BaseException as e:
+            lost = self._lost_process()       # a follower's own error says more than the link's
             self._stop_ranks(ranks)
+            if lost and not isinstance(e, (UserError, ConfigError)):
+                raise UserError(f"train.processes: {lost}") from None
             raise
         self.train_request = msg
         self.job = "training"
@@ -233,7 +236,7 @@ class Server:
         from ..distributed import SINGLE, Ranks, cpu_threads  # noqa: PLC0415
 
         if msg.processes == 1:
-            return SINGLE
+            return SINGLE if device == SINGLE.device else Ranks(device=device)
         import torch  # noqa: PLC0415
 
         from .followers import Followers  # noqa: PLC0415

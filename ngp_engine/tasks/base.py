@@ -120,6 +120,8 @@ class Task(ABC):
         With several ranks each trains on its share of the batch and the gradients are
         summed (distributed.py); the loss reported is the whole batch's."""
         n, ranks = len(inputs), self.ranks
+        if n < ranks.world:
+            raise UserError(f"batch_size: {n} is smaller than the {ranks.world} processes sharing it")
         part = ranks.share(n)
         self.optimizer.zero_grad(set_to_none=True)
         value = loss(kind, self.model(inputs[part]), target[part]) * ranks.weight(n)

@@ -6,6 +6,7 @@ bilinearly interpolated targets, as instant-ngp's image mode does.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -127,11 +128,11 @@ class ImageTask(Task):
         width, y down the rows) at `width` x `height` output pixels (their centres):
         float32 [height, width, C] clamped to [0, 1] (an HDR image: to >= 0)."""
         x0, y0, x1, y1 = region
-        ys = (y0 + (torch.arange(height, device=self.device, dtype=torch.float64) + 0.5)
-              * ((y1 - y0) / height)) / self.height
-        xs = (x0 + (torch.arange(width, device=self.device, dtype=torch.float64) + 0.5)
-              * ((x1 - x0) / width)) / self.width
-        xy = torch.stack(torch.meshgrid(xs.float(), ys.float(), indexing="xy"), dim=-1).reshape(-1, 2)
+        # Positions in float64 on the host (MPS has no float64), then float32 on the device.
+        ys = (y0 + (torch.arange(height, dtype=torch.float64) + 0.5) * ((y1 - y0) / height)) / self.height
+        xs = (x0 + (torch.arange(width, dtype=torch.float64) + 0.5) * ((x1 - x0) / width)) / self.width
+        xs, ys = xs.float().to(self.device), ys.float().to(self.device)
+        xy = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
         out = torch.cat([self.model(xy[i:i + chunk]) for i in range(0, xy.shape[0], chunk)])
         out = out.clamp_min(0.0) if self.hdr else out.clamp(0.0, 1.0)
         return out.reshape(height, width, self.n_channels).cpu().numpy()
@@ -142,20 +143,25 @@ class ImageTask(Task):
         return self._hdr
 
     @torch.no_grad()
-    def sampled_psnr(self, n: int = EVAL_PIXELS, seed: int = 0, chunk: int = 1 << 16) -> float:
+    def sampled_psnr(self, n: int = EVAL_PIXELS, seed: int = 0, block: int = 1 << 17) -> float:
         """PSNR on `n` random pixels (centres) of the image: how a picture too large to
-        render whole is scored."""
-        if self.tiled is not None:
-            xy, truth = self.tiled.pixels(n, seed)
-        else:
-            rng = np.random.default_rng(seed)
-            rows, cols = rng.integers(0, self.height, n), rng.integers(0, self.width, n)
-            xy = np.stack([(cols + 0.5) / self.width, (rows + 0.5) / self.height], 1).astype(np.float32)
-            truth = self.image[rows, cols]
-        pts = torch.from_numpy(xy).to(self.device)
-        pred = torch.cat([self.model(pts[i:i + chunk]) for i in range(0, len(pts), chunk)])
-        pred = pred.clamp_min(0.0) if self.hdr else pred.clamp(0.0, 1.0)
-        return psnr(pred.cpu().numpy(), truth)
+        render whole is scored. Read and evaluated `block` pixels at a time (bounded memory)."""
+        sse, count = 0.0, 0
+        for k, start in enumerate(range(0, n, block)):
+            m = min(block, n - start)
+            if self.tiled is not None:
+                xy, truth = self.tiled.pixels(m, seed=(seed, k))
+            else:
+                rng = np.random.default_rng((seed, k))
+                rows, cols = rng.integers(0, self.height, m), rng.integers(0, self.width, m)
+                xy = np.stack([(cols + 0.5) / self.width, (rows + 0.5) / self.height], 1).astype(np.float32)
+                truth = self.image[rows, cols]
+            pred = self.model(torch.from_numpy(xy).to(self.device))
+            pred = pred.clamp_min(0.0) if self.hdr else pred.clamp(0.0, 1.0)
+            sse += float(((pred.double().cpu().numpy() - truth) ** 2).sum())
+            count += truth.size
+        mse = sse / max(count, 1)
+        return float("inf") if mse == 0.0 else -10.0 * math.log10(mse)
 
     def render(self, camera: Camera | None, passes: tuple[str, ...],
                resolution: tuple[int, int] | None = None) -> dict[str, np.ndarray]:

@@ -292,10 +292,10 @@ def test_a_link_dropped_during_upload_is_one_line_and_leaves_no_result(server, n
     finally:
         client.close()
     assert got[-1].type == "exited", got[-3:]
-    errors = [e for e in got if e.type == "error" and e.request == "t"]
-    assert len(errors) == 1, got[-3:]
-    assert errors[0].message.startswith("lost the connection to ngp-test during the upload; nothing was trained")
-    assert "\n" not in errors[0].message
+    said = "lost the connection to ngp-test during the upload; nothing was trained"
+    assert got[-1].message.startswith(said) and "\n" not in got[-1].message
+    # The upload's own answer may come before the exit or not at all; it says the same.
+    assert all(e.message.startswith(said) for e in got if e.type == "error" and e.request == "t")
     sent = list(root.glob("runs/*/input/*/zz_extra.bin"))
     assert sent == [] or sent[0].read_bytes() == blob         # whole (checked) or not there at all
     assert list(root.glob("runs/*/input/*/.zz_extra.bin.part"))  # the part a retry resumes from

@@ -283,6 +283,11 @@ class EngineClient:
     def _exit_message(self, rc: int | None) -> str:
         """One line saying why the engine is gone."""
         if self.location.remote:
+            m = self.mirror
+            if self.ready is not None and m is not None and (m.uploading is not None or m.upload_cut):
+                from .mirror import upload_cut_message  # noqa: PLC0415
+
+                return upload_cut_message(self.location.describe())   # no job exists remotely yet
             said = self.location.exit_message(rc, list(self._stderr_tail), self.ready is not None)
             if said is not None:
                 return said

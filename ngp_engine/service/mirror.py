@@ -44,6 +44,12 @@ class Transfer:
     request: str | None = None
 
 
+def upload_cut_message(where: str) -> str:
+    """The one line for a link that dropped while a job's input was going up."""
+    return (f"lost the connection to {where} during the upload; nothing was trained "
+            "(uploading again resumes where it stopped)")
+
+
 class TransferError(RuntimeError):
     """A file could not be moved; one line naming it."""
 
@@ -63,6 +69,7 @@ class Mirror:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self.uploading: str | None = None                 # id of the request whose input goes up
+        self.upload_cut = False                           # the link dropped during the last upload
         self._ended: Any = None
         self.thread = threading.Thread(target=self._loop, name="engine-mirror", daemon=True)
         self.thread.start()
@@ -79,6 +86,7 @@ class Mirror:
         self.runs.add(Path(msg.run_dir), base / "run")
         plan = [("data", Path(msg.data))] + ([("resume", Path(msg.resume))] if msg.resume else [])
         self._cancel.clear()
+        self.upload_cut = False
         self.uploading = msg.id or ""
         threading.Thread(target=self._upload_then_send, args=(msg, base, plan), name="engine-upload",
                          daemon=True).start()
@@ -104,9 +112,12 @@ class Mirror:
             self._deliver(Done(summary={"stopped": True, "reason": "upload cancelled", "steps": 0},
                                request=msg.id))
         except (TransferError, OSError, _Ended) as e:
-            text = str(e) if not isinstance(e, _Ended) else f"lost the connection to {self.where} during the upload"
-            self._deliver(Error(message=f"{text}; nothing was trained (uploading again resumes where it stopped)",
-                                request=msg.id))
+            if isinstance(e, _Ended):
+                self.upload_cut = True            # the client's exit line says so too
+                message = upload_cut_message(self.where)
+            else:
+                message = f"{e}; nothing was trained (uploading again resumes where it stopped)"
+            self._deliver(Error(message=message, request=msg.id))
         finally:
             self.uploading = None
 

@@ -244,16 +244,8 @@ def test_a_rank_killed_mid_training_is_one_line_and_the_steps_are_kept(nerf_scen
 def test_a_one_process_job_keeps_the_device_it_asked_for(tmp_path):
     """The service's single-process job trains on the request's device (a GPU job must not
     fall back to the CPU default of the one-process ranks)."""
-    from ngp_engine.service.server import Server
+    from ngp_engine.service.followers import JobRanks
 
-    r, w = os.pipe()
-    try:
-        with open(os.devnull, "wb") as sink:
-            server = Server(r, sink)
-            msg = Train(mode="nerf", data="/d", run_dir="/r")
-            for device in (torch.device("cuda"), torch.device("mps"), torch.device("cpu")):
-                ranks = server._start_ranks(msg, device, {})
-                assert ranks.world == 1 and ranks.device == device
-    finally:
-        os.close(r)
-        os.close(w)
+    for device in (torch.device("cuda"), torch.device("mps"), torch.device("cpu")):
+        job = JobRanks.start(1, "dense", device, {})
+        assert job.ranks.world == 1 and job.ranks.device == device and job.followers is None

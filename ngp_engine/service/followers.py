@@ -1,5 +1,6 @@
 """The other processes of a data-parallel job that the service trains (`train` with
-`processes` > 1): the server is rank 0 and starts ranks 1..N-1 as child processes
+`processes` > 1; `JobRanks` is what the server holds of a job's processes): the server is
+rank 0 and starts ranks 1..N-1 as child processes
 (`python -m ngp_engine.service.followers SPEC`), which open the same run and follow its
 steps (tasks/base.follow_training) until the server ends the job.
 
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..distributed import Ranks, cpu_threads
+from ..distributed import SINGLE, Ranks, cpu_threads
 from ..errors import UserError
 
 JOIN_TIMEOUT = 300.0             # seconds for every follower to start (imports, data loading)
@@ -145,6 +146,57 @@ class Followers:
         for log in self.logs:
             log.unlink(missing_ok=True)
         self.procs, self.logs = [], []
+
+
+class JobRanks:
+    """The processes of one training job the service runs: this process alone, or rank 0
+    of `processes` with the followers it started (and the CPU threads it gave up for them)."""
+
+    def __init__(self, ranks: Ranks, followers: Followers | None = None, threads: int = 0) -> None:
+        self.ranks, self.followers, self._threads = ranks, followers, threads
+
+    @classmethod
+    def start(cls, processes: int, gradient_sync: str, device: torch.device,
+              run: dict[str, Any]) -> "JobRanks":
+        """Start the followers of a `processes`-rank job on `run` (the Session's spec
+        fields) and join them as rank 0; one process needs nothing started."""
+        if processes == 1:
+            return cls(SINGLE if device == SINGLE.device else Ranks(device=device))
+        followers = Followers(processes, device)
+        threads = cpu_threads()
+        try:
+            if followers.threads:      # the CPU's cores shared between the processes
+                cpu_threads(followers.threads)
+            followers.start(run, gradient_sync)
+            followers.wait_joined()
+            rank0 = torch.device("cuda", 0) if device.type == "cuda" else device
+            ranks = Ranks.join(0, processes, rank0, store=followers.store, gradient_sync=gradient_sync)
+        except BaseException:
+            followers.kill()
+            cpu_threads(threads)
+            raise
+        return cls(ranks, followers, threads)
+
+    def stop(self, clean: bool = False) -> None:
+        """End the job: the followers told to end (`clean`, after a good job) or killed, the
+        process group left, this process's threads given back."""
+        ranks, followers = self.ranks, self.followers
+        if clean:
+            try:
+                ranks.end()
+            except Exception:  # noqa: BLE001 - a process already gone: kill the rest
+                clean = False
+        if followers is not None and not clean:
+            followers.kill()               # first: a stuck follower would hold the barrier
+        ranks.close(wait_for_all=clean)
+        if followers is not None:
+            if clean:
+                followers.join()
+            cpu_threads(self._threads)
+
+    def lost(self) -> str:
+        """Which follower died, when one did ("" otherwise)."""
+        return self.followers.lost(grace=1.0) if self.followers is not None else ""
 
 
 def _last_line(log: Path) -> str:

@@ -30,6 +30,7 @@ from .. import __version__
 from ..config import ConfigError
 from ..errors import UserError
 from . import transfer
+from .line_reader import read_lines
 from .protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Artifact, Done, Error, ExportMesh, FileInfo, GetFile,
                        Hello, Log, Message, Poses, PosesProgress, Preview, Progress, ProtocolError, PutFile,
                        Ready, Shutdown, State, Status, Stop, Train, parse_request)
@@ -66,8 +67,7 @@ class Server:
         self.poses_request: Poses | None = None
         self._cancel_poses = threading.Event()
         self._poses_worker: threading.Thread | None = None
-        self._followers: Any = None        # the other processes of a data-parallel job
-        self._threads = 0
+        self._ranks: Any = None            # the job's processes (followers.JobRanks)
 
     # ---------------------------------------------------------------- output
     def send(self, msg: Message) -> None:
@@ -85,44 +85,10 @@ class Server:
         detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
         self.send(Error(message=message, detail=detail, request=request))
 
-    # ---------------------------------------------------------------- input
-    def _read_stdin(self) -> None:
-        """Reader thread: whole lines into the queue; an over-long line is skipped to its end
-        without being held in memory; EOF is queued last. Reads the raw file descriptor: a
-        daemon thread blocked inside a buffered reader would abort the interpreter at exit."""
-        pending = bytearray()
-        skipped = 0                        # > 0 while discarding an over-long line
-        while True:
-            try:
-                chunk = os.read(self._inp_fd, 1 << 16)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                if skipped:
-                    self._queue.put(("too_long", skipped))
-                elif pending:
-                    self._queue.put(("line", bytes(pending)))
-                self._queue.put(("eof", None))
-                return
-            while chunk:
-                nl = chunk.find(b"\n")
-                part, chunk = (chunk, b"") if nl < 0 else (chunk[:nl + 1], chunk[nl + 1:])
-                if skipped:
-                    skipped += len(part)
-                else:
-                    pending += part
-                    if len(pending) > MAX_LINE_BYTES:
-                        skipped, pending = len(pending), bytearray()
-                if nl >= 0:
-                    if skipped:
-                        self._queue.put(("too_long", skipped))
-                    else:
-                        self._queue.put(("line", bytes(pending)))
-                    skipped, pending = 0, bytearray()
-
     # ---------------------------------------------------------------- loop
     def run(self) -> int:
-        threading.Thread(target=self._read_stdin, name="stdin-reader", daemon=True).start()
+        threading.Thread(target=read_lines, args=(self._inp_fd, self._queue.put), name="stdin-reader",
+                         daemon=True).start()
         try:
             while True:
                 try:
@@ -204,13 +170,15 @@ class Server:
                    data=str(inside(msg.data, "train.data")), config=msg.config, preset=msg.preset,
                    resume=str(inside(msg.resume, "train.resume")) if msg.resume else None,
                    steps=msg.steps, seconds=msg.seconds)
-        ranks = self._start_ranks(msg, device, run)
+        from .followers import JobRanks  # noqa: PLC0415
+
+        self._ranks = JobRanks.start(msg.processes, msg.gradient_sync, device, run)
         try:
             self.session = Session.open(RunSpec(**{**run, "run_dir": Path(run["run_dir"])},
-                                                device=ranks.device, ranks=ranks))
+                                                device=self._ranks.ranks.device, ranks=self._ranks.ranks))
         except BaseException as e:
             lost = self._lost_process()       # a follower's own error says more than the link's
-            self._stop_ranks(ranks)
+            self._stop_ranks()
             if lost and not isinstance(e, (UserError, ConfigError)):
                 raise UserError(f"train.processes: {lost}") from None
             raise
@@ -230,60 +198,15 @@ class Server:
         if self.session.budget_done:  # a zero budget: nothing to train
             self._finish(stopped=False)
 
-    def _start_ranks(self, msg: Train, device: Any, run: dict[str, Any]) -> Any:
-        """The job's ranks: this process alone, or rank 0 of `msg.processes` (the others
-        started here as followers, see followers.py)."""
-        from ..distributed import SINGLE, Ranks, cpu_threads  # noqa: PLC0415
-
-        if msg.processes == 1:
-            return SINGLE if device == SINGLE.device else Ranks(device=device)
-        import torch  # noqa: PLC0415
-
-        from .followers import Followers  # noqa: PLC0415
-
-        followers = Followers(msg.processes, device)
-        self._threads = cpu_threads()
-        try:
-            if followers.threads:      # the CPU's cores shared between the processes
-                cpu_threads(followers.threads)
-            followers.start(run, msg.gradient_sync)
-            followers.wait_joined()
-            rank0 = torch.device("cuda", 0) if device.type == "cuda" else device
-            ranks = Ranks.join(0, msg.processes, rank0, store=followers.store,
-                               gradient_sync=msg.gradient_sync)
-        except BaseException:
-            followers.kill()
-            cpu_threads(self._threads)
-            raise
-        self._followers = followers
-        return ranks
-
-    def _stop_ranks(self, ranks: Any = None, clean: bool = False) -> None:
-        """End the job's other processes: told to end (`clean`, after a good job) or killed,
-        and leave the process group."""
-        followers, self._followers = self._followers, None
-        if ranks is None and self.session is not None:
-            ranks = self.session.ranks
-        if clean and ranks is not None:
-            try:
-                ranks.end()
-            except Exception:  # noqa: BLE001 - a process already gone: kill the rest
-                clean = False
-        if followers is not None and not clean:
-            followers.kill()               # first: a stuck follower would hold the barrier
-        if ranks is not None:
-            ranks.close(wait_for_all=clean)
-        if followers is not None:
-            if clean:
-                followers.join()
-            from ..distributed import cpu_threads  # noqa: PLC0415
-
-            cpu_threads(self._threads)
+    def _stop_ranks(self, clean: bool = False) -> None:
+        """End the job's other processes (told to end after a good job, else killed)."""
+        job, self._ranks = self._ranks, None
+        if job is not None:
+            job.stop(clean)
 
     def _lost_process(self) -> str:
         """Which process of a data-parallel job died, when one did ("" otherwise)."""
-        f = self._followers
-        return f.lost(grace=1.0) if f is not None else ""
+        return self._ranks.lost() if self._ranks is not None else ""
 
     def _keep_steps(self) -> str:
         """Save the steps done after a job broke between steps (a lost process fails the

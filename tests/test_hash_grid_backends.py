@@ -138,10 +138,10 @@ def test_kernel_backward_allocates_one_table_sized_buffer():
     g = HashGrid(3, cfg, backend="cpu")
     n = 1 << 15
     x = np.random.default_rng(0).random((n, 3), dtype=np.float32)
-    dy_t = np.ones((16, n, 2), dtype=np.float32)
-    _cpu_kernel.backward_params(x, dy_t, g._np_tables, g.layout.n_params, 2, 0)   # compile
+    dy = np.ones((n, 16 * 2), dtype=np.float32)
+    _cpu_kernel.backward_params(x, dy, g._np_tables, g.layout.n_params, 2, 0)   # compile
     tracemalloc.start()
-    grad = _cpu_kernel.backward_params(x, dy_t, g._np_tables, g.layout.n_params, 2, 0)
+    grad = _cpu_kernel.backward_params(x, dy, g._np_tables, g.layout.n_params, 2, 0)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     table_bytes = g.layout.n_params * 4

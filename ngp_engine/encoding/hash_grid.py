@@ -51,14 +51,13 @@ class _CpuKernelFunction(torch.autograd.Function):
         x_np = x.detach().contiguous().numpy()
         f = grid.layout.n_features_per_level
         dx = dparams = None
+        dy_np = dy.detach().to(torch.float32).contiguous().numpy()           # [N, L * F]
         if ctx.needs_input_grad[1]:
-            n_levels = grid.layout.n_levels
-            dy_t = dy.detach().to(torch.float32).view(-1, n_levels, f).transpose(0, 1).contiguous()
             dparams = torch.from_numpy(kernel.backward_params(
-                x_np, dy_t.numpy(), grid._np_tables, grid.layout.n_params, f, grid._interp_code))
+                x_np, dy_np, grid._np_tables, grid.layout.n_params, f, grid._interp_code))
         if ctx.needs_input_grad[0]:
             dx = torch.from_numpy(kernel.backward_input(
-                x_np, dy.detach().to(torch.float32).contiguous().numpy(), params.detach().contiguous().numpy(), grid._np_tables, f,
+                x_np, dy_np, params.detach().contiguous().numpy(), grid._np_tables, f,
                 grid._interp_code))
         return dx, dparams, None, None
 

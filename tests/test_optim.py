@@ -104,3 +104,43 @@ def test_numba_sparse_adam_matches_torch_path():
     touched = steps > 0
     torch.testing.assert_close(state["v"][touched], v[touched], rtol=1e-6, atol=0)
     assert torch.equal(table.detach()[:100], w[:100]) and not state["v"][:100].any()
+
+
+def test_adam_step_size_table_is_exact_and_follows_the_learning_rate():
+    # The numba kernel looks bias-corrected step sizes up by step count (entries past the
+    # table compute theirs): a short table and a long one give the same bits, and a new
+    # learning rate (decay) rebuilds the table: the update then matches the torch path.
+    import numpy as np
+
+    from ngp_engine.nn import _adam_kernel
+    from ngp_engine.nn.optim import _adam_update
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    runs = []
+    for table_len in (3, 64):
+        w = rng.standard_normal(n).astype(np.float32) if not runs else runs[0][4].copy()
+        state = [w.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int32)]
+        g_rng = np.random.default_rng(1)
+        sizes = _adam_kernel.step_sizes(table_len, 1e-2, 0.9, 0.99)
+        for _ in range(10):
+            g = (g_rng.standard_normal(n) * (g_rng.random(n) < 0.7)).astype(np.float32)
+            _adam_kernel.sparse_adam(state[0], g, state[1], state[2], state[3], sizes,
+                                     1e-2, 0.9, 0.99, 1e-15)
+        runs.append((*state, w))
+    for a, b in zip(runs[0][:4], runs[1][:4]):
+        assert np.array_equal(a, b)
+    assert runs[0][3].max() == 10          # counts went past the short table
+
+    gen = torch.Generator().manual_seed(3)
+    table = torch.nn.Parameter(torch.rand(4000, generator=gen))
+    w, m, v = table.detach().clone(), torch.zeros(4000), torch.zeros(4000)
+    steps = torch.zeros(4000, dtype=torch.int32)
+    opt = TcnnAdam([{"params": [table], "kind": "encoding"}], AdamConfig(learning_rate=1e-2))
+    for lr in (1e-2, 1e-2, 3e-3, 3e-3, 1e-3):
+        opt.param_groups[0]["lr"] = lr
+        g = torch.randn(4000, generator=gen) * (torch.rand(4000, generator=gen) < 0.5)
+        table.grad = g.clone()
+        opt.step()
+        _adam_update(w, g, m, v, steps, torch.nonzero(g).squeeze(1), lr, 0.9, 0.99, 1e-15, 0.0)
+    assert (table.detach() - w).abs().max() <= 1e-6 * w.abs().max()

@@ -23,9 +23,24 @@ class TcnnAdam(torch.optim.Optimizer):
         defaults = dict(lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), eps=cfg.epsilon,
                         l2_reg=cfg.l2_reg, kind="matrix")
         super().__init__(list(groups), defaults)
+        self._calls = 0                 # step() calls: no entry's step count exceeds it ...
+        self._loaded_steps = 0          # ... plus the largest count a loaded state brought
+        self._sizes: tuple[tuple[float, float, float], object] | None = None
+
+    def _step_size_table(self, lr: float, beta1: float, beta2: float):
+        """The numba kernel's step sizes by step count, rebuilt when lr or the betas change
+        (learning-rate decay) or the counts outgrow it (then doubled)."""
+        from . import _adam_kernel  # noqa: PLC0415 - numba loads on first use
+        need = self._calls + self._loaded_steps + 2
+        key = (lr, beta1, beta2)
+        if self._sizes is None or self._sizes[0] != key or len(self._sizes[1]) < need:
+            n = 1 << max(need - 1, 1).bit_length()
+            self._sizes = (key, _adam_kernel.step_sizes(n, lr, beta1, beta2))
+        return self._sizes[1]
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
+        self._calls += 1
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps = group["lr"], group["eps"]
@@ -43,7 +58,8 @@ class TcnnAdam(torch.optim.Optimizer):
                 if group["kind"] == "encoding" and _kernel_applies(p):
                     from . import _adam_kernel  # noqa: PLC0415 - numba loads on first use
                     _adam_kernel.sparse_adam(w.numpy(), g.contiguous().numpy(), m.numpy(), v.numpy(),
-                                             steps.numpy(), lr, beta1, beta2, eps)
+                                             steps.numpy(), self._step_size_table(lr, beta1, beta2),
+                                             lr, beta1, beta2, eps)
                 elif group["kind"] == "encoding":
                     idx = torch.nonzero(g).squeeze(1)           # [K] entries that saw a gradient
                     if idx.numel() == 0:
@@ -59,6 +75,7 @@ class TcnnAdam(torch.optim.Optimizer):
         for state in self.state.values():
             if "steps" in state:
                 state["steps"] = state["steps"].round().to(torch.int32)
+                self._loaded_steps = max(self._loaded_steps, int(state["steps"].max()))
 
 
 def _kernel_applies(p: torch.Tensor) -> bool:

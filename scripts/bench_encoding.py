@@ -13,9 +13,14 @@ level hashed into one [L * T, F] table, eight corner gathers and trilinear lerps
 scheme of nerfstudio's torch fallback, written here from that description) on the same
 points, and each backend's speed-up over it ("vs_pure_torch").
 
+With `--kernel-probe` (CPU only), the numba kernels are also called directly on the same
+points at T=2^14 (every level's table fits the 2 MB L2) and at T=2^19: forward into a
+fresh output array and into a reused one (the difference is first-touch page faults), and
+the table gradient (under "kernel_probe"): where the kernel's time goes.
+
 Run from the repo root:
     .venv/bin/python scripts/bench_encoding.py [--batch-log2 18] [--repeats 5]
-        [--device auto] [--out benchmarks/encoding.json]
+        [--device auto] [--kernel-probe] [--out benchmarks/encoding.json]
 """
 from __future__ import annotations
 
@@ -168,6 +173,47 @@ def run(device: torch.device, batch_log2: int, repeats: int, warmup: int) -> dic
     return report
 
 
+def kernel_probe(batch: int, repeats: int) -> dict[str, Any]:
+    """Median seconds of the numba kernels called directly: forward (fresh / reused output)
+    and table gradient, at T=2^14 and at the benchmark's T."""
+    import numpy as np  # noqa: PLC0415
+
+    from ngp_engine.encoding import _cpu_kernel as kern  # noqa: PLC0415
+
+    gen = torch.Generator().manual_seed(SEED)
+    x = torch.rand(batch, N_INPUT_DIMS, generator=gen).numpy()
+    out: dict[str, Any] = {}
+    for log2t in (14, GRID.log2_hashmap_size):
+        grid = HashGrid(N_INPUT_DIMS, cfgmod.replace(GRID, log2_hashmap_size=log2t), backend="cpu")
+        p = grid.params.detach().numpy()
+        tables, f = grid._np_tables, GRID.n_features_per_level
+        dy = torch.randn(batch, grid.n_output_dims, generator=gen).numpy()
+        reused = np.empty((batch, grid.n_output_dims), np.float32)
+        xt = np.ascontiguousarray(x.T)
+
+        def fresh() -> None:
+            kern.forward(x, p, tables, f, 0)
+
+        def into_reused() -> None:
+            kern._forward(x, xt, p, *tables, f, 0, reused)
+
+        def table_gradient() -> None:
+            kern.backward_params(x, dy, tables, grid.layout.n_params, f, 0)
+
+        row = {}
+        for name, fn in (("forward_fresh_output", fresh), ("forward_reused_output", into_reused),
+                         ("table_gradient", table_gradient)):
+            fn()
+            samples = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - t0)
+            row[name] = {"median_s": statistics.median(samples), "samples_s": samples}
+        out[f"T=2^{log2t}"] = row
+    return out
+
+
 def print_table(report: dict[str, Any]) -> None:
     print(f"hash grid d={N_INPUT_DIMS} L={GRID.n_levels} F={GRID.n_features_per_level} "
           f"T=2^{GRID.log2_hashmap_size}, batch {report['batch_size']}, "
@@ -187,6 +233,8 @@ def print_table(report: dict[str, Any]) -> None:
     for phase, r in report.get("cpu_vs_torch", {}).items():
         print(f"cpu vs torch, {phase}: {r['speedup_cpu_over_torch']:.2f}x faster "
               f"(time ratio {r['time_ratio_cpu_over_torch']:.3f})")
+    for t, row in report.get("kernel_probe", {}).items():
+        print(f"kernel probe {t}: " + ", ".join(f"{k} {v['median_s'] * 1e3:.0f} ms" for k, v in row.items()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    ap.add_argument("--kernel-probe", action="store_true",
+                    help="also time the numba kernels directly at T=2^14 and T=2^19 (CPU)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/encoding.json"))
     args = ap.parse_args(argv)
     try:
@@ -204,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.repeats < 1 or args.warmup < 1:
         ap.error("--repeats and --warmup must be >= 1")
     report = run(device, args.batch_log2, args.repeats, args.warmup)
+    report["command"] = "scripts/bench_encoding.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.kernel_probe and device.type == "cpu" and "cpu" in report["results"]:
+        report["kernel_probe"] = kernel_probe(1 << args.batch_log2, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)

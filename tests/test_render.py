@@ -558,6 +558,36 @@ def test_numba_and_torch_marchers_agree(case):
     assert (a.t >= t_near[a.ray_idx]).all() and (a.t < t_far[a.ray_idx]).all()
 
 
+def test_numba_marcher_skipping_empty_cells_keeps_every_sample():
+    # The numba marcher steps over empty cells of the finest cascade without lookups; rays
+    # along cell faces and edges (origins on the lattice, axis-aligned or nearly), through a
+    # sparse grid, must still give the reference's samples bit for bit.
+    gen = torch.Generator().manual_seed(7)
+    r, n_casc = 32, 2
+    grid = _grid(r, n_casc)
+    grid.occupied = torch.rand(n_casc, r ** 3, generator=gen) < 0.03
+    n = 600
+    o, d = _random_rays(n, 2.0, gen)
+    lattice = torch.randint(0, r + 1, (n, 3), generator=gen).float() / r   # cell corners
+    o[:200] = lattice[:200]
+    o[:200, 0] = -0.4                                      # outside, looking along +x
+    d[:200] = torch.tensor([1.0, 0.0, 0.0])
+    d[100:200, 1] = 1e-7                                   # grazing: almost along the face
+    d[200:300] = torch.tensor([0.0, 0.0, -1.0])
+    o[200:300] = lattice[200:300]
+    o[200:300, 2] = 1.4
+    d = d / d.norm(dim=-1, keepdim=True)
+    t_near, t_far = ray_box_intersect(o, d, torch.full((3,), -0.5), torch.full((3,), 1.5))
+    min_step, max_step = step_bounds(1024, n_casc, r)
+    jitter = torch.rand(n, generator=gen)
+    a = march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 1024, jitter, backend="cpu")
+    b = march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 1024, jitter, backend="torch")
+    for x, y in ((a.ray_idx, b.ray_idx), (a.t, b.t), (a.dt, b.dt), (a.offsets, b.offsets)):
+        assert torch.equal(x, y)
+    assert int((a.offsets.diff()[:300] > 0).sum()) > 30    # the lattice rays do hit cells
+    assert a.n_samples > 1000
+
+
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_march_hand_worked_ray_through_full_cube(backend):
     # Along +x from (-0.5, 0.5, 0.5): box entry t_near = 0.5, exit t_far = 1.5. With

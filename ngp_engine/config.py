@@ -191,6 +191,11 @@ class ImageFitConfig:
     """Hash-grid implementation: torch (reference, any device), cpu (compiled kernel),
     triton (Triton kernels on CUDA/ROCm GPUs), tcnn (tiny-cuda-nn on CUDA) or auto (the
     fastest available)."""
+    mlp_precision: Literal["float32", "bfloat16"] = "float32"
+    """Arithmetic of the MLPs' matrix products: float32, or bfloat16 under torch.autocast
+    (weights and optimiser stay float32, as tiny-cuda-nn's half-precision MLPs). Pays on
+    CPUs with AMX or AVX-512 BF16 and on GPUs with bfloat16 tensor cores
+    (`scripts/bench_mlp.py`); elsewhere it is emulated and slower."""
     seed: int = 1337
     """Seed for parameter initialisation and sampling."""
 
@@ -312,6 +317,8 @@ class NerfConfig:
     """For RGBA data, composite targets and predictions on a random colour per ray."""
     backend: Backend = "auto"
     """Hash-grid implementation (see ImageFitConfig.backend)."""
+    mlp_precision: Literal["float32", "bfloat16"] = "float32"
+    """Arithmetic of the MLPs' matrix products (see ImageFitConfig.mlp_precision)."""
     seed: int = 1337
     appearance: Literal["auto", "on", "off"] = "auto"
     """Per-image colour correction learned with the field (nn/appearance.py): photos differ
@@ -385,6 +392,8 @@ class SdfConfig:
     """MAPE: |pred - d| / (|d| + 0.01), tiny-cuda-nn's; it weights the surface most."""
     backend: Backend = "auto"
     """Hash-grid implementation (see ImageFitConfig.backend)."""
+    mlp_precision: Literal["float32", "bfloat16"] = "float32"
+    """Arithmetic of the MLPs' matrix products (see ImageFitConfig.mlp_precision)."""
     seed: int = 1337
 
     def __post_init__(self) -> None:

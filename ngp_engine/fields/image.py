@@ -17,7 +17,8 @@ class ImageField(nn.Module):
     def __init__(self, cfg: ImageFitConfig, n_channels: int, generator: torch.Generator | None = None):
         super().__init__()
         self.encoding = make_encoding(2, cfg.encoding, backend=cfg.backend, generator=generator)
-        self.network = MLP(self.encoding.n_output_dims, n_channels, cfg.network, generator=generator)
+        self.network = MLP(self.encoding.n_output_dims, n_channels, cfg.network, generator=generator,
+                           precision=cfg.mlp_precision)
 
     def forward(self, xy: torch.Tensor) -> torch.Tensor:
         return self.network(self.encoding(xy))

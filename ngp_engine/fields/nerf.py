@@ -56,10 +56,10 @@ class NerfField(nn.Module):
         self.box_size = float(box_size)
         self.encoding = HashGrid(3, enc_cfg, backend=cfg.backend, generator=generator)
         self.density_net = MLP(self.encoding.n_output_dims, N_DENSITY_OUTPUTS, cfg.density_network,
-                               generator=generator)
+                               generator=generator, precision=cfg.mlp_precision)
         self.direction_encoding = SphericalHarmonics(3, cfg.direction_encoding)
         self.rgb_net = MLP(N_DENSITY_OUTPUTS + self.direction_encoding.n_output_dims, 3,
-                           cfg.rgb_network, generator=generator)
+                           cfg.rgb_network, generator=generator, precision=cfg.mlp_precision)
 
     def _box(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.box_min) / self.box_size).clamp(0.0, 1.0)

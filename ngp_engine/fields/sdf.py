@@ -15,7 +15,8 @@ class SdfField(nn.Module):
     def __init__(self, cfg: SdfConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.encoding = make_encoding(3, cfg.encoding, backend=cfg.backend, generator=generator)
-        self.network = MLP(self.encoding.n_output_dims, 1, cfg.network, generator=generator)
+        self.network = MLP(self.encoding.n_output_dims, 1, cfg.network, generator=generator,
+                           precision=cfg.mlp_precision)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(self.encoding(x))[:, 0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import MLPConfig
@@ -17,6 +18,11 @@ _ACTIVATIONS = {
 # In place on a layer's fresh output (a matmul's backward needs its inputs, not its output):
 # one [N, width] buffer fewer per hidden layer.
 _IN_PLACE = {"ReLU": torch.relu_, "None": lambda t: t}   # the hidden layers' choices
+# bfloat16 on the CPU: rows padded to a multiple of this. oneDNN builds (and caches) a
+# kernel per matrix shape, and a NeRF step's sample count changes every step: unpadded,
+# building them made a bfloat16 training run slower than float32 (scripts/bench_mlp.py).
+# The padded rows' outputs are cut off, so they get no gradient: nothing else changes.
+BF16_CPU_ROWS = 4096
 
 
 class MLP(nn.Module):
@@ -27,8 +33,11 @@ class MLP(nn.Module):
     """
 
     def __init__(self, n_input_dims: int, n_output_dims: int, cfg: MLPConfig,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, precision: str = "float32") -> None:
         super().__init__()
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision: {precision!r} is not float32 or bfloat16")
+        self.precision = precision
         widths = [n_input_dims] + [cfg.n_neurons] * cfg.n_hidden_layers + [n_output_dims]
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(widths, widths[1:]))
         for layer in self.layers:
@@ -41,6 +50,19 @@ class MLP(nn.Module):
         self.n_output_dims = n_output_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, n_input] -> [N, n_output] float32 (in bfloat16 precision the products run in
+        bfloat16 with float32 weights, and the output comes back as float32)."""
+        if self.precision == "float32":
+            return self._layers(x)
+        n = x.shape[0]
+        pad = (-n) % BF16_CPU_ROWS if x.device.type == "cpu" else 0
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            y = self._layers(x)
+        return y[:n].float()
+
+    def _layers(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
             x = self.activation(layer(x))
         return self.output_activation(self.layers[-1](x))

@@ -1,0 +1,67 @@
+"""The tiny MLP's precision option: bfloat16 products (torch.autocast) with float32 weights.
+
+bfloat16 keeps 8 bits of mantissa: one product agrees with float32 to about 0.3%, but
+through two hidden layers the first layer's weight gradient differs by about 6% (in norm;
+measured here, and the same with a hand-written bfloat16 chain), so the bounds below are
+loose; what they catch is a missing or misplaced gradient. On the CPU the rows are padded to a multiple of BF16_CPU_ROWS (oneDNN builds a kernel
+per shape), and the padding must leave outputs and gradients of the real rows alone.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ngp_engine.config import MLPConfig
+from ngp_engine.nn.mlp import BF16_CPU_ROWS, MLP
+
+
+def _pair(n_in: int, n_out: int, cfg: MLPConfig) -> tuple[MLP, MLP]:
+    gen = torch.Generator().manual_seed(0)
+    f32 = MLP(n_in, n_out, cfg, generator=gen)
+    bf16 = MLP(n_in, n_out, cfg, precision="bfloat16")
+    bf16.load_state_dict(f32.state_dict())
+    return f32, bf16
+
+
+@pytest.mark.parametrize("n", [1, 5000, 2 * BF16_CPU_ROWS])
+def test_bfloat16_mlp_agrees_with_float32_to_bfloat16_rounding(n):
+    f32, bf16 = _pair(32, 16, MLPConfig(n_neurons=64, n_hidden_layers=2))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 32, generator=gen)
+    dy = torch.randn(n, 16, generator=gen)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = f32(xa), bf16(xb)
+    assert yb.dtype == torch.float32 and yb.shape == (n, 16)
+    scale = ya.abs().max().item()
+    assert (yb - ya).abs().max().item() <= 0.02 * scale
+    assert not torch.equal(ya, yb)                     # the products did run in bfloat16
+    (ya * dy).sum().backward()
+    (yb * dy).sum().backward()
+    for a, b in [(xa.grad, xb.grad)] + [(p.grad, q.grad) for p, q in zip(f32.parameters(), bf16.parameters())]:
+        assert b.dtype == torch.float32                # weights and their gradients stay float32
+        assert (b - a).norm().item() <= 0.1 * a.norm().item()
+
+
+def test_bfloat16_padding_leaves_the_real_rows_alone():
+    # The same rows in calls padded by different amounts (5000 -> 8192, 1234 -> 4096,
+    # 3766 -> 4096): each row's output is the same, and the weight gradient of all 5000 rows
+    # equals the sum of its two parts' (to float32 summation order): the padded rows' outputs
+    # are cut off and get no gradient.
+    _, mlp = _pair(32, 3, MLPConfig(n_neurons=64, n_hidden_layers=1, output_activation="Sigmoid"))
+    x = torch.randn(5000, 32, generator=torch.Generator().manual_seed(2))
+    y = mlp(x)
+    with torch.no_grad():
+        parts = torch.cat([mlp(x[:1234]), mlp(x[1234:])])
+    assert (parts - y.detach()).abs().max().item() <= 1e-2
+    y.sum().backward()
+    whole = [p.grad.clone() for p in mlp.parameters()]
+    mlp.zero_grad()
+    mlp(x[:1234]).sum().backward()
+    mlp(x[1234:]).sum().backward()
+    for w, parts in zip(whole, (p.grad for p in mlp.parameters())):
+        assert (parts - w).norm().item() <= 1e-2 * w.norm().item()
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision"):
+        MLP(4, 4, MLPConfig(), precision="float16")

@@ -79,24 +79,32 @@ class ChunkedMLP(torch.autograd.Function):
         return (dx, None, *dws)
 
 
-def time_it(fn: Callable[[], None], repeats: int) -> dict[str, Any]:
+def time_it(fn: Callable[[], None], repeats: int, device: torch.device) -> dict[str, Any]:
+    def sync() -> None:
+        if device.type in ("cuda", "mps"):
+            getattr(torch, device.type).synchronize()
+
     for _ in range(2):
         fn()
     samples = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         samples.append(time.perf_counter() - t0)
     return {"median_s": statistics.median(samples), "samples_s": samples}
 
 
-def isolated(n: int, repeats: int) -> dict[str, Any]:
+def isolated(n: int, repeats: int, device: torch.device | None = None) -> dict[str, Any]:
+    """Forward + backward median seconds of each variant on `device` (default the CPU)."""
+    device = device or torch.device("cpu")
     cfg = NERF_PRESETS["cpu-fast"]
     gen = torch.Generator().manual_seed(0)
-    density = MLP(32, 16, cfg.density_network, generator=gen)
-    colour = MLP(32, 3, cfg.rgb_network, generator=gen)
-    x = torch.randn(n, 32, generator=gen).requires_grad_(True)
-    dir_features = torch.randn(n, 16, generator=gen)
+    density = MLP(32, 16, cfg.density_network, generator=gen).to(device)
+    colour = MLP(32, 3, cfg.rgb_network, generator=gen).to(device)
+    x = torch.randn(n, 32, generator=gen).to(device).requires_grad_(True)
+    dir_features = torch.randn(n, 16, generator=gen).to(device)
     params = list(density.parameters()) + list(colour.parameters())
 
     def reset() -> None:
@@ -107,7 +115,7 @@ def isolated(n: int, repeats: int) -> dict[str, Any]:
     def modules(autocast: bool) -> Callable[[], None]:
         def run() -> None:
             reset()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 h = density(x)
                 rgb = colour(torch.cat([h, dir_features.to(h.dtype)], -1))
             (rgb.float().sum() + h[:, 0].float().sum()).backward()
@@ -122,11 +130,11 @@ def isolated(n: int, repeats: int) -> dict[str, Any]:
             (rgb.sum() + h[:, 0].sum()).backward()
         return run
 
-    out = {"float32": time_it(modules(False), repeats)}
+    out = {"float32": time_it(modules(False), repeats, device)}
     for chunk in (2048, 4096, 8192):
-        out[f"chunked_{chunk}"] = time_it(chunked(chunk), repeats)
-    out["bfloat16_autocast"] = time_it(modules(True), repeats)
-    out["float32_again"] = time_it(modules(False), repeats)   # drift check
+        out[f"chunked_{chunk}"] = time_it(chunked(chunk), repeats, device)
+    out["bfloat16_autocast"] = time_it(modules(True), repeats, device)
+    out["float32_again"] = time_it(modules(False), repeats, device)   # drift check
     return out
 
 

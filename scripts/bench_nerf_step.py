@@ -2,7 +2,8 @@
 backward at the same sample count, and where the rest of its time goes.
 
     .venv/bin/python scripts/bench_nerf_step.py [--data out/scene160] [--preset cpu-fast]
-        [--warmup 30] [--steps 30] [--device auto] [--out benchmarks/nerf_step.json]
+        [--warmup 30] [--steps 30] [--profile-steps 5] [--cprofile-steps 32] [--device auto]
+        [--out benchmarks/nerf_step.json]
 
 1. Trains `--warmup` steps (kernels compiled, the occupancy grid past its first updates),
    then times `--steps` steps: network samples per second (the samples each step trains
@@ -12,7 +13,9 @@ backward at the same sample count, and where the rest of its time goes.
    points per second. The ratio 1/2 is the issue's "step at >= 60% of the grid".
 3. A torch.profiler run over `--profile-steps` steps: operators by self CPU time per step
    (the hash grid and MLPs appear as their autograd functions / matmuls; numba kernels are
-   inside the `_CpuKernelFunction` entries).
+   inside the `_CpuKernelFunction` entries), and a cProfile run over `--cprofile-steps`:
+   Python functions by own time per step ("python_profile": the numba marcher's passes,
+   which torch's profiler does not see, appear here by name).
 
 Options for the figures of the README's step section:
 - `--long N`: a fresh run of N steps, each hundred reporting its wall seconds, the density
@@ -157,6 +160,23 @@ def profile_steps(task: NerfTask, steps: int, top: int = 25) -> list[dict[str, A
             for e in rows[:top]]
 
 
+def python_profile(task: NerfTask, steps: int, top: int = 15) -> list[dict[str, Any]]:
+    """Python functions (numba kernels included) by own time per step over `steps` steps."""
+    import cProfile  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        task.step()
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    return [{"function": f"{Path(f).name}:{line}({name})", "ms_per_step": round(tt * 1e3 / steps, 3),
+             "calls_per_step": nc / steps}
+            for (f, line, name), (_, nc, tt, _, _) in rows]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "out" / "scene160"))
@@ -164,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--profile-steps", type=int, default=5)
+    ap.add_argument("--cprofile-steps", type=int, default=32)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--long", type=int, default=0, help="also a fresh run of this many steps")
     ap.add_argument("--ab-handoff", action="store_true")
@@ -186,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         "step": step, "grid_forward_backward": grid,
         "step_vs_grid": step["samples_per_s"] / grid["points_per_s"],
         "profile": profile_steps(task, args.profile_steps),
+        "python_profile": python_profile(task, args.cprofile_steps),
     }
     if args.ab_handoff:
         report["handoff"] = ab_handoff(task)

@@ -8,7 +8,9 @@
    tests/test_hash_grid_backends.py; pass/fail/skip counts and the failures' names.
 3. The encoding benchmark (scripts/bench_encoding.py) on 2^20 points, L16 F2 T2^19: the
    torch reference, Triton, tiny-cuda-nn when importable, nerfstudio-style pure torch.
-4. A NeRF of the `scripts/make_scene.py` scene at 400x400 (`--scene`; rendered first when
+4. The NeRF MLPs alone (scripts/bench_mlp.py) on 2^18 rows: float32 against bfloat16
+   autocast (`mlp_precision`), forward + backward.
+5. A NeRF of the `scripts/make_scene.py` scene at 400x400 (`--scene`; rendered first when
    missing and bpy is installed): `--seconds` of training with `--preset`, then test PSNR
    over the test views, steps done, samples/s and peak GPU memory.
 
@@ -115,6 +117,15 @@ def encoding_bench(device, batch_log2: int) -> dict[str, Any]:
     return report
 
 
+def mlp_bench(device) -> dict[str, Any]:
+    import bench_mlp  # noqa: PLC0415 (scripts/)
+
+    out = bench_mlp.isolated(1 << 18, repeats=10, device=device)
+    for name, r in out.items():
+        print(f"   mlp {name}: {r['median_s'] * 1e3:.2f} ms", flush=True)
+    return out
+
+
 def nerf_run(device, scene: Path, seconds: float, preset: str) -> dict[str, Any]:
     import torch  # noqa: PLC0415
 
@@ -192,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report["environment"], indent=1), flush=True)
     part(report, "tests", lambda: gpu_tests(a.test_timeout))
     part(report, "encoding", lambda: encoding_bench(device, a.batch_log2))
+    part(report, "mlp", lambda: mlp_bench(device))
     part(report, "nerf", lambda: nerf_run(device, Path(a.scene), a.seconds, a.preset))
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(a.out)

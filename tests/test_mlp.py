@@ -65,3 +65,31 @@ def test_bfloat16_padding_leaves_the_real_rows_alone():
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         MLP(4, 4, MLPConfig(), precision="float16")
+
+
+def test_every_field_runs_its_mlps_in_the_configured_precision():
+    from ngp_engine import config as cfgmod
+    from ngp_engine.config import ImageFitConfig, NerfConfig, SdfConfig
+    from ngp_engine.fields.image import ImageField
+    from ngp_engine.fields.nerf import NerfField
+    from ngp_engine.fields.sdf import SdfField
+
+    def mlps(module: torch.nn.Module) -> list[MLP]:
+        return [m for m in module.modules() if isinstance(m, MLP)]
+
+    for precision in ("float32", "bfloat16"):
+        fields = [ImageField(cfgmod.replace(ImageFitConfig(), mlp_precision=precision), 3),
+                  NerfField(cfgmod.replace(NerfConfig(), mlp_precision=precision), 0.0, 1.0, 1.0),
+                  SdfField(cfgmod.replace(SdfConfig(), mlp_precision=precision))]
+        found = [m.precision for f in fields for m in mlps(f)]
+        assert found == [precision] * 4      # image 1, NeRF density + colour, SDF 1
+
+
+def test_bfloat16_where_it_cannot_run_is_one_clear_error():
+    from ngp_engine.errors import UserError
+    from ngp_engine.nn.mlp import check_precision
+
+    with pytest.raises(UserError, match="mlp_precision: bfloat16 is not supported on MPS"):
+        check_precision("bfloat16", torch.device("mps"))
+    check_precision("float32", torch.device("mps"))          # float32 runs anywhere
+    check_precision("bfloat16", torch.device("cpu"))          # the CPU runs it (maybe emulated)

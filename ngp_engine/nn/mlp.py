@@ -1,6 +1,7 @@
 """The tiny MLP: bias-free linear layers, as tiny-cuda-nn's FullyFusedMLP."""
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -8,6 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MLPConfig
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
 
 _ACTIVATIONS = {
     "None": lambda t: t,
@@ -23,6 +27,26 @@ _IN_PLACE = {"ReLU": torch.relu_, "None": lambda t: t}   # the hidden layers' ch
 # building them made a bfloat16 training run slower than float32 (scripts/bench_mlp.py).
 # The padded rows' outputs are cut off, so they get no gradient: nothing else changes.
 BF16_CPU_ROWS = 4096
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """A one-line UserError when `device` cannot run the MLPs' products in `precision`; a log
+    line when it can only emulate them (bfloat16 on a CPU without AMX or AVX-512 BF16)."""
+    if precision != "bfloat16":
+        return
+    if device.type == "mps":
+        # torch's MPS autocast is float16-only up to 2.5 (it warns and runs float32) and
+        # bfloat16 needs macOS 14 after that: refuse rather than record what did not run.
+        raise UserError("mlp_precision: bfloat16 is not supported on MPS; use float32")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"mlp_precision: {torch.cuda.get_device_name(device)} has no bfloat16 "
+                        "support; use float32")
+    if device.type == "cpu":
+        units = [getattr(torch.cpu, name, lambda: False)()
+                 for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+        if not any(units):
+            log.warning("mlp_precision bfloat16: this CPU has no bfloat16 units (AMX, AVX-512 "
+                        "BF16); it is emulated and likely slower than float32")
 
 
 class MLP(nn.Module):

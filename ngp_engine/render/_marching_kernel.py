@@ -5,7 +5,7 @@ sum on the host) write them at their ray's offset. Each ray owns its slice: no a
 
 Empty space: after a step lands in an empty cell of the finest cascade, the ray keeps
 stepping (t <- t + step(t), the same sequence) without looking the grid up until it comes
-within `_MARGIN` of the cell's faces (instant-ngp's advance_to_next_voxel with regular
+within a margin of the cell's faces (instant-ngp's advance_to_next_voxel with regular
 stepping). The samples are exactly those of stepping with a lookup every time; only the
 lookups are skipped. Counting marches every ray to its end, so this mattered most there.
 """
@@ -25,8 +25,12 @@ def _step(t, cone, min_step, max_step):
 
 
 # How far inside a cell's faces (unit-cube units) a point must stay for its lookups to be
-# skipped: far above float32 rounding of o + t * d (~1e-7 here), far below a cell (1/128).
+# skipped: above the float32 rounding of o + t * d, far below a cell (1/128). The rounding
+# grows with the origin's distance (|t * d| ~ |o| where the point is in the unit cube: half
+# an ulp of 256 is 1.5e-5), so the margin does too: _MARGIN + _MARGIN_PER_UNIT * (|o| + 1)
+# per axis (4x the bound of the two roundings, 2^-24 each of |t * d| and of |p| <= 1).
 _MARGIN = 1e-5
+_MARGIN_PER_UNIT = 2.0 ** -22
 
 
 @njit(**_JIT)
@@ -50,12 +54,13 @@ def _cell(px, py, pz, n_cascades, res):
 
 @njit(**_JIT)
 def _face_t(o, d, i, res):
-    """t at which o + t * d comes within _MARGIN of the face it moves towards of the
+    """t at which o + t * d comes within the margin of the face it moves towards of the
     finest cascade's cell i along one axis (cells [i / res, (i + 1) / res])."""
+    margin = _MARGIN + _MARGIN_PER_UNIT * (abs(o) + 1.0)
     if d > 0.0:
-        return ((i + 1) / res - _MARGIN - o) / d
+        return ((i + 1) / res - margin - o) / d
     if d < 0.0:
-        return (i / res + _MARGIN - o) / d
+        return (i / res + margin - o) / d
     return np.inf
 
 

@@ -27,6 +27,7 @@ from ..distributed import END, SINGLE, STEP, Ranks
 from ..errors import UserError
 from ..formats.camera import Camera
 from ..nn.losses import loss
+from ..nn.mlp import check_precision
 
 BASE_CHECKPOINT_KEYS = ("config", "model", "optimizer", "sampler", "steps", "seconds")
 
@@ -85,6 +86,7 @@ class Task(ABC):
     ranks: Ranks = SINGLE                  # data-parallel processes (set by the Session)
 
     def __init__(self, cfg: Any, device: torch.device) -> None:
+        check_precision(getattr(cfg, "mlp_precision", "float32"), device)
         self.cfg = cfg
         self.device = device
         self.steps_done = 0

@@ -195,7 +195,7 @@ def kernel_probe(batch: int, repeats: int) -> dict[str, Any]:
             kern.forward(x, p, tables, f, 0)
 
         def into_reused() -> None:
-            kern._forward(x, xt, p, *tables, f, 0, reused)
+            kern._forward(xt, p, *tables, f, 0, reused)
 
         def table_gradient() -> None:
             kern.backward_params(x, dy, tables, grid.layout.n_params, f, 0)

@@ -558,6 +558,15 @@ def test_numba_and_torch_marchers_agree(case):
     assert (a.t >= t_near[a.ray_idx]).all() and (a.t < t_far[a.ray_idx]).all()
 
 
+def _cpu_and_torch_marches(o, d, grid, r, n_casc, gen):
+    """The numba and the torch marcher on the same rays (box [-0.5, 1.5]^3, cone 0, jittered)."""
+    t_near, t_far = ray_box_intersect(o, d, torch.full((3,), -0.5), torch.full((3,), 1.5))
+    min_step, max_step = step_bounds(1024, n_casc, r)
+    jitter = torch.rand(o.shape[0], generator=gen)
+    return tuple(march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 1024, jitter,
+                            backend=backend) for backend in ("cpu", "torch"))
+
+
 def test_numba_marcher_skipping_empty_cells_keeps_every_sample():
     # The numba marcher steps over empty cells of the finest cascade without lookups; rays
     # along cell faces and edges (origins on the lattice, axis-aligned or nearly), through a
@@ -577,11 +586,7 @@ def test_numba_marcher_skipping_empty_cells_keeps_every_sample():
     o[200:300] = lattice[200:300]
     o[200:300, 2] = 1.4
     d = d / d.norm(dim=-1, keepdim=True)
-    t_near, t_far = ray_box_intersect(o, d, torch.full((3,), -0.5), torch.full((3,), 1.5))
-    min_step, max_step = step_bounds(1024, n_casc, r)
-    jitter = torch.rand(n, generator=gen)
-    a = march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 1024, jitter, backend="cpu")
-    b = march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 1024, jitter, backend="torch")
+    a, b = _cpu_and_torch_marches(o, d, grid, r, n_casc, gen)
     for x, y in ((a.ray_idx, b.ray_idx), (a.t, b.t), (a.dt, b.dt), (a.offsets, b.offsets)):
         assert torch.equal(x, y)
     assert int((a.offsets.diff()[:300] > 0).sum()) > 30    # the lattice rays do hit cells
@@ -601,11 +606,7 @@ def test_numba_marcher_skipping_keeps_every_sample_of_far_cameras(distance):
     o = 0.5 + u / u.norm(dim=-1, keepdim=True) * distance
     d = torch.rand(n, 3, generator=gen) - o
     d = d / d.norm(dim=-1, keepdim=True)
-    t_near, t_far = ray_box_intersect(o, d, torch.full((3,), -0.5), torch.full((3,), 1.5))
-    min_step, max_step = step_bounds(1024, n_casc, r)
-    jitter = torch.rand(n, generator=gen)
-    a = march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 1024, jitter, backend="cpu")
-    b = march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 1024, jitter, backend="torch")
+    a, b = _cpu_and_torch_marches(o, d, grid, r, n_casc, gen)
     assert a.n_samples > 100_000
     for x, y in ((a.offsets, b.offsets), (a.t, b.t), (a.dt, b.dt)):
         assert torch.equal(x, y)

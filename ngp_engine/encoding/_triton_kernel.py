@@ -135,9 +135,9 @@ def _table_kernel(x_ptr, params_ptr, out_ptr, dy_ptr, grad_ptr,
             acc += tl.load(params_ptr + idx[:, None] * F + feat[None, :], mask=mask2, other=0.0)
     else:
         for c in tl.static_range(1 << D):
-            b0: tl.constexpr = c & 1
-            b1: tl.constexpr = (c >> 1) & 1
-            b2: tl.constexpr = (c >> 2) & 1
+            b0 = c & 1
+            b1 = (c >> 1) & 1
+            b2 = (c >> 2) & 1
             idx = _corner_index(c0, c1, c2, b0, b1, b2, D, hashed, size, s1, s2) + base
             w = _weight(w0, w1, w2, b0, b1, b2, D)
             if BACKWARD:
@@ -175,9 +175,9 @@ def _input_grad_kernel(x_ptr, params_ptr, dy_ptr, dx_ptr,
         dy = tl.load(dy_ptr + rows[:, None] * (n_levels * F) + level * F + feat[None, :],
                      mask=mask2, other=0.0)
         for c in tl.static_range(1 << D):
-            b0: tl.constexpr = c & 1
-            b1: tl.constexpr = (c >> 1) & 1
-            b2: tl.constexpr = (c >> 2) & 1
+            b0 = c & 1
+            b1 = (c >> 1) & 1
+            b2 = (c >> 2) & 1
             idx = _corner_index(c0, c1, c2, b0, b1, b2, D, hashed, size, s1, s2) + base
             v = tl.sum(dy * tl.load(params_ptr + idx[:, None] * F + feat[None, :],
                                     mask=mask2, other=0.0), axis=1)           # [BLOCK]

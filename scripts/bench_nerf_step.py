@@ -3,6 +3,7 @@ backward at the same sample count, and where the rest of its time goes.
 
     .venv/bin/python scripts/bench_nerf_step.py [--data out/scene160] [--preset cpu-fast]
         [--warmup 30] [--steps 30] [--profile-steps 5] [--cprofile-steps 32] [--device auto]
+        [--ab-handoff] [--ab-mlp-backward] [--long N]
         [--out benchmarks/nerf_step.json]
 
 1. Trains `--warmup` steps (kernels compiled, the occupancy grid past its first updates),
@@ -24,6 +25,8 @@ Options for the figures of the README's step section:
 - `--ab-handoff`: after `--warmup` steps, blocks of 8 steps alternating between handing the
   search's encodings to the training pass and encoding again, 8 blocks each (one process,
   so machine speed drifts cancel); medians under "handoff".
+- `--ab-mlp-backward`: the same alternation between the MLPs' hand-written CPU backward
+  and autograd's (`MLP.hand_backward`); medians under "mlp_backward".
 
 Renders out/scene160 with scripts/make_scene.py when it is missing (Blender as a module).
 """
@@ -123,18 +126,15 @@ def long_run(data: Path, cfg: Any, device: torch.device, steps: int) -> list[dic
     return rows
 
 
-def ab_handoff(task: NerfTask, blocks: int = 8, steps: int = 8) -> dict[str, Any]:
-    """Median step seconds with and without the encoding hand-off, alternating blocks."""
-    from ngp_engine.render import renderer  # noqa: PLC0415
-
-    def without(obj: Any, name: str) -> bool:
-        return False if name == "encode" else builtins.hasattr(obj, name)
-
-    times: dict[str, list[float]] = {"handoff": [], "encode_again": []}
+def ab_blocks(task: NerfTask, modes: dict[str, Any], blocks: int = 8, steps: int = 8
+              ) -> dict[str, Any]:
+    """Median step seconds per mode, alternating blocks of `steps` steps; modes: name ->
+    a function that switches the mode on (the first mode's is called again at the end)."""
+    times: dict[str, list[float]] = {name: [] for name in modes}
     try:
         for _ in range(blocks):
-            for mode in times:
-                renderer.hasattr = builtins.hasattr if mode == "handoff" else without  # type: ignore[attr-defined]
+            for mode, switch in modes.items():
+                switch()
                 synchronize(task.device)
                 t0 = time.perf_counter()
                 for _ in range(steps):
@@ -142,8 +142,37 @@ def ab_handoff(task: NerfTask, blocks: int = 8, steps: int = 8) -> dict[str, Any
                 synchronize(task.device)
                 times[mode].append((time.perf_counter() - t0) / steps)
     finally:
-        renderer.hasattr = builtins.hasattr  # type: ignore[attr-defined]
+        next(iter(modes.values()))()
     return {k: {"median_step_s": statistics.median(v), "block_step_s": v} for k, v in times.items()}
+
+
+def ab_handoff(task: NerfTask) -> dict[str, Any]:
+    """With and without the search's encodings handed to the training pass."""
+    from ngp_engine.render import renderer  # noqa: PLC0415
+
+    def without(obj: Any, name: str) -> bool:
+        return False if name == "encode" else builtins.hasattr(obj, name)
+
+    def handoff() -> None:
+        renderer.hasattr = builtins.hasattr  # type: ignore[attr-defined]
+
+    def encode_again() -> None:
+        renderer.hasattr = without  # type: ignore[attr-defined]
+
+    return ab_blocks(task, {"handoff": handoff, "encode_again": encode_again})
+
+
+def ab_mlp_backward(task: NerfTask) -> dict[str, Any]:
+    """The MLPs' hand-written CPU backward (`nn/mlp.py` _ReluLayers) against autograd's."""
+    from ngp_engine.nn.mlp import MLP  # noqa: PLC0415
+
+    def hand() -> None:
+        MLP.hand_backward = True
+
+    def autograd() -> None:
+        MLP.hand_backward = False
+
+    return ab_blocks(task, {"hand": hand, "autograd": autograd})
 
 
 def profile_steps(task: NerfTask, steps: int, top: int = 25) -> list[dict[str, Any]]:
@@ -188,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--long", type=int, default=0, help="also a fresh run of this many steps")
     ap.add_argument("--ab-handoff", action="store_true")
+    ap.add_argument("--ab-mlp-backward", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf_step.json"))
     args = ap.parse_args(argv)
 
@@ -213,6 +243,10 @@ def main(argv: list[str] | None = None) -> None:
         report["handoff"] = ab_handoff(task)
         print("hand-off A/B, median step ms: " + ", ".join(
             f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["handoff"].items()))
+    if args.ab_mlp_backward:
+        report["mlp_backward"] = ab_mlp_backward(task)
+        print("MLP backward A/B, median step ms: " + ", ".join(
+            f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["mlp_backward"].items()))
     if args.long:
         report["long"] = long_run(data, cfg, device, args.long)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The tiny MLP's precision option: bfloat16 products (torch.autocast) with float32 weights.
+"""The tiny MLP's hand-written float32 backward on the CPU, and its precision option: bfloat16 products (torch.autocast) with float32 weights.
 
 bfloat16 keeps 8 bits of mantissa: one product agrees with float32 to about 0.3%, but
 through two hidden layers the first layer's weight gradient differs by about 6% (in norm;
@@ -12,7 +12,60 @@ import pytest
 import torch
 
 from ngp_engine.config import MLPConfig
+from ngp_engine.nn import mlp as mlp_module
 from ngp_engine.nn.mlp import BF16_CPU_ROWS, MLP
+
+
+def _autograd_layers(net: MLP, x: torch.Tensor) -> torch.Tensor:
+    """The same layers through autograd's own ReLU and linear backward (the reference)."""
+    for layer in net.layers[:-1]:
+        x = torch.relu(layer(x)) if net.activation_name == "ReLU" else layer(x)
+    return net.output_activation(net.layers[-1](x))
+
+
+@pytest.mark.parametrize("activation,output,hidden,n", [
+    ("ReLU", "None", 1, 4097), ("ReLU", "Sigmoid", 2, 3001), ("None", "None", 2, 1),
+    ("ReLU", "Exponential", 3, 0)])
+def test_cpu_backward_is_autograds_bit_for_bit(activation, output, hidden, n, monkeypatch):
+    """Outputs, the input gradient and every weight gradient equal autograd's exactly, and
+    the hand-written path (with its in-place ReLU mask) is the one that ran."""
+    masks = []
+    real_mask = mlp_module._relu_mask_
+    monkeypatch.setattr(mlp_module, "_relu_mask_", lambda g, h: masks.append(1) or real_mask(g, h))
+    cfg = MLPConfig(n_neurons=64, n_hidden_layers=hidden, activation=activation,
+                    output_activation=output)
+    net = MLP(32, 3, cfg, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 32, generator=gen)
+    # Some exactly-zero pre-activations: ReLU's gradient there is 0 (autograd's convention).
+    x[: n // 3] = 0.0
+    dy = torch.randn(n, 3, generator=gen)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya = net(xa)
+    (ya * dy).sum().backward()
+    grads_a = [xa.grad] + [layer.weight.grad.clone() for layer in net.layers]
+    net.zero_grad()
+    yb = _autograd_layers(net, xb)
+    (yb * dy).sum().backward()
+    grads_b = [xb.grad] + [layer.weight.grad for layer in net.layers]
+    assert torch.equal(ya, yb)
+    for a, b in zip(grads_a, grads_b):
+        assert torch.equal(a, b)
+    assert len(masks) == (hidden if activation == "ReLU" else 0)
+
+
+def test_cpu_backward_without_input_gradient_and_refuses_second_derivatives_in_one_line():
+    net = MLP(8, 2, MLPConfig(n_neurons=16, n_hidden_layers=2))
+    x = torch.randn(100, 8)
+    net(x).sum().backward()                  # x needs no gradient: weights only
+    assert all(layer.weight.grad is not None for layer in net.layers)
+    xg = torch.randn(100, 8, requires_grad=True)
+    with pytest.raises(RuntimeError, match="no second derivatives; set hand_backward = False"):
+        torch.autograd.grad(net(xg).sum(), xg, create_graph=True)
+    net.hand_backward = False                # autograd's backward: second derivatives exist
+    (g,) = torch.autograd.grad(net(xg).sum(), xg, create_graph=True)
+    g.square().sum().backward()
+    assert net.layers[0].weight.grad.abs().sum() > 0
 
 
 def _pair(n_in: int, n_out: int, cfg: MLPConfig) -> tuple[MLP, MLP]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 import logging
 import math
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import MLPConfig
 from ..errors import UserError
+from ..encoding.backends import try_import
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +52,71 @@ def check_precision(precision: str, device: torch.device) -> None:
                         "BF16); it is emulated and likely slower than float32")
 
 
+def _relu_mask_(g: torch.Tensor, h: torch.Tensor) -> None:
+    """g [N, W] = 0 where h [N, W] <= 0, in place (ReLU's backward through its output h)."""
+    kernel = try_import("ngp_engine.nn._mlp_kernel")[0] if g.device.type == "cpu" else None
+    if kernel is not None and g.is_contiguous() and h.is_contiguous():
+        kernel.relu_mask_(g.numpy(), h.numpy())
+    else:
+        g.masked_fill_(h <= 0, 0.0)
+
+
+class _ReluLayers(torch.autograd.Function):
+    """x [N, n_in] -> [N, n_out] through bias-free layers with ReLU (or nothing) between,
+    forward and backward by hand for float32 training on the CPU.
+
+    What autograd would do, minus its buffers: each hidden output is rectified in place and
+    saved as the next layer's input (as `relu_` does), and the backward zeroes the gradient
+    of the rectified entries in place in the product it has just computed, instead of
+    writing a new [N, width] buffer per layer (`_relu_mask_`).
+
+    No second derivatives (as tiny-cuda-nn's MLPs): a backward with create_graph=True is
+    refused in one line rather than leaving them silently out of a loss; `MLP.hand_backward
+    = False` gives autograd's backward, which has them.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, relu: bool, *weights: torch.Tensor) -> torch.Tensor:
+        inputs = [x]
+        for w in weights[:-1]:
+            h = torch.mm(inputs[-1], w.t())
+            inputs.append(h.clamp_min_(0.0) if relu else h)
+        ctx.relu = relu
+        ctx.save_for_backward(*inputs, *weights)
+        return torch.mm(inputs[-1], weights[-1].t())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        if torch.is_grad_enabled():
+            raise RuntimeError("the MLP's float32 CPU backward has no second derivatives; set "
+                               "hand_backward = False on the MLP for losses on its gradients")
+        saved = ctx.saved_tensors
+        n = len(saved) // 2
+        inputs, weights = saved[:n], saved[n:]
+        g = grad.contiguous()
+        d_weights: list[torch.Tensor | None] = [None] * n
+        for k in range(n - 1, -1, -1):
+            if ctx.needs_input_grad[2 + k]:
+                d_weights[k] = torch.mm(g.t(), inputs[k])           # [out, in] like the weight
+            if k == 0 and not ctx.needs_input_grad[0]:
+                break
+            g = torch.mm(g, weights[k])                             # fresh [N, in]: ours
+            if k and ctx.relu:
+                _relu_mask_(g, inputs[k])
+        return (g if ctx.needs_input_grad[0] else None, None, *d_weights)
+
+
 class MLP(nn.Module):
     """[N, n_input] -> [N, n_output]; hidden layers of `n_neurons`, no biases.
+
+    Training in float32 on the CPU goes through `_ReluLayers` (a hand-written backward
+    without second derivatives) unless `hand_backward` is False.
 
     Weights are Xavier-uniform initialised like tiny-cuda-nn's networks. Every weight
     matrix is an "MLP weight" for the optimiser (L2 applies; see `optim.TcnnAdam`).
     """
+
+    hand_backward = True
 
     def __init__(self, n_input_dims: int, n_output_dims: int, cfg: MLPConfig,
                  generator: torch.Generator | None = None, precision: str = "float32") -> None:
@@ -70,6 +132,7 @@ class MLP(nn.Module):
             with torch.no_grad():
                 layer.weight.uniform_(-bound, bound, generator=generator)
         self.activation = _IN_PLACE[cfg.activation]
+        self.activation_name = cfg.activation
         self.output_activation = _ACTIVATIONS[cfg.output_activation]
         self.n_output_dims = n_output_dims
 
@@ -87,6 +150,13 @@ class MLP(nn.Module):
         return y[:n].float()
 
     def _layers(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.hand_backward and x.device.type == "cpu" and x.dtype == torch.float32
+                and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled("cpu") and self.activation_name in _IN_PLACE):
+            # Training on the CPU: the hand-written backward (see _ReluLayers).
+            y = _ReluLayers.apply(x, self.activation_name == "ReLU",
+                                  *(layer.weight for layer in self.layers))
+            return self.output_activation(y)
         for layer in self.layers[:-1]:
             x = self.activation(layer(x))
         return self.output_activation(self.layers[-1](x))

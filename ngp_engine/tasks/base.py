@@ -23,6 +23,7 @@ import torch
 
 from .. import config as cfgmod
 from .. import files
+from ..cpu_allocator import keep_freed_memory
 from ..distributed import END, SINGLE, STEP, Ranks
 from ..errors import UserError
 from ..formats.camera import Camera
@@ -87,6 +88,8 @@ class Task(ABC):
 
     def __init__(self, cfg: Any, device: torch.device) -> None:
         check_precision(getattr(cfg, "mlp_precision", "float32"), device)
+        if device.type == "cpu":
+            keep_freed_memory()     # a step's big tensors reuse freed pages (cpu_allocator)
         self.cfg = cfg
         self.device = device
         self.steps_done = 0

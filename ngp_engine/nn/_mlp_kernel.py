@@ -1,0 +1,23 @@
+"""numba kernel of the MLP's backward on the CPU: the ReLU's mask applied in place.
+
+autograd's ReLU backward (`threshold_backward`) writes a fresh [N, width] buffer per hidden
+layer, and fresh multi-megabyte buffers cost page faults on every touch here (the allocator
+returns them to the system between steps): about 10 ms of a 125 ms NeRF step for three
+[65536, 64] layers. Zeroing the gradient's entries in place, in the buffer its matmul has
+just written, touches no new memory.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def relu_mask_(g, h):
+    """g[i, j] = 0 where h[i, j] <= 0, in place; g, h [N, W] float32, C-contiguous."""
+    n, w = g.shape
+    zero = np.float32(0.0)
+    for i in prange(n):
+        for j in range(w):
+            if h[i, j] <= zero:
+                g[i, j] = zero

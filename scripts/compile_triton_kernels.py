@@ -14,22 +14,27 @@ through Triton's own compiler, ptxas included (both ship in the triton wheel).
 Variants: the hash grid's forward, table gradient and input gradient for d 2/3, F 1/2/4/8
 and the three interpolations; the ray marcher's two passes; compositing and its backward
 with and without a transmittance prefix; each at a batch size divisible by 16 and one that
-is not (Triton compiles those apart). Per variant it records registers, spills
-(NVIDIA: cuobjdump's REG/LOCAL/STACK; AMD: the code object's VGPR/SGPR counts and spill
-counts), shared memory and compile time, in one JSON file.
+is not (Triton compiles those apart); the grids have 16 levels, as every preset (Triton
+also specialises on an integer argument divisible by 16). A launch whose variant an
+earlier launch compiled is recorded as `reused`. Per variant it records registers,
+`spills` (NVIDIA: bytes of local memory, cuobjdump's LOCAL; AMD: spilled VGPRs + SGPRs
+from the code object's metadata), shared memory and compile time, in one JSON file.
 
     python scripts/compile_triton_kernels.py [--targets sm_80,sm_90,gfx942] [--quick]
         [--out benchmarks/triton_compile.json]
 
-Exit status 1 when any variant fails to compile (its error is in the JSON and on stderr).
+Exit status 1 when any variant fails to compile (its error is in the JSON and on stderr),
+or when a target compiled nothing or not every engine kernel.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import atexit
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,12 +46,14 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Triton's default for fusing a * b + c into one fma: enabled (the kernels' documented
-# behaviour; set here so that Triton 3.9 does not warn about the coming change of default).
+# The engine asks for fused a * b + c at every launch (backends.TRITON_LAUNCH_OPTIONS);
+# this only keeps Triton 3.9 from warning that its default will change.
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-# A fresh cache: every variant is compiled by this run's compiler (honest times, no stale
-# binaries from another Triton).
-os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="triton-compile-"))
+# A fresh cache unless one is given: every variant is compiled by this run's compiler
+# (honest times, no stale binaries from another Triton); removed at exit.
+if "TRITON_CACHE_DIR" not in os.environ:
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="triton-compile-")
+    atexit.register(shutil.rmtree, os.environ["TRITON_CACHE_DIR"], ignore_errors=True)
 
 # Consumer and data-centre GPUs our users have: Turing (T4, RTX 20xx), Ampere (A100;
 # RTX 30xx), Ada (RTX 40xx), Hopper (H100/H200), Blackwell (RTX 50xx); AMD CDNA2/3
@@ -100,18 +107,20 @@ def cuda_resources(cubin: bytes) -> dict[str, int]:
         text = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True,
                               text=True, check=True).stdout
     fields = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", text))
-    return {"registers": int(fields["REG"]), "spill_bytes": int(fields["LOCAL"]),
+    return {"registers": int(fields["REG"]), "spills": int(fields["LOCAL"]),
             "stack_bytes": int(fields["STACK"])}
 
 
 def amd_resources(amdgcn: str) -> dict[str, int]:
-    """VGPRs, SGPRs and spill counts from the code object's metadata in the AMDGCN text."""
+    """VGPRs, SGPRs and spilled registers from the code object's metadata (AMDGCN text)."""
     def field(name: str) -> int:
         m = re.search(rf"\.{name}:\s+(\d+)", amdgcn)
-        return int(m.group(1)) if m else -1
+        if m is None:     # a silent 0 would read as "no spills"
+            raise ValueError(f"no .{name} in the AMDGCN metadata")
+        return int(m.group(1))
 
     return {"registers": field("vgpr_count"), "sgprs": field("sgpr_count"),
-            "spill_bytes": max(field("vgpr_spill_count"), 0) + max(field("sgpr_spill_count"), 0)}
+            "spills": field("vgpr_spill_count") + field("sgpr_spill_count")}
 
 
 class Compiler:
@@ -121,6 +130,7 @@ class Compiler:
         self.records: list[dict[str, Any]] = []
         self.case = ""
         self.constexprs: dict[str, Any] = {}
+        self.seen: set[int] = set()        # compiled kernels of this target, by id
 
     def install(self) -> None:
         from triton.runtime.jit import JITFunction  # noqa: PLC0415
@@ -149,7 +159,10 @@ class Compiler:
                                  "constexprs": self.constexprs, "seconds": round(seconds, 3)}
         if error is not None:
             entry["error"] = f"{type(error).__name__}: {error}"
+        elif id(compiled) in self.seen:
+            entry["reused"] = True
         else:
+            self.seen.add(id(compiled))
             meta = compiled.metadata
             entry["shared_bytes"] = int(meta.shared)
             entry["num_warps"] = int(meta.num_warps)
@@ -183,9 +196,9 @@ def hash_grid_cases(quick: bool) -> list[tuple[str, Callable[[], None]]]:
     for d in dims:
         for f in features:
             for interp in interps:
-                cfg = HashGridConfig(n_levels=4, n_features_per_level=f, log2_hashmap_size=12,
-                                     base_resolution=4, per_level_scale=2.0,
-                                     interpolation=interp)
+                cfg = HashGridConfig(n_levels=16, n_features_per_level=f,
+                                     log2_hashmap_size=12, base_resolution=4,
+                                     per_level_scale=1.3, interpolation=interp)
                 grid = HashGrid(d, cfg, backend="torch")
                 tables, params = grid._tables(), grid.params.detach()
                 code = INTERPOLATIONS[interp]
@@ -268,22 +281,24 @@ def compile_target(name: str, compiler: Compiler, quick: bool) -> dict[str, Any]
     for kernel in engine_kernel_functions():
         kernel.device_caches.clear()
     compiler.records = []
+    compiler.seen = set()
     t0 = time.perf_counter()
     for case, thunk in hash_grid_cases(quick) + render_cases():
         compiler.case = case
         try:
             thunk()
         except Exception:  # noqa: BLE001 (recorded by Compiler.record; go on)
-            if not compiler.records or "error" not in compiler.records[-1]:
+            last = compiler.records[-1] if compiler.records else {}
+            if "error" not in last or last["case"] != case:     # failed in host code
                 compiler.records.append({"kernel": "?", "case": case,
                                          "error": traceback.format_exc(limit=3)})
     failed = [r for r in compiler.records if "error" in r]
-    ok = [r for r in compiler.records if "error" not in r]
+    ok = [r for r in compiler.records if "error" not in r and not r.get("reused")]
     return {"target": name, "variants": compiler.records, "compiled": len(ok),
             "failed": len(failed), "kernels": sorted({r["kernel"] for r in ok}),
             "max_registers": {k: max(r["registers"] for r in ok if r["kernel"] == k)
                               for k in sorted({r["kernel"] for r in ok})},
-            "spilling": sorted({f"{r['kernel']} {r['case']}" for r in ok if r["spill_bytes"]}),
+            "spilling": sorted({f"{r['kernel']} {r['case']}" for r in ok if r["spills"]}),
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -295,12 +310,14 @@ def main() -> int:
                     help="only d=3, F=2, Linear for the hash grid (the NeRF's variant)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "triton_compile.json")
     args = ap.parse_args()
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    import torch  # noqa: PLC0415
+    import triton  # noqa: PLC0415
+    from triton import knobs  # noqa: PLC0415
+
+    if knobs.runtime.interpret:     # TRITON_INTERPRET=1/true/on: nothing would compile
         print("compile_triton_kernels: unset TRITON_INTERPRET (the interpreter compiles "
               "nothing)", file=sys.stderr)
         return 2
-    import torch  # noqa: PLC0415
-    import triton  # noqa: PLC0415
 
     compiler = Compiler()
     compiler.install()
@@ -316,6 +333,10 @@ def main() -> int:
     tmp.replace(args.out)
     bad = 0
     for t in targets:
+        if not t["compiled"] or set(t["kernels"]) != set(result["engine_kernels"]):
+            bad += 1
+            print(f"  {t['target']}: compiled {t['kernels']}, not every engine kernel "
+                  f"{result['engine_kernels']}", file=sys.stderr)
         regs = ", ".join(f"{k} {v}" for k, v in t["max_registers"].items())
         print(f"{t['target']:>8}: {t['compiled']} compiled, {t['failed']} failed, "
               f"{len(t['spilling'])} spilling, {t['seconds']} s; most registers: {regs}")

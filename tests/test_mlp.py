@@ -1,10 +1,12 @@
-"""The tiny MLP's hand-written float32 backward on the CPU, and its precision option: bfloat16 products (torch.autocast) with float32 weights.
+"""The tiny MLP's hand-written float32 backward on the CPU, and its precision option:
+bfloat16 products (torch.autocast) with float32 weights.
 
 bfloat16 keeps 8 bits of mantissa: one product agrees with float32 to about 0.3%, but
 through two hidden layers the first layer's weight gradient differs by about 6% (in norm;
 measured here, and the same with a hand-written bfloat16 chain), so the bounds below are
-loose; what they catch is a missing or misplaced gradient. On the CPU the rows are padded to a multiple of BF16_CPU_ROWS (oneDNN builds a kernel
-per shape), and the padding must leave outputs and gradients of the real rows alone.
+loose; what they catch is a missing or misplaced gradient. On the CPU the rows are padded
+to a multiple of BF16_CPU_ROWS (oneDNN builds a kernel per shape), and the padding must
+leave outputs and gradients of the real rows alone.
 """
 from __future__ import annotations
 
@@ -52,6 +54,21 @@ def test_cpu_backward_is_autograds_bit_for_bit(activation, output, hidden, n, mo
     for a, b in zip(grads_a, grads_b):
         assert torch.equal(a, b)
     assert len(masks) == (hidden if activation == "ReLU" else 0)
+    layers_node = ya.grad_fn if output == "None" else ya.grad_fn.next_functions[0][0]
+    assert type(layers_node).__name__ == "_ReluLayersBackward"
+
+
+def test_cpu_backward_with_frozen_weights_gives_the_input_gradient_only():
+    """As the renderer's normals: the weights need no gradient, the positions do."""
+    net = MLP(32, 1, MLPConfig(n_neurons=64, n_hidden_layers=2),
+              generator=torch.Generator().manual_seed(0))
+    net.requires_grad_(False)
+    x = torch.randn(500, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    (g,) = torch.autograd.grad(net(x).sum(), x)
+    net.hand_backward = False
+    (g_ref,) = torch.autograd.grad(net(x).sum(), x)
+    assert torch.equal(g, g_ref) and g.abs().sum() > 0
+    assert all(layer.weight.grad is None for layer in net.layers)
 
 
 def test_cpu_backward_without_input_gradient_and_refuses_second_derivatives_in_one_line():

@@ -37,15 +37,19 @@ def test_every_variant_compiles_for_an_nvidia_gpu_without_spills(tmp_path):
     assert target["failed"] == 0
     # 2 d x 4 F x 3 interpolations x 2 sizes x (forward, table gradient) + the input
     # gradient without Nearest (2 x 4 x 2 x 2) + 2 sizes x (2 marcher passes + 2 x 2
-    # compositing launches).
-    assert target["compiled"] == 96 + 32 + 12
+    # compositing launches), less the marcher's second size: its ray count is not
+    # specialised on, so those launches reuse the first size's kernels.
+    launches = 96 + 32 + 12
+    assert len(target["variants"]) == launches
+    assert [v["kernel"] for v in target["variants"] if v.get("reused")] == ["_march_kernel"] * 2
+    assert target["compiled"] == launches - 2
     assert set(target["kernels"]) == set(result["engine_kernels"]) == {
         "_table_kernel", "_input_grad_kernel", "_march_kernel", "_composite_kernel",
         "_composite_backward_kernel"}
     assert target["spilling"] == []
     for v in target["variants"]:
         # A cubin's own resource table: registers within a thread's 255, no local memory.
-        assert 0 < v["registers"] <= 255 and v["spill_bytes"] == 0, v
+        assert v.get("reused") or (0 < v["registers"] <= 255 and v["spills"] == 0), v
     forwards = {(v["constexprs"]["D"], v["constexprs"]["F"], v["constexprs"]["INTERP"])
                 for v in target["variants"]
                 if v["kernel"] == "_table_kernel" and not v["constexprs"]["BACKWARD"]}
@@ -58,8 +62,8 @@ def test_the_nerf_variants_compile_for_amd_and_blackwell_gpus(tmp_path):
     proc, result = _compile(tmp_path, "--quick", "--targets", "gfx942,gfx1100,sm_120")
     assert [t["target"] for t in result["targets"]] == ["gfx942", "gfx1100", "sm_120"]
     for target in result["targets"]:
-        assert target["failed"] == 0 and target["compiled"] == 6 + 12, target["target"]
+        assert target["failed"] == 0 and target["compiled"] == 6 + 12 - 2, target["target"]
         assert set(target["kernels"]) == set(result["engine_kernels"])
         assert target["spilling"] == []
-        assert all(v["registers"] > 0 for v in target["variants"])
-    assert "gfx942: 18 compiled, 0 failed, 0 spilling" in proc.stdout
+        assert all(v.get("reused") or v["registers"] > 0 for v in target["variants"])
+    assert "gfx942: 16 compiled, 0 failed, 0 spilling" in proc.stdout

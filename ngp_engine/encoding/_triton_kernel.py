@@ -31,6 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .backends import TRITON_LAUNCH_OPTIONS
 from .grid_layout import PRIMES
 
 # Points per program: a multiple of the warp size on a GPU. In the interpreter every
@@ -225,7 +226,8 @@ def _table_pass(x: torch.Tensor, params: torch.Tensor, dy: torch.Tensor | None, 
         backward = dy is not None
         _table_kernel[grid](x, params, result, dy if backward else result, result,
                             *_launch_args(x, tables), n, n_levels, D=d, F=n_features,
-                            INTERP=interp, BACKWARD=backward, BLOCK_N=block)
+                            INTERP=interp, BACKWARD=backward, BLOCK_N=block,
+                            **TRITON_LAUNCH_OPTIONS)
     return result
 
 
@@ -254,5 +256,6 @@ def backward_input(x: torch.Tensor, dy: torch.Tensor, params: torch.Tensor, tabl
         block = block_size(n)
         grid = (triton.cdiv(n, block),)
         _input_grad_kernel[grid](x, params, dy, dx, *_launch_args(x, tables), n, n_levels,
-                                 D=d, F=n_features, INTERP=interp, BLOCK_N=block)
+                                 D=d, F=n_features, INTERP=interp, BLOCK_N=block,
+                                 **TRITON_LAUNCH_OPTIONS)
     return dx

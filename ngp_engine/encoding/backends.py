@@ -19,6 +19,11 @@ from types import ModuleType
 import torch
 
 BACKENDS = ("torch", "cpu", "triton", "tcnn")
+# Compile options of every Triton launch. a * b + c fused into one fma, as the kernels'
+# docstrings assume: Triton 3.9 fuses by default but warns that 3.10 will not, and users'
+# Triton comes with their torch wheel, so the choice is made here, not by its version.
+# (The interpreter ignores launch options.)
+TRITON_LAUNCH_OPTIONS = {"enable_fp_fusion": True}
 
 
 class BackendUnavailable(RuntimeError):

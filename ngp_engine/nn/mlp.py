@@ -71,8 +71,9 @@ class _ReluLayers(torch.autograd.Function):
     writing a new [N, width] buffer per layer (`_relu_mask_`).
 
     No second derivatives (as tiny-cuda-nn's MLPs): a backward with create_graph=True is
-    refused in one line rather than leaving them silently out of a loss; `MLP.hand_backward
-    = False` gives autograd's backward, which has them.
+    refused in one line rather than leaving them silently out of a loss. Nor forward-mode
+    AD or torch.func transforms (jvp, jacrev, vmap), which the engine does not use.
+    `MLP.hand_backward = False` gives autograd's backward, which has all of these.
     """
 
     @staticmethod
@@ -87,6 +88,7 @@ class _ReluLayers(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        """dL/dy [N, n_out] -> (dL/dx [N, n_in] or None, None, dL/dW per layer [out, in])."""
         if torch.is_grad_enabled():
             raise RuntimeError("the MLP's float32 CPU backward has no second derivatives; set "
                                "hand_backward = False on the MLP for losses on its gradients")
@@ -151,8 +153,7 @@ class MLP(nn.Module):
 
     def _layers(self, x: torch.Tensor) -> torch.Tensor:
         if (self.hand_backward and x.device.type == "cpu" and x.dtype == torch.float32
-                and torch.is_grad_enabled()
-                and not torch.is_autocast_enabled("cpu") and self.activation_name in _IN_PLACE):
+                and torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")):
             # Training on the CPU: the hand-written backward (see _ReluLayers).
             y = _ReluLayers.apply(x, self.activation_name == "ReLU",
                                   *(layer.weight for layer in self.layers))

@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..encoding.backends import TRITON_LAUNCH_OPTIONS
+
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 BLOCK = 128                      # rays per program on a GPU
 INTERPRETER_BLOCK = 1 << 14
@@ -140,7 +142,8 @@ class _Composite(torch.autograd.Function):
             block = block_size(n)
             _composite_kernel[(triton.cdiv(n, block),)](
                 sigma, rgb, t, dt, offsets, prefix if prefix is not None else opacity, n,
-                opacity, rgb_out, depth, trans, HAS_PREFIX=prefix is not None, BLOCK_R=block)
+                opacity, rgb_out, depth, trans, HAS_PREFIX=prefix is not None, BLOCK_R=block,
+                **TRITON_LAUNCH_OPTIONS)
         ctx.save_for_backward(sigma, rgb, t, dt, offsets, prefix, opacity, rgb_out, depth)
         ctx.mark_non_differentiable(trans)
         return opacity, rgb_out, depth, trans
@@ -161,7 +164,8 @@ class _Composite(torch.autograd.Function):
                 (g_opacity if g_opacity is not None else zeros.expand(n)).contiguous(),
                 (g_rgb if g_rgb is not None else zeros.expand(n, 3)).contiguous(),
                 (g_depth if g_depth is not None else zeros.expand(n)).contiguous(),
-                d_sigma, d_rgb, HAS_PREFIX=prefix is not None, BLOCK_R=block)
+                d_sigma, d_rgb, HAS_PREFIX=prefix is not None, BLOCK_R=block,
+                **TRITON_LAUNCH_OPTIONS)
         return d_sigma, d_rgb, None, None, None, None
 
 

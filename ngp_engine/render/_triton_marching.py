@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..encoding.backends import TRITON_LAUNCH_OPTIONS
+
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 BLOCK = 128                      # rays per program on a GPU
 INTERPRETER_BLOCK = 1 << 14      # in the interpreter a program's cost is mostly per operation
@@ -123,7 +125,7 @@ def march(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far
                int(max_samples), n)
     counts = torch.empty(n, dtype=torch.int64, device=dev)
     _march_kernel[grid](o, d, tn, tf, jt, bits, *scalars, counts, offsets, counts, counts, counts,
-                        WRITE=False, BLOCK_R=block)
+                        WRITE=False, BLOCK_R=block, **TRITON_LAUNCH_OPTIONS)
     torch.cumsum(counts, 0, out=offsets[1:])
     total = int(offsets[-1])                     # the one host read: sizes the outputs
     t_out = torch.empty(total, dtype=f32, device=dev)
@@ -131,5 +133,5 @@ def march(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far
     ray_out = torch.empty(total, dtype=torch.int64, device=dev)
     if total:
         _march_kernel[grid](o, d, tn, tf, jt, bits, *scalars, counts, offsets, t_out, dt_out,
-                            ray_out, WRITE=True, BLOCK_R=block)
+                            ray_out, WRITE=True, BLOCK_R=block, **TRITON_LAUNCH_OPTIONS)
     return ray_out, t_out, dt_out, offsets

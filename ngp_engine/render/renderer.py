@@ -117,6 +117,7 @@ class RayWindows:
         self.trans = origins.new_ones(self.alive.numel())
         self.used = torch.zeros(self.alive.numel(), dtype=torch.int64, device=dev)
         self.window, self.max_window = first_window, max_window
+        self.width = 0             # the samples per ray of the window handed out, at most
         self._cap_bound = 0        # the windows' sizes so far: no ray has more samples than that
         self._s: RaySamples | None = None          # the window handed out, and for each
         self._full: torch.Tensor | None = None     # alive ray: whether it was full [A] and
@@ -127,7 +128,7 @@ class RayWindows:
         if not self.alive.numel():
             return None
         st = self.settings
-        w_cap = min(self.window, st.max_samples)
+        w_cap = self.width = min(self.window, st.max_samples)
         s = _to(march_rays(self.origins[self.alive], self.dirs[self.alive], self.t_start,
                            self.t_far[self.alive], self.grid, st.min_step, st.max_step,
                            st.cone_angle, w_cap, jitter=self.jitter, backend=st.backend),
@@ -188,7 +189,8 @@ def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Te
             sd = field.density_of(enc) * s.dt                           # type: ignore[attr-defined]
         else:
             sd = field.density(pos) * s.dt
-        trans = prefix[s.ray_idx] * transmittance(sd, s.ray_idx, s.offsets)       # [S] in front
+        # [S] in front; no ray has more samples than its window (no read from the device).
+        trans = prefix[s.ray_idx] * transmittance(sd, s.ray_idx, s.offsets, windows.width)
         keep = trans > settings.early_stop
         if reuse:
             feats.append(enc[keep])

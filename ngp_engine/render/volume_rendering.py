@@ -40,13 +40,16 @@ def _padded_index(ray_idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return torch.arange(ray_idx.numel(), device=ray_idx.device) - offsets[ray_idx]
 
 
-def transmittance(sigma_dt: torch.Tensor, ray_idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """T_i, the transmittance in front of each sample: [S] -> [S]."""
+def transmittance(sigma_dt: torch.Tensor, ray_idx: torch.Tensor, offsets: torch.Tensor,
+                  max_per_ray: int | None = None) -> torch.Tensor:
+    """T_i, the transmittance in front of each sample: [S] -> [S]. `max_per_ray`: a bound
+    on any ray's sample count known to the caller (then nothing is read back from the
+    device; None: the count is read)."""
     n_rays = offsets.numel() - 1
     if sigma_dt.numel() == 0:
         return torch.ones_like(sigma_dt)
     pos = _padded_index(ray_idx, offsets)
-    width = int((offsets[1:] - offsets[:-1]).max())
+    width = max_per_ray if max_per_ray is not None else int((offsets[1:] - offsets[:-1]).max())
     padded = sigma_dt.new_zeros(n_rays, width)
     padded = padded.index_put((ray_idx, pos), sigma_dt)
     exclusive = torch.cumsum(padded, dim=1) - padded              # sum over j < i

@@ -15,6 +15,7 @@ import torch
 from .. import __version__
 from .. import config as cfgmod
 from ..config import ConfigError
+from ..cpu_allocator import release_freed_memory
 from ..errors import UserError
 from ..device import device_name
 from ..distributed import SINGLE, Ranks
@@ -162,6 +163,8 @@ class Session:
             return run_training(self.task, self.budget, callback, should_stop, self._checkpoint)
         except torch.OutOfMemoryError:
             raise self._out_of_memory() from None
+        finally:
+            release_freed_memory()    # what the steps freed and the CPU allocator kept
 
     def _out_of_memory(self) -> UserError:
         """The one line for a step that ran out of device memory, after saving the steps

@@ -94,6 +94,13 @@ def test_backend_choice():
         backends.resolve("triton", CPU, n_input_dims=4)
 
 
+@pytest.mark.parametrize("value,on", [("1", True), ("true", True), ("On", True), ("yes", True),
+                                      ("0", False), ("off", False), ("", False)])
+def test_the_interpreter_switch_is_read_as_triton_reads_it(value, on, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert backends.triton_interpreted() is on
+
+
 def test_triton_off_the_interpreter_on_the_cpu_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(backends.BackendUnavailable, match="TRITON_INTERPRET=1"):

@@ -25,19 +25,18 @@ fused result exactly on every device and in the interpreter (the reference does 
 """
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from .backends import TRITON_LAUNCH_OPTIONS
+from .backends import TRITON_LAUNCH_OPTIONS, triton_interpreted
 from .grid_layout import PRIMES
 
 # Points per program: a multiple of the warp size on a GPU. In the interpreter every
 # operation of a program costs a fixed Python overhead plus numpy over the whole block, so
 # there one program takes the whole batch (up to INTERPRETER_BLOCK points).
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRETED = triton_interpreted()
 BLOCK = 128
 INTERPRETER_BLOCK = 1 << 16
 SUPPORTED_FEATURES = (1, 2, 4, 8)

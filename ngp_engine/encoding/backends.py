@@ -69,8 +69,9 @@ def triton_kernel() -> ModuleType:
 
 
 def triton_interpreted() -> bool:
-    """Triton's interpreter is on: its kernels then run on CPU tensors."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    """Triton's interpreter is on (TRITON_INTERPRET as Triton reads it: 1, true, on, yes,
+    y, any case): its kernels then run on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes", "y")
 
 
 CPU_KERNEL_DIMS = (2, 3)  # the compiled kernels are written for 2-D and 3-D inputs

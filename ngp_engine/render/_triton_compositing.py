@@ -20,16 +20,15 @@ so the backward walks the samples once more, accumulating sum_{j<=i} w_j x_j.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
-from ..encoding.backends import TRITON_LAUNCH_OPTIONS
+from ..encoding.backends import TRITON_LAUNCH_OPTIONS, triton_interpreted
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRETED = triton_interpreted()
 BLOCK = 128                      # rays per program on a GPU
 INTERPRETER_BLOCK = 1 << 14
 

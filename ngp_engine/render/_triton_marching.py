@@ -14,15 +14,14 @@ never fuses, so there the samples are the reference's exactly).
 """
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from ..encoding.backends import TRITON_LAUNCH_OPTIONS
+from ..encoding.backends import TRITON_LAUNCH_OPTIONS, triton_interpreted
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRETED = triton_interpreted()
 BLOCK = 128                      # rays per program on a GPU
 INTERPRETER_BLOCK = 1 << 14      # in the interpreter a program's cost is mostly per operation
 

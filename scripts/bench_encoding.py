@@ -203,12 +203,7 @@ def kernel_probe(batch: int, repeats: int) -> dict[str, Any]:
         row = {}
         for name, fn in (("forward_fresh_output", fresh), ("forward_reused_output", into_reused),
                          ("table_gradient", table_gradient)):
-            fn()
-            samples = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fn()
-                samples.append(time.perf_counter() - t0)
+            samples = time_runs(fn, torch.device("cpu"), 1, repeats)
             row[name] = {"median_s": statistics.median(samples), "samples_s": samples}
         out[f"T=2^{log2t}"] = row
     return out

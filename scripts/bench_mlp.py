@@ -32,12 +32,14 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 
 from ngp_engine.config import NERF_PRESETS  # noqa: E402
 from ngp_engine.device import machine_info  # noqa: E402
 from ngp_engine.nn.mlp import MLP  # noqa: E402
+from bench_encoding import time_runs  # noqa: E402
 
 
 class ChunkedMLP(torch.autograd.Function):
@@ -80,19 +82,7 @@ class ChunkedMLP(torch.autograd.Function):
 
 
 def time_it(fn: Callable[[], None], repeats: int, device: torch.device) -> dict[str, Any]:
-    def sync() -> None:
-        if device.type in ("cuda", "mps"):
-            getattr(torch, device.type).synchronize()
-
-    for _ in range(2):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        samples.append(time.perf_counter() - t0)
+    samples = time_runs(fn, device, 2, repeats)
     return {"median_s": statistics.median(samples), "samples_s": samples}
 
 

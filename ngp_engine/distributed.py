@@ -95,6 +95,11 @@ class Ranks:
             kwargs["device_id"] = device
         else:
             cpu_threads()             # numba as few threads as torch was given
+        # First, while no group exists: its functions take `group=group.WORLD` as a default
+        # argument, evaluated at import. Imported later (torch.optim imports it, through
+        # torch._dynamo, when a task builds its optimiser) they would hold our group to the
+        # interpreter's exit, and `close` could not free it (see there).
+        import torch.distributed.nn  # noqa: F401, PLC0415
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout, **kwargs)
         return cls(rank=rank, world=world, device=device, gradient_sync=gradient_sync,
                    group=dist.group.WORLD, _owns_group=True)
@@ -107,6 +112,7 @@ class Ranks:
             import torch.distributed as dist  # noqa: PLC0415
 
             self._owns_group = False
+            group, self.group = self.group, None
             if dist.is_initialized():
                 if wait_for_all:
                     try:
@@ -114,6 +120,12 @@ class Ranks:
                     except RuntimeError:       # a rank already gone: nothing to wait for
                         pass
                 dist.destroy_process_group()
+            # Our reference was the last: dropping it now runs the group's destructor (torch
+            # releases the GIL for it), which joins gloo's worker threads. Kept until the
+            # interpreter's exit, a worker still freeing the last collective's tensors there
+            # needs the GIL, is told to exit instead, and aborts the process ("terminate
+            # called without an active exception"; 1 exit in ~10 of a loaded machine).
+            del group
 
     @property
     def is_main(self) -> bool:

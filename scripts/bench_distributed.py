@@ -85,6 +85,7 @@ def rank_main(rank: int, port: int, data: str, preset: str, args: argparse.Names
     store = dist.TCPStore("127.0.0.1", port, world_size=2, is_master=rank == 0)
     base = Ranks.join(rank, 2, torch.device("cpu"), store=store)
     ranks = TimedRanks(rank=rank, world=2, device=base.device, group=base.group, _owns_group=True)
+    base.group, base._owns_group = None, False     # `ranks` owns the group: its close frees it
     ranks.log = []
     task = NerfTask(load_nerf_dataset(data, "train"), NERF_PRESETS[preset], torch.device("cpu"))
     task.ranks = ranks

@@ -14,7 +14,7 @@ import torch
 
 from ngp_engine.config import OccupancyGridConfig
 from ngp_engine.formats.camera import Camera
-from ngp_engine.render.occupancy_grid import OccupancyGrid, cascade_of, cell_of
+from ngp_engine.render.occupancy_grid import BLOCK, OccupancyGrid, cascade_of, cell_of
 from ngp_engine.render.ray_marching import RaySamples, march_rays, step_bounds
 from ngp_engine.render.rays import camera_rays, pixel_grid, ray_box_intersect
 from ngp_engine.render.renderer import MarchSettings, render_rays
@@ -597,6 +597,95 @@ def test_numba_marcher_skipping_empty_cells_keeps_every_sample():
         assert torch.equal(x, y)
     assert int((a.offsets.diff()[:300] > 0).sum()) > 30    # the lattice rays do hit cells
     assert a.n_samples > 1000
+
+
+def _grid_in_blocks(r: int, n_casc: int, n_full: int, gen: torch.Generator) -> OccupancyGrid:
+    """Matter (half the cells) in `n_full` random BLOCK^3 blocks of cascade 0, none elsewhere
+    there; coarser cascades random."""
+    grid = _grid(r, n_casc)
+    nb = r // BLOCK
+    full = torch.zeros(nb ** 3, dtype=torch.bool)
+    full[torch.randperm(nb ** 3, generator=gen)[:n_full]] = True
+    cells = full.view(nb, nb, nb)
+    for axis in range(3):
+        cells = cells.repeat_interleave(BLOCK, axis)
+    grid.occupied = torch.rand(n_casc, r ** 3, generator=gen) < 0.5
+    grid.occupied[0] &= cells.reshape(-1)
+    return grid
+
+
+def test_block_occupancy_layout_and_refresh():
+    gen = torch.Generator().manual_seed(3)
+    r = 32
+    grid = _grid(r, 1)
+    grid.occupied = torch.rand(1, r ** 3, generator=gen) < 0.002
+    nb = r // BLOCK
+    cells = grid.occupied[0].view(r, r, r)
+    brute = torch.tensor([bool(cells[x * BLOCK:(x + 1) * BLOCK, y * BLOCK:(y + 1) * BLOCK,
+                                     z * BLOCK:(z + 1) * BLOCK].any())
+                          for x in range(nb) for y in range(nb) for z in range(nb)])
+    assert 0 < int(brute.sum()) < nb ** 3
+    assert torch.equal(grid.block_occupancy(), brute)            # x-major, as the cells
+    grid.occupied[0] = False                                     # written in place
+    assert not grid.block_occupancy().any()
+    grid.occupied = torch.ones(1, r ** 3, dtype=torch.bool)      # replaced
+    assert grid.block_occupancy().all()
+    with torch.inference_mode():
+        grid.occupied = torch.zeros(1, r ** 3, dtype=torch.bool)
+    assert not grid.block_occupancy().any()
+    assert _grid(36, 1).block_occupancy() is None                # 36 cells: no 8^3 blocks
+
+
+def test_numba_marcher_skipping_empty_blocks_keeps_every_sample():
+    # Matter in a few 8^3 blocks of cells, the rest empty: the numba marcher crosses empty
+    # blocks whole (to within a margin of their faces). Rays along block faces and edges,
+    # axis-aligned or grazing, and random rays must give the reference's samples bit for bit.
+    gen = torch.Generator().manual_seed(5)
+    r, n_casc, n = 64, 2, 900
+    grid = _grid_in_blocks(r, n_casc, 12, gen)                   # 12 of 512 blocks
+    assert 0 < int(grid.block_occupancy().sum()) <= 12
+    o, d = _random_rays(n, 2.0, gen)
+    nb = r // BLOCK
+    lattice = torch.randint(0, nb + 1, (n, 3), generator=gen).float() / nb   # block corners
+    o[:300] = lattice[:300]
+    o[:300, 0] = -0.4                                      # outside, looking along +x
+    d[:300] = torch.tensor([1.0, 0.0, 0.0])
+    d[150:300, 1] = 1e-7                                   # grazing: almost along the face
+    d[300:450] = torch.tensor([0.0, 0.0, -1.0])
+    o[300:450] = lattice[300:450]
+    o[300:450, 2] = 1.4
+    d = d / d.norm(dim=-1, keepdim=True)
+    cpu, ref = _cpu_and_torch_marches(o, d, grid, r, n_casc, gen)
+    for x, y in ((cpu.ray_idx, ref.ray_idx), (cpu.t, ref.t), (cpu.dt, ref.dt), (cpu.offsets, ref.offsets)):
+        assert torch.equal(x, y)
+    assert int((cpu.offsets.diff()[:450] > 0).sum()) > 20  # the lattice rays do hit blocks
+    assert cpu.n_samples > 1000
+
+
+@pytest.mark.parametrize("cone", [0.0, 1 / 256, 1 / 64])
+def test_numba_marcher_skipping_across_the_constant_step_regime(cone):
+    # Over an empty stretch the numba marcher adds a constant step while t * cone stays
+    # below min_step, else it recomputes step(t). Origins inside the unit cube put
+    # t = min_step / cone (0.43 and 0.11) inside the finest cascade, where stretches over
+    # empty cells and blocks start on one side of it and end on the other: the samples
+    # must be the reference's.
+    gen = torch.Generator().manual_seed(11)
+    r, n_casc, n = 64, 2, 800
+    grid = _grid_in_blocks(r, n_casc, 40, gen)
+    grid.occupied[0] &= torch.rand(r ** 3, generator=gen) < 0.1     # sparse in the blocks too
+    o = 0.1 + 0.8 * torch.rand(n, 3, generator=gen)
+    d = torch.randn(n, 3, generator=gen)
+    d = d / d.norm(dim=-1, keepdim=True)
+    t_near, t_far = ray_box_intersect(o, d, torch.full((3,), -0.5), torch.full((3,), 1.5))
+    min_step, max_step = step_bounds(1024, n_casc, r)
+    jitter = torch.rand(n, generator=gen)
+    cpu, ref = (march_rays(o, d, t_near, t_far, grid, min_step, max_step, cone, 1024, jitter,
+                           backend=backend) for backend in ("cpu", "torch"))
+    for x, y in ((cpu.offsets, ref.offsets), (cpu.t, ref.t), (cpu.dt, ref.dt), (cpu.ray_idx, ref.ray_idx)):
+        assert torch.equal(x, y)
+    assert cpu.n_samples > 2000
+    if cone > 0:      # samples on both sides of the regime's boundary
+        assert (cpu.t < min_step / cone).any() and (cpu.t > 2 * min_step / cone).any()
 
 
 @pytest.mark.parametrize("distance", [400.0, 3000.0])

@@ -22,6 +22,7 @@ from ..config import OccupancyGridConfig
 
 
 MAX_CASCADES = 8
+BLOCK = 8          # cells per edge of the blocks `block_occupancy` summarises
 
 
 def n_cascades_for(aabb_scale: float) -> int:
@@ -64,6 +65,7 @@ class OccupancyGrid:
         self.values = torch.zeros(n_cascades, n, device=device)                    # [C, R^3]
         self.occupied = torch.ones(n_cascades, n, dtype=torch.bool, device=device)  # [C, R^3]
         self.updates = 0
+        self._blocks: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     @property
     def n_cells(self) -> int:
@@ -162,6 +164,23 @@ class OccupancyGrid:
             coarse = self.occupied[k].view(r, r, r)
             q = r // 4
             coarse[q:q + r // 2, q:q + r // 2, q:q + r // 2] |= pooled
+
+    def block_occupancy(self) -> torch.Tensor | None:
+        """[(R / BLOCK)^3] bool, x-major like the cells: whether any cell of each BLOCK^3
+        block of cascade 0 is occupied (None when R is not a multiple of BLOCK). The CPU
+        marcher crosses an empty block in one stretch instead of cell by cell. Computed again
+        only when `occupied` changed (replaced, or written in place: its version counter)."""
+        r, b = self.resolution, BLOCK
+        if r % b:
+            return None
+        occ, n = self.occupied, r // b
+        if torch.is_inference(occ):            # made under inference_mode: no version counter
+            return occ[0].view(n, b, n, b, n, b).any(dim=5).any(dim=3).any(dim=1).reshape(-1)
+        cached = self._blocks
+        if cached is None or cached[0] is not occ or cached[1] != occ._version:
+            blocks = occ[0].view(n, b, n, b, n, b).any(dim=5).any(dim=3).any(dim=1).reshape(-1)
+            self._blocks = cached = (occ, occ._version, blocks)
+        return cached[2]
 
     @property
     def occupancy_fraction(self) -> float:

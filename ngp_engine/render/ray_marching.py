@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..encoding.backends import try_import
-from .occupancy_grid import OccupancyGrid
+from .occupancy_grid import BLOCK, OccupancyGrid
 
 
 @dataclass
@@ -142,8 +142,11 @@ def _march_rays_kernel(origins, dirs, t_near, t_far, grid, min_step, max_step, c
 
     o, d, tn, tf, jt = np32(origins), np32(dirs), np32(t_near), np32(t_far), np32(jitter)
     bits = np.ascontiguousarray(grid.occupied.numpy().view(np.uint8))
-    args = (o, d, tn, tf, jt, bits, grid.n_cascades, grid.resolution, np.float32(min_step),
-            np.float32(max_step), np.float32(cone_angle), max_samples)
+    blocks = grid.block_occupancy()
+    block_res = 0 if blocks is None else grid.resolution // BLOCK
+    blocks = np.zeros(1, np.uint8) if blocks is None else blocks.numpy().view(np.uint8)
+    args = (o, d, tn, tf, jt, bits, blocks, block_res, grid.n_cascades, grid.resolution,
+            np.float32(min_step), np.float32(max_step), np.float32(cone_angle), max_samples)
     counts = np.empty(o.shape[0], dtype=np.int64)
     K.count_samples(*args, counts)
     offsets = np.zeros(o.shape[0] + 1, dtype=np.int64)

@@ -617,21 +617,21 @@ def _grid_in_blocks(r: int, n_casc: int, n_full: int, gen: torch.Generator) -> O
 def test_block_occupancy_layout_and_refresh():
     gen = torch.Generator().manual_seed(3)
     r = 32
-    grid = _grid(r, 1)
-    grid.occupied = torch.rand(1, r ** 3, generator=gen) < 0.002
+    grid = _grid(r, 2)
+    grid.occupied = torch.rand(2, r ** 3, generator=gen) < 0.002
     nb = r // BLOCK
-    cells = grid.occupied[0].view(r, r, r)
-    brute = torch.tensor([bool(cells[x * BLOCK:(x + 1) * BLOCK, y * BLOCK:(y + 1) * BLOCK,
-                                     z * BLOCK:(z + 1) * BLOCK].any())
-                          for x in range(nb) for y in range(nb) for z in range(nb)])
-    assert 0 < int(brute.sum()) < nb ** 3
-    assert torch.equal(grid.block_occupancy(), brute)            # x-major, as the cells
-    grid.occupied[0] = False                                     # written in place
+    brute = torch.tensor([[bool(grid.occupied[k].view(r, r, r)[x * BLOCK:(x + 1) * BLOCK,
+                                                              y * BLOCK:(y + 1) * BLOCK,
+                                                              z * BLOCK:(z + 1) * BLOCK].any())
+                           for x in range(nb) for y in range(nb) for z in range(nb)] for k in range(2)])
+    assert 0 < int(brute[0].sum()) < nb ** 3 and not torch.equal(brute[0], brute[1])
+    assert torch.equal(grid.block_occupancy(), brute)            # [C, blocks] x-major, as the cells
+    grid.occupied[:] = False                                     # written in place
     assert not grid.block_occupancy().any()
-    grid.occupied = torch.ones(1, r ** 3, dtype=torch.bool)      # replaced
+    grid.occupied = torch.ones(2, r ** 3, dtype=torch.bool)      # replaced
     assert grid.block_occupancy().all()
     with torch.inference_mode():
-        grid.occupied = torch.zeros(1, r ** 3, dtype=torch.bool)
+        grid.occupied = torch.zeros(2, r ** 3, dtype=torch.bool)
     assert not grid.block_occupancy().any()
     assert _grid(36, 1).block_occupancy() is None                # 36 cells: no 8^3 blocks
 
@@ -643,7 +643,7 @@ def test_numba_marcher_skipping_empty_blocks_keeps_every_sample():
     gen = torch.Generator().manual_seed(5)
     r, n_casc, n = 64, 2, 900
     grid = _grid_in_blocks(r, n_casc, 12, gen)                   # 12 of 512 blocks
-    assert 0 < int(grid.block_occupancy().sum()) <= 12
+    assert 0 < int(grid.block_occupancy()[0].sum()) <= 12
     o, d = _random_rays(n, 2.0, gen)
     nb = r // BLOCK
     lattice = torch.randint(0, nb + 1, (n, 3), generator=gen).float() / nb   # block corners
@@ -660,6 +660,74 @@ def test_numba_marcher_skipping_empty_blocks_keeps_every_sample():
         assert torch.equal(x, y)
     assert int((cpu.offsets.diff()[:450] > 0).sum()) > 20  # the lattice rays do hit blocks
     assert cpu.n_samples > 1000
+
+
+@pytest.mark.parametrize("r", [32, 16, 24])      # 4, 2 and 3 blocks per edge
+@pytest.mark.parametrize("cone", [0.0, 1 / 256])
+def test_numba_marcher_skipping_in_coarser_cascades_keeps_every_sample(cone, r):
+    # A real capture's setting: 4 cascades, cameras inside the scene box, little matter in
+    # the coarse cascades. The numba marcher skips their empty cells and blocks too, except
+    # from cells inside the next finer cascade's cube (a point exactly on its lower faces
+    # belongs to the coarser cascade). Rays in those face planes, along them and across
+    # them, and random rays: the reference's samples bit for bit.
+    gen = torch.Generator().manual_seed(13)
+    n_casc, n = 4, 1200
+    grid = _grid(r, n_casc)
+    nb = r // BLOCK                                  # matter in a sixth of the blocks
+    full = torch.stack([torch.randperm(nb ** 3, generator=gen) < max(1, nb ** 3 // 6)
+                        for _ in range(n_casc)])
+    cells = full.view(n_casc, nb, nb, nb)
+    for axis in (1, 2, 3):
+        cells = cells.repeat_interleave(BLOCK, axis)
+    grid.occupied = (torch.rand(n_casc, r ** 3, generator=gen) < 0.1) & cells.reshape(n_casc, -1)
+    o = 0.5 + (torch.rand(n, 3, generator=gen) - 0.5) * 7.0          # inside the box [-3.5, 4.5]^3
+    d = torch.randn(n, 3, generator=gen)
+    faces = torch.tensor([0.5 - 2.0 ** (k - 2) for k in range(1, n_casc)])     # lower faces
+    plane = faces[torch.randint(0, n_casc - 1, (n,), generator=gen)]
+    axis = torch.randint(0, 3, (n,), generator=gen)
+    rows = torch.arange(n)
+    # Rays 300-400 start on a lower face, inside its square, unjittered (their first lookup
+    # is on the face exactly) and go into the finer cascade.
+    inner = 0.5 + (torch.rand(n, 3, generator=gen) - 0.5) * 1.8 * (0.5 - plane[:, None]).abs()
+    o[300:400] = inner[300:400]
+    o[rows[:400], axis[:400]] = plane[:400]                      # in a face plane...
+    d[rows[:200], axis[:200]] = 0.0                              # ...along it
+    d[rows[200:300], axis[200:300]] = 1e-7                       # ...grazing it
+    d[rows[300:400], axis[300:400]] = d[rows[300:400], axis[300:400]].abs() + 0.1   # ...or across
+    d = d / d.norm(dim=-1, keepdim=True)
+    half = 2.0 ** (n_casc - 1) / 2
+    t_near, t_far = ray_box_intersect(o, d, torch.full((3,), 0.5 - half), torch.full((3,), 0.5 + half))
+    min_step, max_step = step_bounds(1024, n_casc, r)
+    jitter = torch.rand(n, generator=gen)
+    jitter[300:400] = 0.0
+    cpu, ref = (march_rays(o, d, t_near, t_far, grid, min_step, max_step, cone, 4096, jitter,
+                           backend=backend) for backend in ("cpu", "torch"))
+    for x, y in ((cpu.offsets, ref.offsets), (cpu.t, ref.t), (cpu.dt, ref.dt), (cpu.ray_idx, ref.ray_idx)):
+        assert torch.equal(x, y)
+    p = o[cpu.ray_idx] + cpu.t[:, None] * d[cpu.ray_idx]
+    k = cascade_of(p, n_casc)
+    assert all(int((k == c).sum()) > 20 for c in range(n_casc)), torch.bincount(k)   # every cascade
+    assert int((cpu.offsets.diff()[:400] > 0).sum()) > 30
+
+
+def test_numba_marcher_does_not_skip_from_a_face_of_a_finer_cascade():
+    # Points exactly on cascade k - 1's lower face (y here) belong to cascade k with an
+    # inner cell index; a coordinate a few ulps below the upper face (x) has its index
+    # rounded up to 3R/4. Such a point's cell is not outside cascade k - 1: marching along
+    # the face into matter of cascade k - 1 must find every sample (a review's case).
+    r = 32
+    grid = _grid(r, 3)
+    grid.values[:] = 0.0
+    grid.values[0, (31 * r + 1) * r + 16] = 1.0
+    grid.values[1, (31 * r + 4) * r + 16] = 1.0
+    grid.load_state_dict({"values": grid.values, "updates": 1})      # bits (pooled) as trained
+    below = lambda v: float(np.nextafter(np.float32(v), np.float32(0)))   # noqa: E731
+    o = torch.tensor([[below(1.0), 0.0, 0.5], [below(1.5), -0.5, 0.5]])
+    d = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    cpu, ref = (march_rays(o, d, torch.zeros(2), torch.full((2,), 2.0), grid, 1 / 256, 1 / 256,
+                           0.0, 4096, torch.zeros(2), backend=backend) for backend in ("cpu", "torch"))
+    assert ref.offsets.tolist() == [0, 8, 24]
+    assert torch.equal(cpu.offsets, ref.offsets) and torch.equal(cpu.t, ref.t)
 
 
 @pytest.mark.parametrize("cone", [0.0, 1 / 256, 1 / 64])

@@ -7,7 +7,8 @@ Empty space: after a step lands in an empty cell of the finest cascade, the ray 
 stepping (t <- t + step(t), the same sequence) without looking the grid up until it comes
 within a margin of the cell's faces (instant-ngp's advance_to_next_voxel with regular
 stepping), or of its block's faces when the whole 8^3 block of cells is empty
-(`OccupancyGrid.block_occupancy`). The samples are exactly those of stepping with a lookup
+(`OccupancyGrid.block_occupancy`); the same in the coarser cascades, whose cells and
+blocks are larger. The samples are exactly those of stepping with a lookup
 every time; only the lookups are skipped. Counting marches every ray to its end, so this
 mattered most there.
 """
@@ -55,37 +56,59 @@ def _cell(px, py, pz, n_cascades, res):
 
 
 @njit(**_JIT)
-def _face_t(o, d, i, res):
+def _face_t(o, d, i, res, scale):
     """t at which o + t * d comes within the margin of the face it moves towards of cell i
-    along one axis of the finest cascade cut into res cells per edge (cells [i / res,
-    (i + 1) / res]; the blocks: res = R / 8)."""
-    margin = _MARGIN + _MARGIN_PER_UNIT * (abs(o) + 1.0)
+    along one axis of a cascade of edge `scale` (2^k, centred on 0.5) cut into res cells
+    per edge (cascade 0: cells [i / res, (i + 1) / res]; its blocks: res = R / 8). The
+    margin grows with the cascade too: there _cell's own float32 rounding of the index
+    scales with 2^k."""
+    margin = (_MARGIN + _MARGIN_PER_UNIT * (abs(o) + 1.0)) * scale
     if d > 0.0:
-        return ((i + 1) / res - margin - o) / d
+        return (0.5 + ((i + 1) / res - 0.5) * scale - margin - o) / d
     if d < 0.0:
-        return (i / res + margin - o) / d
+        return (0.5 + (i / res - 0.5) * scale + margin - o) / d
     return np.inf
+
+
+@njit(**_JIT)
+def _outside(p, i, k, res):
+    """Whether cell index i of a point's coordinate p in cascade k > 0 lies outside the
+    slab of cascade k - 1's cube along that axis: the index outside [R/4, 3R/4), and the
+    coordinate too, as `_cell` measures it (a few ulps below the upper face, the index
+    computation rounds up to 3R/4 while the point is inside the slab)."""
+    q = res // 4
+    return (i < q or i >= res - q) and abs(p - np.float32(0.5)) >= np.float32(math.ldexp(1.0, k - 2))
 
 
 @njit(**_JIT)
 def _next_sample(o, d, r, t, tf, bits, blocks, block_res, n_cascades, res, min_step, max_step, cone):
     """The first t' >= t of the sequence t <- t + step(t) whose point is in an occupied cell
-    (t' >= tf: none before the ray's end), stepping over empty cells (and empty blocks of
-    cells) of cascade 0 without looking them up."""
+    (t' >= tf: none before the ray's end), stepping over empty cells and empty blocks of
+    cells without looking them up."""
     while t < tf:
-        k, ix, iy, iz = _cell(o[r, 0] + t * d[r, 0], o[r, 1] + t * d[r, 1], o[r, 2] + t * d[r, 2],
-                              n_cascades, res)
+        px, py, pz = o[r, 0] + t * d[r, 0], o[r, 1] + t * d[r, 1], o[r, 2] + t * d[r, 2]
+        k, ix, iy, iz = _cell(px, py, pz, n_cascades, res)
         if k >= 0 and bits[k, (ix * res + iy) * res + iz] != 0:
             return t
         t = t + _step(t, cone, min_step, max_step)
-        if k == 0:   # the finest cascade: no finer cell inside this one to miss
+        # No finer cell inside this one to miss: cascade 0 is the finest; in cascade k > 0,
+        # a cell lies wholly outside cascade k - 1 (|p - 0.5| < 2^(k-2), whose faces fall on
+        # cell faces when R is a multiple of 4, on block faces when the blocks per edge are)
+        # when on some axis its index is outside [R/4, 3R/4) and the point is outside that
+        # cube's slab (`_outside`). A point of cascade k can be in a cell inside the range:
+        # exactly on cascade k - 1's lower faces: no skipping from there.
+        if k == 0 or (k > 0 and res % 4 == 0
+                      and (_outside(px, ix, k, res) or _outside(py, iy, k, res)
+                           or _outside(pz, iz, k, res))):
             # The cell's faces, or its block's when the whole block is empty.
             n, b = res, (res // block_res) if block_res > 0 else 1
-            if block_res > 0 and blocks[((ix // b) * block_res + iy // b) * block_res + iz // b] == 0:
+            if (block_res > 0 and (k == 0 or block_res % 4 == 0)
+                    and blocks[k, ((ix // b) * block_res + iy // b) * block_res + iz // b] == 0):
                 n, ix, iy, iz = block_res, ix // b, iy // b, iz // b
-            t_skip = min(_face_t(np.float64(o[r, 0]), np.float64(d[r, 0]), ix, n),
-                         min(_face_t(np.float64(o[r, 1]), np.float64(d[r, 1]), iy, n),
-                             _face_t(np.float64(o[r, 2]), np.float64(d[r, 2]), iz, n)))
+            scale = math.ldexp(1.0, k)
+            t_skip = min(_face_t(np.float64(o[r, 0]), np.float64(d[r, 0]), ix, n, scale),
+                         min(_face_t(np.float64(o[r, 1]), np.float64(d[r, 1]), iy, n, scale),
+                             _face_t(np.float64(o[r, 2]), np.float64(d[r, 2]), iz, n, scale)))
             t = _step_until(t, min(t_skip, np.float64(tf)), min_step, max_step, cone)
     return t
 

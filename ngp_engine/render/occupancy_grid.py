@@ -166,8 +166,8 @@ class OccupancyGrid:
             coarse[q:q + r // 2, q:q + r // 2, q:q + r // 2] |= pooled
 
     def block_occupancy(self) -> torch.Tensor | None:
-        """[(R / BLOCK)^3] bool, x-major like the cells: whether any cell of each BLOCK^3
-        block of cascade 0 is occupied (None when R is not a multiple of BLOCK). The CPU
+        """[C, (R / BLOCK)^3] bool, x-major like the cells: whether any cell of each BLOCK^3
+        block of each cascade is occupied (None when R is not a multiple of BLOCK). The CPU
         marcher crosses an empty block in one stretch instead of cell by cell. Computed again
         only when `occupied` changed (replaced, or written in place: its version counter)."""
         r, b = self.resolution, BLOCK
@@ -175,12 +175,16 @@ class OccupancyGrid:
             return None
         occ, n = self.occupied, r // b
         if torch.is_inference(occ):            # made under inference_mode: no version counter
-            return occ[0].view(n, b, n, b, n, b).any(dim=5).any(dim=3).any(dim=1).reshape(-1)
+            return self._pool_blocks(occ, n)
         cached = self._blocks
         if cached is None or cached[0] is not occ or cached[1] != occ._version:
-            blocks = occ[0].view(n, b, n, b, n, b).any(dim=5).any(dim=3).any(dim=1).reshape(-1)
-            self._blocks = cached = (occ, occ._version, blocks)
+            self._blocks = cached = (occ, occ._version, self._pool_blocks(occ, n))
         return cached[2]
+
+    @staticmethod
+    def _pool_blocks(occ: torch.Tensor, n: int) -> torch.Tensor:
+        b = BLOCK
+        return occ.view(-1, n, b, n, b, n, b).any(dim=6).any(dim=4).any(dim=2).reshape(occ.shape[0], -1)
 
     @property
     def occupancy_fraction(self) -> float:

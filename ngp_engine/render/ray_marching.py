@@ -144,7 +144,7 @@ def _march_rays_kernel(origins, dirs, t_near, t_far, grid, min_step, max_step, c
     bits = np.ascontiguousarray(grid.occupied.numpy().view(np.uint8))
     blocks = grid.block_occupancy()
     block_res = 0 if blocks is None else grid.resolution // BLOCK
-    blocks = np.zeros(1, np.uint8) if blocks is None else blocks.numpy().view(np.uint8)
+    blocks = np.zeros((1, 1), np.uint8) if blocks is None else blocks.numpy().view(np.uint8)
     args = (o, d, tn, tf, jt, bits, blocks, block_res, grid.n_cascades, grid.resolution,
             np.float32(min_step), np.float32(max_step), np.float32(cone_angle), max_samples)
     counts = np.empty(o.shape[0], dtype=np.int64)

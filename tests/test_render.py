@@ -6,6 +6,8 @@ torch reference) must produce bit-identical samples.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -19,6 +21,8 @@ from ngp_engine.render.ray_marching import RaySamples, march_rays, step_bounds
 from ngp_engine.render.rays import camera_rays, pixel_grid, ray_box_intersect
 from ngp_engine.render.renderer import MarchSettings, render_rays
 from ngp_engine.render.volume_rendering import accumulate, composite, render_weights, transmittance
+
+from conftest import ROOT
 
 CPU = torch.device("cpu")
 MIN_STEP = math.sqrt(3.0) / 1024          # instant-ngp's NERF_STEPS = 1024: 0.00169145586...
@@ -573,6 +577,27 @@ def _cpu_and_torch_marches(o, d, grid, r, n_casc, gen):
                             backend=backend) for backend in ("cpu", "torch"))
 
 
+def _lattice_rays(n: int, per_edge: int, m: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n rays (box [-1, 2]^3 setting of `_random_rays`), the first 3m on the corners of a
+    lattice of `per_edge` cells per unit edge: m along +x, m grazing (+x, 1e-7 in y), m
+    along -z; the rest random."""
+    o, d = _random_rays(n, 2.0, gen)
+    lattice = torch.randint(0, per_edge + 1, (n, 3), generator=gen).float() / per_edge
+    o[:2 * m] = lattice[:2 * m]
+    o[:2 * m, 0] = -0.4                                    # outside, looking along +x
+    d[:2 * m] = torch.tensor([1.0, 0.0, 0.0])
+    d[m:2 * m, 1] = 1e-7                                   # grazing: almost along the face
+    d[2 * m:3 * m] = torch.tensor([0.0, 0.0, -1.0])
+    o[2 * m:3 * m] = lattice[2 * m:3 * m]
+    o[2 * m:3 * m, 2] = 1.4
+    return o, d / d.norm(dim=-1, keepdim=True)
+
+
+def _assert_same_samples(a: RaySamples, b: RaySamples) -> None:
+    for x, y in ((a.ray_idx, b.ray_idx), (a.t, b.t), (a.dt, b.dt), (a.offsets, b.offsets)):
+        assert torch.equal(x, y)
+
+
 def test_numba_marcher_skipping_empty_cells_keeps_every_sample():
     # The numba marcher steps over empty cells of the finest cascade without lookups; rays
     # along cell faces and edges (origins on the lattice, axis-aligned or nearly), through a
@@ -581,20 +606,9 @@ def test_numba_marcher_skipping_empty_cells_keeps_every_sample():
     r, n_casc = 32, 2
     grid = _grid(r, n_casc)
     grid.occupied = torch.rand(n_casc, r ** 3, generator=gen) < 0.03
-    n = 600
-    o, d = _random_rays(n, 2.0, gen)
-    lattice = torch.randint(0, r + 1, (n, 3), generator=gen).float() / r   # cell corners
-    o[:200] = lattice[:200]
-    o[:200, 0] = -0.4                                      # outside, looking along +x
-    d[:200] = torch.tensor([1.0, 0.0, 0.0])
-    d[100:200, 1] = 1e-7                                   # grazing: almost along the face
-    d[200:300] = torch.tensor([0.0, 0.0, -1.0])
-    o[200:300] = lattice[200:300]
-    o[200:300, 2] = 1.4
-    d = d / d.norm(dim=-1, keepdim=True)
+    o, d = _lattice_rays(600, r, 100, gen)                # cell corners
     a, b = _cpu_and_torch_marches(o, d, grid, r, n_casc, gen)
-    for x, y in ((a.ray_idx, b.ray_idx), (a.t, b.t), (a.dt, b.dt), (a.offsets, b.offsets)):
-        assert torch.equal(x, y)
+    _assert_same_samples(a, b)
     assert int((a.offsets.diff()[:300] > 0).sum()) > 30    # the lattice rays do hit cells
     assert a.n_samples > 1000
 
@@ -644,20 +658,9 @@ def test_numba_marcher_skipping_empty_blocks_keeps_every_sample():
     r, n_casc, n = 64, 2, 900
     grid = _grid_in_blocks(r, n_casc, 12, gen)                   # 12 of 512 blocks
     assert 0 < int(grid.block_occupancy()[0].sum()) <= 12
-    o, d = _random_rays(n, 2.0, gen)
-    nb = r // BLOCK
-    lattice = torch.randint(0, nb + 1, (n, 3), generator=gen).float() / nb   # block corners
-    o[:300] = lattice[:300]
-    o[:300, 0] = -0.4                                      # outside, looking along +x
-    d[:300] = torch.tensor([1.0, 0.0, 0.0])
-    d[150:300, 1] = 1e-7                                   # grazing: almost along the face
-    d[300:450] = torch.tensor([0.0, 0.0, -1.0])
-    o[300:450] = lattice[300:450]
-    o[300:450, 2] = 1.4
-    d = d / d.norm(dim=-1, keepdim=True)
+    o, d = _lattice_rays(n, r // BLOCK, 150, gen)         # block corners
     cpu, ref = _cpu_and_torch_marches(o, d, grid, r, n_casc, gen)
-    for x, y in ((cpu.ray_idx, ref.ray_idx), (cpu.t, ref.t), (cpu.dt, ref.dt), (cpu.offsets, ref.offsets)):
-        assert torch.equal(x, y)
+    _assert_same_samples(cpu, ref)
     assert int((cpu.offsets.diff()[:450] > 0).sum()) > 20  # the lattice rays do hit blocks
     assert cpu.n_samples > 1000
 
@@ -708,6 +711,38 @@ def test_numba_marcher_skipping_in_coarser_cascades_keeps_every_sample(cone, r):
     k = cascade_of(p, n_casc)
     assert all(int((k == c).sum()) > 20 for c in range(n_casc)), torch.bincount(k)   # every cascade
     assert int((cpu.offsets.diff()[:400] > 0).sum()) > 30
+
+
+FAR_CAMERA = """
+import torch
+from ngp_engine.config import OccupancyGridConfig
+from ngp_engine.render.occupancy_grid import OccupancyGrid
+from ngp_engine.render.ray_marching import march_rays, max_t, step_bounds
+from ngp_engine.render.rays import ray_box_intersect
+
+grid = OccupancyGrid(OccupancyGridConfig(resolution=16), 1, 1e-3, torch.device("cpu"))
+grid.occupied.view(1, 16, 16, 16)[..., :8] = False             # empty where z < 0.5
+min_step, max_step = step_bounds(1024, 1, 16)
+o = torch.tensor([[0.5, 0.5, -1e5], [0.5, 0.5, -100.0]])       # 1e5: t + min_step == t
+d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+t_near, t_far = ray_box_intersect(o, d, torch.zeros(3), torch.ones(3))
+assert float(t_near[0] + min_step) == float(t_near[0]) and t_near[0] > max_t(min_step)
+for backend in ("cpu", "torch"):
+    s = march_rays(o, d, t_near, t_far, grid, min_step, max_step, 0.0, 4096, backend=backend)
+    print(backend, s.offsets.tolist())
+"""
+
+
+def test_marchers_end_rays_where_a_step_no_longer_moves_t():
+    # A camera 1e5 unit-cube units away: there t + min_step == t in float32, and the
+    # marchers looped for ever in empty cells (in occupied ones they returned max_samples
+    # copies of one sample). In a subprocess with a timeout, so that a regression fails.
+    proc = subprocess.run([sys.executable, "-c", FAR_CAMERA], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    # The far ray gets no samples; the one 100 units away those of its half in z >= 0.5.
+    assert lines == ["cpu [0, 0, 295]", "torch [0, 0, 295]"], lines
 
 
 def test_numba_marcher_does_not_skip_from_a_face_of_a_finer_cascade():

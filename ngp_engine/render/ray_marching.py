@@ -62,6 +62,11 @@ def march_rays(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, 
     """
     if jitter is None:
         jitter = torch.zeros_like(t_near)
+    # Past t = min_step * 2^24 a float32 t no longer moves by a step of min_step (half an
+    # ulp is larger) and every marcher would loop for ever: rays end at a quarter of that
+    # (some 7,000 unit-cube units with the default steps, for cameras that far from a box
+    # of edge ~1), the same in every implementation.
+    t_far = t_far.clamp(max=max_t(min_step))
     backend = marcher_for(origins.device, backend)
     if backend == "triton":
         from . import _triton_marching as K  # noqa: PLC0415 - triton loads on first GPU use
@@ -78,6 +83,11 @@ def march_rays(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, 
 
 
 MARCHERS = ("auto", "torch", "cpu", "triton")
+
+
+def max_t(min_step: float) -> float:
+    """How far along a ray the marchers go at most: min_step * 2^22 (see `march_rays`)."""
+    return min_step * float(1 << 22)
 
 
 def marcher_for(device: torch.device, requested: str = "auto") -> str:

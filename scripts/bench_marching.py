@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 
@@ -31,6 +32,7 @@ from ngp_engine.config import OccupancyGridConfig  # noqa: E402
 from ngp_engine.render.occupancy_grid import OccupancyGrid, n_cascades_for  # noqa: E402
 from ngp_engine.render.ray_marching import march_rays, step_bounds  # noqa: E402
 from ngp_engine.render.rays import ray_box_intersect  # noqa: E402
+from bench_encoding import time_runs  # noqa: E402
 
 
 def capture_grid(res: int, aabb_scale: float, gen: torch.Generator) -> OccupancyGrid:
@@ -83,12 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         def run() -> int:
             return march_rays(o, d, t_near, t_far, grid, min_step, max_step, 1 / 256, cap, jitter,
                               backend="cpu").n_samples
-        samples = run()
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
+        samples = run()                                          # also numba's warm-up
+        times = time_runs(run, torch.device("cpu"), 0, args.repeats)
         report["runs"][name] = {"samples": samples, "median_ms": statistics.median(times) * 1e3,
                                 "min_ms": min(times) * 1e3}
         print(f"{name}: {samples} samples, {statistics.median(times) * 1e3:.2f} ms median")

@@ -48,6 +48,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def one_process(*args: str) -> subprocess.CompletedProcess:
+    """The helper as one process, with one thread for torch and numba like each rank under
+    torchrun: the comparison is of the ranks' gradient sum, not of thread counts (a
+    two-thread CPU run is not bit-reproducible on a loaded machine: 1 in ~10 runs of 12 NeRF
+    steps moved 2% of the table entries by more than 1e-3, through Adam's tiny eps)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, HELPER, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
 def field_state(run: Path, key: str = "model") -> dict[str, torch.Tensor]:
     ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     model = ckpt[key]
@@ -138,8 +148,7 @@ def test_bad_gradient_sync_and_processes_are_one_line_errors():
 def nerf_runs(nerf_scene, tmp_path_factory):
     """12 NeRF steps as one process, and as two ranks with each table sum."""
     root = tmp_path_factory.mktemp("dp_nerf")
-    one = subprocess.run([sys.executable, HELPER, "nerf", str(nerf_scene), str(root / "one"), "12"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    one = one_process("nerf", str(nerf_scene), str(root / "one"), "12")
     assert one.returncode == 0, one.stderr[-3000:]
     for sync in ("dense", "rows"):
         two = torchrun(HELPER, "nerf", str(nerf_scene), str(root / sync), "12", sync)
@@ -172,8 +181,7 @@ def test_dense_and_row_table_sums_give_the_same_bits(nerf_runs):
 
 
 def test_two_image_ranks_train_like_one_process(photo_256, tmp_path):
-    one = subprocess.run([sys.executable, HELPER, "image", str(photo_256), str(tmp_path / "one"), "15"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    one = one_process("image", str(photo_256), str(tmp_path / "one"), "15")
     assert one.returncode == 0, one.stderr[-3000:]
     two = torchrun(HELPER, "image", str(photo_256), str(tmp_path / "two"), "15", "rows")
     assert two.returncode == 0, two.stderr[-3000:]

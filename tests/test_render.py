@@ -613,6 +613,15 @@ def test_numba_marcher_skipping_empty_cells_keeps_every_sample():
     assert a.n_samples > 1000
 
 
+def _block_cells(full: torch.Tensor, r: int) -> torch.Tensor:
+    """Blocks to cells: [C, (r / BLOCK)^3] bool -> [C, r^3] bool (x-major, as the grid)."""
+    nb = r // BLOCK
+    cells = full.view(-1, nb, nb, nb)
+    for axis in (1, 2, 3):
+        cells = cells.repeat_interleave(BLOCK, axis)
+    return cells.reshape(full.shape[0], -1)
+
+
 def _grid_in_blocks(r: int, n_casc: int, n_full: int, gen: torch.Generator) -> OccupancyGrid:
     """Matter (half the cells) in `n_full` random BLOCK^3 blocks of cascade 0, none elsewhere
     there; coarser cascades random."""
@@ -620,11 +629,8 @@ def _grid_in_blocks(r: int, n_casc: int, n_full: int, gen: torch.Generator) -> O
     nb = r // BLOCK
     full = torch.zeros(nb ** 3, dtype=torch.bool)
     full[torch.randperm(nb ** 3, generator=gen)[:n_full]] = True
-    cells = full.view(nb, nb, nb)
-    for axis in range(3):
-        cells = cells.repeat_interleave(BLOCK, axis)
     grid.occupied = torch.rand(n_casc, r ** 3, generator=gen) < 0.5
-    grid.occupied[0] &= cells.reshape(-1)
+    grid.occupied[0] &= _block_cells(full[None], r)[0]
     return grid
 
 
@@ -679,10 +685,7 @@ def test_numba_marcher_skipping_in_coarser_cascades_keeps_every_sample(cone, r):
     nb = r // BLOCK                                  # matter in a sixth of the blocks
     full = torch.stack([torch.randperm(nb ** 3, generator=gen) < max(1, nb ** 3 // 6)
                         for _ in range(n_casc)])
-    cells = full.view(n_casc, nb, nb, nb)
-    for axis in (1, 2, 3):
-        cells = cells.repeat_interleave(BLOCK, axis)
-    grid.occupied = (torch.rand(n_casc, r ** 3, generator=gen) < 0.1) & cells.reshape(n_casc, -1)
+    grid.occupied = (torch.rand(n_casc, r ** 3, generator=gen) < 0.1) & _block_cells(full, r)
     o = 0.5 + (torch.rand(n, 3, generator=gen) - 0.5) * 7.0          # inside the box [-3.5, 4.5]^3
     d = torch.randn(n, 3, generator=gen)
     faces = torch.tensor([0.5 - 2.0 ** (k - 2) for k in range(1, n_casc)])     # lower faces

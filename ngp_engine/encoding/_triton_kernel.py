@@ -25,7 +25,6 @@ fused result exactly on every device and in the interpreter (the reference does 
 """
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl

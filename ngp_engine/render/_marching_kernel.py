@@ -8,9 +8,9 @@ stepping (t <- t + step(t), the same sequence) without looking the grid up until
 within a margin of the cell's faces (instant-ngp's advance_to_next_voxel with regular
 stepping), or of its block's faces when the whole 8^3 block of cells is empty
 (`OccupancyGrid.block_occupancy`); the same in the coarser cascades, whose cells and
-blocks are larger. The samples are exactly those of stepping with a lookup
-every time; only the lookups are skipped. Counting marches every ray to its end, so this
-mattered most there.
+blocks are larger. The samples are exactly those of stepping with a lookup every time;
+only the lookups are skipped. Counting marches every ray to its end, so this mattered most
+there.
 """
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ def _outside(p, i, k, res):
 
 
 @njit(**_JIT)
-def _next_sample(o, d, r, t, tf, bits, blocks, block_res, n_cascades, res, min_step, max_step, cone):
+def _next_sample(o, d, r, t, tf, bits, blocks, block_res, n_cascades, res, min_step, max_step,
+                 cone):
     """The first t' >= t of the sequence t <- t + step(t) whose point is in an occupied cell
     (t' >= tf: none before the ray's end), stepping over empty cells and empty blocks of
     cells without looking them up."""
@@ -133,8 +134,8 @@ def _step_until(t, stop, min_step, max_step, cone):
 
 
 @njit(parallel=True, **_JIT)
-def count_samples(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascades, res, min_step, max_step, cone,
-                  max_samples, counts):
+def count_samples(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascades, res, min_step,
+                  max_step, cone, max_samples, counts):
     for r in prange(o.shape[0]):
         n = 0
         tf = t_far[r]
@@ -142,7 +143,8 @@ def count_samples(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascad
         if t < tf:
             t = t + jitter[r] * _step(t, cone, min_step, max_step)
             while n < max_samples:
-                t = _next_sample(o, d, r, t, tf, bits, blocks, block_res, n_cascades, res, min_step, max_step, cone)
+                t = _next_sample(o, d, r, t, tf, bits, blocks, block_res, n_cascades, res,
+                                 min_step, max_step, cone)
                 if t >= tf:
                     break
                 n += 1
@@ -151,8 +153,8 @@ def count_samples(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascad
 
 
 @njit(parallel=True, **_JIT)
-def fill_samples(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascades, res, min_step, max_step, cone,
-                 max_samples, offsets, t_out, dt_out, ray_out):
+def fill_samples(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascades, res, min_step,
+                 max_step, cone, max_samples, offsets, t_out, dt_out, ray_out):
     for r in prange(o.shape[0]):
         j = offsets[r]
         end = offsets[r + 1]
@@ -161,7 +163,8 @@ def fill_samples(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascade
         if t < tf:
             t = t + jitter[r] * _step(t, cone, min_step, max_step)
             while j < end:
-                t = _next_sample(o, d, r, t, tf, bits, blocks, block_res, n_cascades, res, min_step, max_step, cone)
+                t = _next_sample(o, d, r, t, tf, bits, blocks, block_res, n_cascades, res,
+                                 min_step, max_step, cone)
                 if t >= tf:
                     break
                 dt = _step(t, cone, min_step, max_step)

@@ -14,7 +14,6 @@ never fuses, so there the samples are the reference's exactly).
 """
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl

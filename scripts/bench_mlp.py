@@ -12,10 +12,11 @@ what bfloat16 does to a short training run.
      saved per chunk, backward chunk by chunk), to see whether keeping activations in cache
      pays on this CPU;
    - "bfloat16_autocast": the modules under `torch.autocast("cpu", torch.bfloat16)` (AMX or
-     AVX-512 BF16 where the CPU has them).
+     AVX-512 BF16 where the CPU has them);
+   - "bfloat16": the modules with `precision="bfloat16"`, as the engine runs them (on the
+     CPU the hand-written bfloat16 path of `nn/mlp.py`, rows padded to 4096).
 2. With `--train-steps N`: N NeRF training steps on `--data` with `mlp_precision` float32
-   and bfloat16 (the engine's option: autocast, rows padded to a multiple of 4096 on the
-   CPU), alternating, two runs each: wall seconds and test PSNR on the first 8 test views.
+   and bfloat16 (the engine's option), alternating, two runs each: wall seconds and test PSNR on the first 8 test views.
 
 Why: the MLPs cost more than the hash grid in a CPU NeRF step (`scripts/bench_nerf_step.py`),
 so these are the candidates for making them cheaper.
@@ -102,9 +103,10 @@ def isolated(n: int, repeats: int, device: torch.device | None = None) -> dict[s
         for p in params:
             p.grad = None
 
-    def modules(autocast: bool) -> Callable[[], None]:
+    def modules(autocast: bool, precision: str = "float32") -> Callable[[], None]:
         def run() -> None:
             reset()
+            density.precision = colour.precision = precision
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 h = density(x)
                 rgb = colour(torch.cat([h, dir_features.to(h.dtype)], -1))
@@ -124,6 +126,7 @@ def isolated(n: int, repeats: int, device: torch.device | None = None) -> dict[s
     for chunk in (2048, 4096, 8192):
         out[f"chunked_{chunk}"] = time_it(chunked(chunk), repeats, device)
     out["bfloat16_autocast"] = time_it(modules(True), repeats, device)
+    out["bfloat16"] = time_it(modules(False, "bfloat16"), repeats, device)
     out["float32_again"] = time_it(modules(False), repeats, device)   # drift check
     return out
 

@@ -3,7 +3,7 @@ backward at the same sample count, and where the rest of its time goes.
 
     .venv/bin/python scripts/bench_nerf_step.py [--data out/scene160] [--preset cpu-fast]
         [--warmup 30] [--steps 30] [--profile-steps 5] [--cprofile-steps 32] [--device auto]
-        [--ab-handoff] [--ab-mlp-backward] [--long N]
+        [--ab-handoff] [--ab-mlp-backward] [--ab-precision] [--mlp-precision P] [--long N]
         [--out benchmarks/nerf_step.json]
 
 1. Trains `--warmup` steps (kernels compiled, the occupancy grid past its first updates),
@@ -27,6 +27,9 @@ Options for the figures of the README's step section:
   so machine speed drifts cancel); medians under "handoff".
 - `--ab-mlp-backward`: the same alternation between the MLPs' hand-written CPU backward
   and autograd's (`MLP.hand_backward`); medians under "mlp_backward".
+- `--ab-precision`: the same alternation between the run's own MLP precision ("initial"),
+  float32, bfloat16 by the hand-written path and bfloat16 under autocast; medians under
+  "precision". `--mlp-precision` sets the run's own (default: the preset's).
 
 Renders out/scene160 with scripts/make_scene.py when it is missing (Blender as a module).
 """
@@ -47,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from ngp_engine.config import NERF_PRESETS  # noqa: E402
+from ngp_engine.config import NERF_PRESETS, replace  # noqa: E402
 from ngp_engine.data.transforms import load_nerf_dataset  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.tasks.nerf.task import NerfTask  # noqa: E402
@@ -175,6 +178,26 @@ def ab_mlp_backward(task: NerfTask) -> dict[str, Any]:
     return ab_blocks(task, {"hand": hand, "autograd": autograd})
 
 
+def ab_precision(task: NerfTask) -> dict[str, Any]:
+    """The MLPs' products in float32 (hand-written backward), bfloat16 by the hand-written
+    path and bfloat16 under autocast (`MLP.precision`, `MLP.hand_backward`)."""
+    from ngp_engine.nn.mlp import MLP  # noqa: PLC0415
+
+    mlps = [m for m in task.model.field.modules() if isinstance(m, MLP)]
+    initial = [m.precision for m in mlps]
+
+    def mode(precision: str | None, hand: bool) -> Any:
+        def switch() -> None:
+            MLP.hand_backward = hand
+            for m, p in zip(mlps, initial):
+                m.precision = precision or p
+        return switch
+
+    return ab_blocks(task, {"initial": mode(None, True), "float32": mode("float32", True),
+                            "bfloat16": mode("bfloat16", True),
+                            "bfloat16_autocast": mode("bfloat16", False)})
+
+
 def profile_steps(task: NerfTask, steps: int, top: int = 25) -> list[dict[str, Any]]:
     """Operators by self CPU time per step over `steps` steps."""
     from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
@@ -218,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--long", type=int, default=0, help="also a fresh run of this many steps")
     ap.add_argument("--ab-handoff", action="store_true")
     ap.add_argument("--ab-mlp-backward", action="store_true")
+    ap.add_argument("--ab-precision", action="store_true")
+    ap.add_argument("--mlp-precision", choices=["float32", "bfloat16"], default=None,
+                    help="the MLPs' precision (default: the preset's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf_step.json"))
     args = ap.parse_args(argv)
 
@@ -225,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     ensure_scene(data)
     device = pick_device(args.device)
     cfg = NERF_PRESETS[args.preset]
+    if args.mlp_precision:
+        cfg = replace(cfg, mlp_precision=args.mlp_precision)
     task = NerfTask(load_nerf_dataset(data, "train", max_image_size=cfg.max_image_size), cfg, device)
     for _ in range(args.warmup):
         task.step()
@@ -247,6 +275,10 @@ def main(argv: list[str] | None = None) -> None:
         report["mlp_backward"] = ab_mlp_backward(task)
         print("MLP backward A/B, median step ms: " + ", ".join(
             f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["mlp_backward"].items()))
+    if args.ab_precision:
+        report["precision"] = ab_precision(task)
+        print("MLP precision A/B, median step ms: " + ", ".join(
+            f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["precision"].items()))
     if args.long:
         report["long"] = long_run(data, cfg, device, args.long)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

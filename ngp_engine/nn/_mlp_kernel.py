@@ -22,3 +22,32 @@ def relu_mask_(g, h):
         for j in range(w):
             if h[i, j] <= zero:
                 g[i, j] = zero
+
+
+# bfloat16 activations, seen through int16 views (numpy has no bfloat16): a bfloat16 is
+# negative exactly when its sign bit, the int16's, is set, and +0 is the all-zero pattern.
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def relu_bits_(h):
+    """h[i, j] = +0 where the bfloat16 h[i, j] has its sign bit set, in place; h [N, W] int16
+    (a bfloat16 buffer's bits), C-contiguous. -0 becomes +0, so `relu_mask_bits_` needs to
+    look for the zero pattern alone."""
+    n, w = h.shape
+    zero = np.int16(0)
+    for i in prange(n):
+        for j in range(w):
+            if h[i, j] < zero:
+                h[i, j] = zero
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def relu_mask_bits_(g, h):
+    """g[i, j] = +0 where h[i, j] is +0, in place; g, h [N, W] int16 (bfloat16 bits, h as
+    `relu_bits_` left it), C-contiguous."""
+    n, w = g.shape
+    zero = np.int16(0)
+    for i in prange(n):
+        for j in range(w):
+            if h[i, j] == zero:
+                g[i, j] = zero

@@ -51,23 +51,54 @@ def check_precision(precision: str, device: torch.device) -> None:
                         "BF16); it is emulated and likely slower than float32")
 
 
+def _kernel(t: torch.Tensor) -> Any:
+    """The numba kernels' module for a contiguous CPU tensor, else None (numba missing)."""
+    if t.device.type != "cpu" or not t.is_contiguous():
+        return None
+    return try_import("ngp_engine.nn._mlp_kernel")[0]
+
+
+def _relu_(h: torch.Tensor) -> torch.Tensor:
+    """ReLU in place on a layer's fresh output h [N, W] (float32 or bfloat16); returns h.
+
+    bfloat16 through its bits in a numba loop: torch's CPU clamp on bfloat16 converts to
+    float32 and back, about twice its float32 time."""
+    kernel = _kernel(h) if h.dtype == torch.bfloat16 else None
+    if kernel is not None:
+        kernel.relu_bits_(h.view(torch.int16).numpy())
+        return h
+    return h.clamp_min_(0.0)
+
+
 def _relu_mask_(g: torch.Tensor, h: torch.Tensor) -> None:
-    """g [N, W] = 0 where h [N, W] <= 0, in place (ReLU's backward through its output h)."""
-    kernel = try_import("ngp_engine.nn._mlp_kernel")[0] if g.device.type == "cpu" else None
-    if kernel is not None and g.is_contiguous() and h.is_contiguous():
+    """g [N, W] = 0 where h [N, W] <= 0, in place (ReLU's backward through its output h, as
+    `_relu_` left it); both float32 or both bfloat16."""
+    kernel = _kernel(g) if h.is_contiguous() else None
+    if kernel is not None and g.dtype == torch.float32:
         kernel.relu_mask_(g.numpy(), h.numpy())
+    elif kernel is not None and g.dtype == torch.bfloat16:
+        kernel.relu_mask_bits_(g.view(torch.int16).numpy(), h.view(torch.int16).numpy())
     else:
         g.masked_fill_(h <= 0, 0.0)
 
 
 class _ReluLayers(torch.autograd.Function):
-    """x [N, n_in] -> [N, n_out] through bias-free layers with ReLU (or nothing) between,
-    forward and backward by hand for float32 training on the CPU.
+    """x [N, n_in] float32 -> [N, n_out] float32 through bias-free layers with ReLU (or
+    nothing) between, forward and backward by hand for training on the CPU, with the
+    products in float32 or bfloat16.
 
     What autograd would do, minus its buffers: each hidden output is rectified in place and
     saved as the next layer's input (as `relu_` does), and the backward zeroes the gradient
     of the rectified entries in place in the product it has just computed, instead of
     writing a new [N, width] buffer per layer (`_relu_mask_`).
+
+    In bfloat16 (tiny-cuda-nn's MLPs run in half precision the same way) the input is cast
+    once into a buffer of rows padded to a multiple of BF16_CPU_ROWS (zero rows: no output
+    kept, no gradient), the weights once per call, and every product, saved activation and
+    backpropagated gradient stays bfloat16 (oneDNN accumulates in float32); the output, the
+    input's gradient and the weights' gradients come back as float32. Against autocast,
+    which does the same products, this skips autograd's per-layer casts and buffers and
+    torch's slow bfloat16 elementwise ops (`scripts/bench_mlp.py`).
 
     No second derivatives (as tiny-cuda-nn's MLPs): a backward with create_graph=True is
     refused in one line rather than leaving them silently out of a loss. Nor forward-mode
@@ -76,42 +107,61 @@ class _ReluLayers(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, relu: bool, *weights: torch.Tensor) -> torch.Tensor:
-        inputs = [x]
+    def forward(ctx: Any, x: torch.Tensor, relu: bool, dtype: torch.dtype,
+                *weights: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        a = x
+        if dtype != torch.float32:
+            a = x.new_empty(n + (-n) % BF16_CPU_ROWS, x.shape[1], dtype=dtype)
+            a[:n].copy_(x)
+            a[n:].zero_()
+            weights = tuple(w.detach().to(dtype) for w in weights)
+        inputs = [a]
         for w in weights[:-1]:
             h = torch.mm(inputs[-1], w.t())
-            inputs.append(h.clamp_min_(0.0) if relu else h)
-        ctx.relu = relu
+            inputs.append(_relu_(h) if relu else h)
+        ctx.relu, ctx.n = relu, n
         ctx.save_for_backward(*inputs, *weights)
-        return torch.mm(inputs[-1], weights[-1].t())
+        y = torch.mm(inputs[-1], weights[-1].t())
+        return y if dtype == torch.float32 else y[:n].float()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        """dL/dy [N, n_out] -> (dL/dx [N, n_in] or None, None, dL/dW per layer [out, in])."""
+        """dL/dy [N, n_out] -> (dL/dx [N, n_in] or None, None, None, dL/dW per layer
+        [out, in]), all float32."""
         if torch.is_grad_enabled():
-            raise RuntimeError("the MLP's float32 CPU backward has no second derivatives; set "
+            raise RuntimeError("the MLP's CPU backward has no second derivatives; set "
                                "hand_backward = False on the MLP for losses on its gradients")
         saved = ctx.saved_tensors
         n = len(saved) // 2
         inputs, weights = saved[:n], saved[n:]
-        g = grad.contiguous()
+        dtype = inputs[0].dtype
+        if dtype == torch.float32:
+            g = grad.contiguous()
+        else:
+            g = grad.new_empty(inputs[0].shape[0], grad.shape[1], dtype=dtype)
+            g[:ctx.n].copy_(grad)
+            g[ctx.n:].zero_()
         d_weights: list[torch.Tensor | None] = [None] * n
         for k in range(n - 1, -1, -1):
-            if ctx.needs_input_grad[2 + k]:
-                d_weights[k] = torch.mm(g.t(), inputs[k])           # [out, in] like the weight
+            if ctx.needs_input_grad[3 + k]:
+                d_weights[k] = torch.mm(g.t(), inputs[k]).float()   # [out, in] like the weight
             if k == 0 and not ctx.needs_input_grad[0]:
                 break
             g = torch.mm(g, weights[k])                             # fresh [N, in]: ours
             if k and ctx.relu:
                 _relu_mask_(g, inputs[k])
-        return (g if ctx.needs_input_grad[0] else None, None, *d_weights)
+        d_x = None
+        if ctx.needs_input_grad[0]:
+            d_x = g if dtype == torch.float32 else g[:ctx.n].float()
+        return (d_x, None, None, *d_weights)
 
 
 class MLP(nn.Module):
     """[N, n_input] -> [N, n_output]; hidden layers of `n_neurons`, no biases.
 
-    Training in float32 on the CPU goes through `_ReluLayers` (a hand-written backward
-    without second derivatives) unless `hand_backward` is False.
+    On the CPU, training (and in bfloat16 every call) goes through `_ReluLayers` (a
+    hand-written backward without second derivatives) unless `hand_backward` is False.
 
     Weights are Xavier-uniform initialised like tiny-cuda-nn's networks. Every weight
     matrix is an "MLP weight" for the optimiser (L2 applies; see `optim.TcnnAdam`).
@@ -142,6 +192,8 @@ class MLP(nn.Module):
         bfloat16 with float32 weights, and the output comes back as float32)."""
         if self.precision == "float32":
             return self._layers(x)
+        if self.hand_backward and x.device.type == "cpu" and x.dtype == torch.float32:
+            return self.output_activation(self._hand(x, torch.bfloat16))
         n = x.shape[0]
         pad = (-n) % BF16_CPU_ROWS if x.device.type == "cpu" else 0
         if pad:
@@ -150,13 +202,17 @@ class MLP(nn.Module):
             y = self._layers(x)
         return y[:n].float()
 
+    def _hand(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """x [N, n_input] -> [N, n_output] float32 before the output activation, through
+        `_ReluLayers` with products in `dtype`."""
+        return _ReluLayers.apply(x, self.activation_name == "ReLU", dtype,
+                                 *(layer.weight for layer in self.layers))
+
     def _layers(self, x: torch.Tensor) -> torch.Tensor:
         if (self.hand_backward and x.device.type == "cpu" and x.dtype == torch.float32
                 and torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")):
             # Training on the CPU: the hand-written backward (see _ReluLayers).
-            y = _ReluLayers.apply(x, self.activation_name == "ReLU",
-                                  *(layer.weight for layer in self.layers))
-            return self.output_activation(y)
+            return self.output_activation(self._hand(x, torch.float32))
         for layer in self.layers[:-1]:
             x = self.activation(layer(x))
         return self.output_activation(self.layers[-1](x))

@@ -3,7 +3,8 @@ backward at the same sample count, and where the rest of its time goes.
 
     .venv/bin/python scripts/bench_nerf_step.py [--data out/scene160] [--preset cpu-fast]
         [--warmup 30] [--steps 30] [--profile-steps 5] [--cprofile-steps 32] [--device auto]
-        [--ab-handoff] [--ab-mlp-backward] [--ab-precision] [--mlp-precision P] [--long N]
+        [--ab-handoff] [--ab-mlp-backward] [--ab-precision] [--ab-compositing]
+        [--mlp-precision P] [--long N]
         [--out benchmarks/nerf_step.json]
 
 1. Trains `--warmup` steps (kernels compiled, the occupancy grid past its first updates),
@@ -30,6 +31,8 @@ Options for the figures of the README's step section:
 - `--ab-precision`: the same alternation between the run's own MLP precision ("initial"),
   float32, bfloat16 by the hand-written path and bfloat16 under autocast; medians under
   "precision". `--mlp-precision` sets the run's own (default: the preset's).
+- `--ab-compositing`: the same alternation between the numba compositing kernels (the
+  CPU's default) and the torch sums; medians under "compositing".
 
 Renders out/scene160 with scripts/make_scene.py when it is missing (Blender as a module).
 """
@@ -178,6 +181,22 @@ def ab_mlp_backward(task: NerfTask) -> dict[str, Any]:
     return ab_blocks(task, {"hand": hand, "autograd": autograd})
 
 
+def ab_compositing(task: NerfTask) -> dict[str, Any]:
+    """Compositing and the search's transmittance by the numba kernels (`_cpu_compositing`)
+    against the torch sums (`volume_rendering.compositor_for` answering "torch")."""
+    from ngp_engine.render import volume_rendering  # noqa: PLC0415
+
+    chosen = volume_rendering.compositor_for
+
+    def kernels() -> None:
+        volume_rendering.compositor_for = chosen
+
+    def torch_sums() -> None:
+        volume_rendering.compositor_for = lambda device, requested="auto": "torch"
+
+    return ab_blocks(task, {"kernels": kernels, "torch_sums": torch_sums})
+
+
 def ab_precision(task: NerfTask) -> dict[str, Any]:
     """The MLPs' products in float32 (hand-written backward), bfloat16 by the hand-written
     path and bfloat16 under autocast (`MLP.precision`, `MLP.hand_backward`)."""
@@ -242,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ab-handoff", action="store_true")
     ap.add_argument("--ab-mlp-backward", action="store_true")
     ap.add_argument("--ab-precision", action="store_true")
+    ap.add_argument("--ab-compositing", action="store_true")
     ap.add_argument("--mlp-precision", choices=["float32", "bfloat16"], default=None,
                     help="the MLPs' precision (default: the preset's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf_step.json"))
@@ -275,6 +295,10 @@ def main(argv: list[str] | None = None) -> None:
         report["mlp_backward"] = ab_mlp_backward(task)
         print("MLP backward A/B, median step ms: " + ", ".join(
             f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["mlp_backward"].items()))
+    if args.ab_compositing:
+        report["compositing"] = ab_compositing(task)
+        print("compositing A/B, median step ms: " + ", ".join(
+            f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["compositing"].items()))
     if args.ab_precision:
         report["precision"] = ab_precision(task)
         print("MLP precision A/B, median step ms: " + ", ".join(

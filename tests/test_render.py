@@ -57,6 +57,79 @@ SIGMA_A, DT_A, T_A = [1.0, 2.0, 0.5], [0.5, 0.25, 1.0], [1.0, 1.5, 2.0]
 SIGMA_B, DT_B, T_B = [4.0, 1.0], [0.25, 0.5], [0.5, 0.75]
 
 
+def _packed_samples(gen: torch.Generator, n_rays: int = 300):
+    """n_rays rays of 0..40 samples (some with none), sigma up to 30 so that some rays saturate."""
+    counts = torch.randint(0, 41, (n_rays,), generator=gen)
+    counts[:5] = 0
+    offsets = torch.zeros(n_rays + 1, dtype=torch.int64)
+    offsets[1:] = counts.cumsum(0)
+    s = int(offsets[-1])
+    ray_idx = torch.repeat_interleave(torch.arange(n_rays), counts)
+    dt = torch.rand(s, generator=gen) * 0.05 + 0.01
+    t = torch.cumsum(dt, 0)          # increasing along each ray (distances need not restart)
+    sigma = torch.rand(s, generator=gen) ** 3 * 30.0
+    rgb = torch.rand(s, 3, generator=gen)
+    return sigma, rgb, t, dt, ray_idx, offsets
+
+
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_cpu_compositing_and_its_backward_match_torch(with_prefix):
+    """The numba kernels (`_cpu_compositing.py`, what "auto" runs on the CPU) against the
+    torch sums and autograd: outputs, transmittance, and the gradients of sigma and rgb."""
+    gen = torch.Generator().manual_seed(11)
+    sigma, rgb, t, dt, ray_idx, offsets = _packed_samples(gen)
+    n = offsets.numel() - 1
+    prefix = torch.rand(n, generator=gen) if with_prefix else None
+    g_rgb, g_depth = torch.randn(n, 3, generator=gen), torch.randn(n, generator=gen)
+    results = {}
+    for backend in ("torch", "auto"):
+        sg, cg = sigma.clone().requires_grad_(), rgb.clone().requires_grad_()
+        c = composite(sg, cg, t, dt, ray_idx, offsets, n, prefix_trans=prefix,
+                      want_transmittance=True, backend=backend)
+        ((c.rgb * g_rgb).sum() + (c.opacity ** 2).sum() + (c.depth * g_depth).sum()).backward()
+        results[backend] = [c.opacity, c.rgb, c.depth, c.transmittance, sg.grad, cg.grad]
+        if backend == "auto":
+            assert type(c.opacity.grad_fn).__name__ == "_CompositeBackward"   # the kernel ran
+    for name, a, b in zip(("opacity", "rgb", "depth", "transmittance"), results["torch"],
+                          results["auto"]):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=2e-6, msg=name)
+    # The gradients against the float64 reference: the kernel's are at least as exact as the
+    # float32 reference's (d_sigma is a difference of sums as large as g_depth * t, t <= 200).
+    sg, cg = sigma.double().requires_grad_(), rgb.double().requires_grad_()
+    c = composite(sg, cg, t.double(), dt.double(), ray_idx, offsets, n,
+                  prefix_trans=None if prefix is None else prefix.double(), backend="torch")
+    ((c.rgb * g_rgb.double()).sum() + (c.opacity ** 2).sum() + (c.depth * g_depth.double()).sum()
+     ).backward()
+    for exact, ref32, got in ((sg.grad, results["torch"][4], results["auto"][4]),
+                              (cg.grad, results["torch"][5], results["auto"][5])):
+        assert (got.double() - exact).abs().max() <= max((ref32.double() - exact).abs().max(), 1e-7)
+    ref = results["torch"]
+    opacity = ref[0] if prefix is None else ref[0] / prefix
+    assert (opacity > 0.999).sum() > 10 and (opacity[:5] == 0).all()    # saturated and empty rays
+    assert ref[4].abs().max() > 1e-3 and ref[5].abs().max() > 1e-2      # gradients are not zero
+    # Only some outputs in the loss (the others' gradients are None): colour alone.
+    sg = sigma.clone().requires_grad_()
+    composite(sg, rgb, t, dt, ray_idx, offsets, n, backend="auto").rgb.sum().backward()
+    sr = sigma.clone().requires_grad_()
+    composite(sr, rgb, t, dt, ray_idx, offsets, n, backend="torch").rgb.sum().backward()
+    torch.testing.assert_close(sg.grad, sr.grad, rtol=1e-5, atol=1e-5)
+    # The windowed search's transmittance, by the kernel and by the padded torch sums.
+    sd = sigma * dt
+    torch.testing.assert_close(transmittance(sd, ray_idx, offsets, 40, backend="cpu"),
+                               transmittance(sd, ray_idx, offsets), rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_compositing_without_samples():
+    offsets = torch.zeros(4, dtype=torch.int64)
+    sigma = torch.zeros(0, requires_grad=True)
+    c = composite(sigma, torch.zeros(0, 3), torch.zeros(0), torch.zeros(0),
+                  torch.zeros(0, dtype=torch.int64), offsets, 3, want_transmittance=True,
+                  backend="cpu")
+    assert c.opacity.tolist() == [0.0] * 3 and c.transmittance.tolist() == [1.0] * 3
+    c.opacity.sum().backward()
+    assert sigma.grad.shape == (0,)
+
+
 def test_one_ray_hand_worked_weights_opacity_depth():
     sigma, dt, t = torch.tensor(SIGMA_A), torch.tensor(DT_A), torch.tensor(T_A)
     ray_idx, offsets = _ray_idx([3]), _offsets([3])
@@ -962,9 +1035,10 @@ def test_render_early_termination_drops_hidden_samples():
     assert (cut.rgb - full.rgb).abs().max() < 1e-3
     assert (cut.opacity - full.opacity).abs().max() < 1e-3
     torch.testing.assert_close(cut.depth, full.depth, atol=1e-3, rtol=0)
-    # torch marcher, same result
+    # torch marcher and sums: the same samples, the same result up to the sums' rounding
     cut_t = render_rays(field, grid, o, d, _settings(1e-4, backend="torch"), background=torch.ones(3))
-    assert cut_t.n_samples == cut.n_samples and torch.equal(cut_t.rgb, cut.rgb)
+    assert cut_t.n_samples == cut.n_samples and cut_t.n_marched == cut.n_marched
+    torch.testing.assert_close(cut_t.rgb, cut.rgb, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("max_samples", [1024, 20])

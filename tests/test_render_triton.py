@@ -9,7 +9,7 @@ import torch
 from ngp_engine.render.ray_marching import march_rays, marcher_for, step_bounds
 from ngp_engine.render.rays import ray_box_intersect
 from ngp_engine.render.volume_rendering import composite, compositor_for
-from test_render import _check_packing, _grid, _random_rays
+from test_render import _check_packing, _grid, _packed_samples, _random_rays
 from triton_support import DEVICE, require_triton
 
 require_triton()
@@ -79,26 +79,11 @@ def test_triton_marcher_with_nothing_to_march():
     assert s.n_samples == 0 and s.offsets.tolist() == [0]
 
 
-def _packed_samples(gen: torch.Generator):
-    """300 rays of 0..40 samples (some with none), sigma up to 30 so that some rays saturate."""
-    counts = torch.randint(0, 41, (N_RAYS,), generator=gen)
-    counts[:5] = 0
-    offsets = torch.zeros(N_RAYS + 1, dtype=torch.int64)
-    offsets[1:] = counts.cumsum(0)
-    s = int(offsets[-1])
-    ray_idx = torch.repeat_interleave(torch.arange(N_RAYS), counts)
-    dt = torch.rand(s, generator=gen) * 0.05 + 0.01
-    t = torch.cumsum(dt, 0)          # increasing along each ray (distances need not restart)
-    sigma = torch.rand(s, generator=gen) ** 3 * 30.0
-    rgb = torch.rand(s, 3, generator=gen)
-    return sigma, rgb, t, dt, ray_idx, offsets
-
-
 @pytest.mark.parametrize("with_prefix", [False, True])
 def test_triton_compositing_and_its_backward_match_torch(with_prefix, monkeypatch):
     _small_blocks(monkeypatch)
     gen = torch.Generator().manual_seed(11)
-    sigma, rgb, t, dt, ray_idx, offsets = _packed_samples(gen)
+    sigma, rgb, t, dt, ray_idx, offsets = _packed_samples(gen, N_RAYS)
     prefix = torch.rand(N_RAYS, generator=gen) if with_prefix else None
     # A loss touching every output: colour, opacity (non-linearly) and depth.
     g_rgb = torch.randn(N_RAYS, 3, generator=gen)
@@ -136,8 +121,8 @@ def test_triton_compositing_without_samples():
 
 
 def test_auto_picks_the_triton_kernels_on_gpus_only():
-    assert marcher_for(CPU) == "cpu" and compositor_for(CPU) == "torch"
-    assert compositor_for(CPU, "cpu") == "torch"          # a marcher's name: torch sums
+    assert marcher_for(CPU) == "cpu" and compositor_for(CPU) == "cpu"      # numba on the CPU
+    assert compositor_for(CPU, "torch") == "torch"
     assert marcher_for(torch.device("mps")) == "torch" and compositor_for(torch.device("mps")) == "torch"
     if torch.cuda.is_available():
         assert marcher_for(torch.device("cuda")) == "triton"

@@ -190,7 +190,8 @@ def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Te
         else:
             sd = field.density(pos) * s.dt
         # [S] in front; no ray has more samples than its window (no read from the device).
-        trans = prefix[s.ray_idx] * transmittance(sd, s.ray_idx, s.offsets, windows.width)
+        trans = prefix[s.ray_idx] * transmittance(sd, s.ray_idx, s.offsets, windows.width,
+                                                  settings.backend)
         keep = trans > settings.early_stop
         if reuse:
             feats.append(enc[keep])

@@ -11,8 +11,9 @@ mix the samples of different rays.
 inference renders them a window at a time and carries the transmittance in front of each
 window in (`prefix_trans`, as nerfacc's `render_weight_from_density`), so both give the
 same weights. On CUDA/ROCm GPUs (or by name in Triton's interpreter) its sums and their
-backward run as the Triton kernels of `_triton_compositing.py`; the torch code here is the
-reference they are tested against (and what runs on the CPU and MPS).
+backward run as the Triton kernels of `_triton_compositing.py`, on the CPU as the numba
+kernels of `_cpu_compositing.py`; the torch code here is the reference they are tested
+against (and what runs on MPS, or without numba).
 """
 from __future__ import annotations
 
@@ -24,14 +25,19 @@ from ..encoding.backends import try_import
 
 
 def compositor_for(device: torch.device, requested: str = "auto") -> str:
-    """"triton" or "torch": the compositing implementation for tensors on `device`
-    ("auto": triton on CUDA/ROCm when importable; a marching backend's name other than
-    triton, such as "cpu", means the torch sums)."""
+    """"triton", "cpu" or "torch": the compositing implementation for tensors on `device`
+    (the names of the marching backends: "auto" is triton on CUDA/ROCm when importable, the
+    numba kernels of `_cpu_compositing.py` for CPU tensors when numba is importable, else
+    the torch sums here; "cpu" is the numba kernels for CPU tensors, the torch sums on
+    other devices)."""
     if requested == "triton":
         return "triton"
     if requested == "auto" and device.type == "cuda" and \
             try_import("ngp_engine.render._triton_compositing")[0] is not None:
         return "triton"
+    if requested in ("auto", "cpu") and device.type == "cpu" and \
+            try_import("ngp_engine.render._cpu_compositing")[0] is not None:
+        return "cpu"
     return "torch"
 
 
@@ -41,13 +47,18 @@ def _padded_index(ray_idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 
 
 def transmittance(sigma_dt: torch.Tensor, ray_idx: torch.Tensor, offsets: torch.Tensor,
-                  max_per_ray: int | None = None) -> torch.Tensor:
-    """T_i, the transmittance in front of each sample: [S] -> [S]. `max_per_ray`: a bound
-    on any ray's sample count known to the caller (then nothing is read back from the
-    device; None: the count is read)."""
+                  max_per_ray: int | None = None, backend: str = "torch") -> torch.Tensor:
+    """T_i, the transmittance in front of each sample: [S] -> [S], not differentiable with
+    backend "cpu" or "auto" on the CPU (`compositor_for`: the numba kernel). `max_per_ray`:
+    a bound on any ray's sample count known to the caller (then nothing is read back from
+    the device; None: the count is read)."""
     n_rays = offsets.numel() - 1
     if sigma_dt.numel() == 0:
         return torch.ones_like(sigma_dt)
+    if backend != "torch" and compositor_for(sigma_dt.device, backend) == "cpu":
+        from . import _cpu_compositing  # noqa: PLC0415 - numba compiles on first use
+
+        return _cpu_compositing.transmittance(sigma_dt, offsets)
     pos = _padded_index(ray_idx, offsets)
     width = max_per_ray if max_per_ray is not None else int((offsets[1:] - offsets[:-1]).max())
     padded = sigma_dt.new_zeros(n_rays, width)
@@ -99,8 +110,12 @@ def composite(sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, dt: torch
     Differentiable in sigma and rgb. `backend`: see `compositor_for` (normals are summed by
     the torch code in every case: they only shade inference renders).
     """
-    if normals is None and compositor_for(sigma.device, backend) == "triton":
-        from . import _triton_compositing as K  # noqa: PLC0415 - triton loads on first GPU use
+    kind = compositor_for(sigma.device, backend)
+    if normals is None and kind in ("triton", "cpu"):
+        if kind == "triton":
+            from . import _triton_compositing as K  # noqa: PLC0415 - triton loads on first GPU use
+        else:
+            from . import _cpu_compositing as K  # type: ignore[no-redef]  # noqa: PLC0415
 
         assert offsets.numel() - 1 == n_rays
         opacity, rgb_sum, depth, behind = K.composite(sigma, rgb, t, dt, offsets, prefix_trans)

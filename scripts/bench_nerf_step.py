@@ -31,8 +31,9 @@ Options for the figures of the README's step section:
 - `--ab-precision`: the same alternation between the run's own MLP precision ("initial"),
   float32, bfloat16 by the hand-written path and bfloat16 under autocast; medians under
   "precision". `--mlp-precision` sets the run's own (default: the preset's).
-- `--ab-compositing`: the same alternation between the numba compositing kernels (the
-  CPU's default) and the torch sums; medians under "compositing".
+- `--ab-compositing`: the same alternation between the CPU's numba kernels for compositing
+  and for the windowed search's bookkeeping (the default) and the torch code; medians
+  under "compositing".
 
 Renders out/scene160 with scripts/make_scene.py when it is missing (Blender as a module).
 """
@@ -182,19 +183,21 @@ def ab_mlp_backward(task: NerfTask) -> dict[str, Any]:
 
 
 def ab_compositing(task: NerfTask) -> dict[str, Any]:
-    """Compositing and the search's transmittance by the numba kernels (`_cpu_compositing`)
-    against the torch sums (`volume_rendering.compositor_for` answering "torch")."""
-    from ngp_engine.render import volume_rendering  # noqa: PLC0415
+    """The CPU's numba kernels for compositing (`_cpu_compositing`) and for the windowed
+    search's bookkeeping (`_cpu_windows`) against the torch code (`compositor_for`, as the
+    renderer and volume_rendering see it, answering "torch")."""
+    from ngp_engine.render import renderer, volume_rendering  # noqa: PLC0415
 
     chosen = volume_rendering.compositor_for
 
     def kernels() -> None:
-        volume_rendering.compositor_for = chosen
+        volume_rendering.compositor_for = renderer.compositor_for = chosen  # type: ignore[attr-defined]
 
-    def torch_sums() -> None:
-        volume_rendering.compositor_for = lambda device, requested="auto": "torch"
+    def torch_code() -> None:
+        volume_rendering.compositor_for = renderer.compositor_for = (  # type: ignore[attr-defined]
+            lambda device, requested="auto": "torch")
 
-    return ab_blocks(task, {"kernels": kernels, "torch_sums": torch_sums})
+    return ab_blocks(task, {"kernels": kernels, "torch_code": torch_code})
 
 
 def ab_precision(task: NerfTask) -> dict[str, Any]:

@@ -1,14 +1,14 @@
 """numba kernels for compositing packed samples on the CPU, and its backward: the CPU's
 counterpart of `_triton_compositing.py`, with the same sums and the same backward (see
-there). `volume_rendering.composite` and `transmittance` are the reference they are tested
-against. Compositing runs in float64 (stored as float32): the backward's d_sigma is a
-difference of two sums as large as g_depth * t, and the float32 sums lost more of it than
-the torch reference does where t is large (tests/test_render.py).
+there). `volume_rendering.composite` is the reference they are tested against. The sums
+run in float64 (stored as float32): the backward's d_sigma is a difference of two sums as
+large as g_depth * t, and float32 sums lost more of it than the torch reference does where
+t is large (tests/test_render.py).
 
 Each ray's samples are walked once, in order, rays split over the cores (prange): no padded
 [R, max samples] buffer, no cumulative sum over it. On the CPU the torch reference's dozen
-passes over those buffers took about a fifth of a NeRF training step (the windowed search's
-transmittance and the training pass's compositing, `scripts/bench_nerf_step.py`).
+passes over those buffers took about a tenth of a NeRF training step
+(`scripts/bench_nerf_step.py --ab-compositing`).
 """
 from __future__ import annotations
 
@@ -17,16 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from numba import njit, prange
-
-
-@njit(parallel=True, cache=True, boundscheck=False)
-def _transmittance(sd, offsets, out):
-    """out[i] = exp(-sum_{j<i, same ray} sd[j]): sd, out [S] float32, offsets [R + 1] int64."""
-    for r in prange(offsets.shape[0] - 1):
-        optical = np.float32(0.0)
-        for i in range(offsets[r], offsets[r + 1]):
-            out[i] = np.exp(-optical)
-            optical += sd[i]
 
 
 @njit(parallel=True, cache=True, boundscheck=False)
@@ -81,14 +71,6 @@ def _composite_backward(sigma, rgb, t, dt, offsets, prefix, has_prefix, opacity,
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
-
-
-def transmittance(sigma_dt: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """T_i in front of each packed sample: sigma_dt [S] float32, offsets [R + 1] -> [S]."""
-    sd = sigma_dt.detach().to(torch.float32).contiguous()
-    out = torch.empty_like(sd)
-    _transmittance(_np(sd), _np(offsets.to(torch.int64).contiguous()), _np(out))
-    return out
 
 
 class _Composite(torch.autograd.Function):

@@ -7,10 +7,11 @@ from typing import Protocol
 
 import torch
 
+from ..encoding.backends import try_import
 from .occupancy_grid import OccupancyGrid
 from .ray_marching import RaySamples, march_rays
 from .rays import ray_box_intersect
-from .volume_rendering import composite, transmittance
+from .volume_rendering import composite, compositor_for, transmittance
 
 
 class RadianceField(Protocol):
@@ -180,18 +181,30 @@ def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Te
     reuse = hasattr(field, "encode") and hasattr(field, "density_of")
     rays, ts, dts, feats = [], [], [], []
     n_evaluated = 0
+    # On the CPU, numba kernels keep and pack the samples (`_cpu_windows`); the torch code
+    # below is the reference (and what GPUs run).
+    runs = None
+    if compositor_for(origins.device, settings.backend) == "cpu":
+        from . import _cpu_windows  # noqa: PLC0415 - numba compiles on first use
+
+        runs = _cpu_windows.Runs(origins.shape[0])
     while (got := windows.next()) is not None:
         alive, s, prefix = got
         n_evaluated += s.n_samples
         pos = _positions(origins[alive], dirs[alive], s)
+        enc = None
         if reuse:
             enc = field.encode(pos)                                     # type: ignore[attr-defined]
             sd = field.density_of(enc) * s.dt                           # type: ignore[attr-defined]
         else:
             sd = field.density(pos) * s.dt
+        if runs is not None:
+            kept, behind = _cpu_windows.window_keep(sd, s.offsets, prefix, settings.early_stop)
+            runs.add(alive, s, kept, enc)
+            windows.advance(behind)
+            continue
         # [S] in front; no ray has more samples than its window (no read from the device).
-        trans = prefix[s.ray_idx] * transmittance(sd, s.ray_idx, s.offsets, windows.width,
-                                                  settings.backend)
+        trans = prefix[s.ray_idx] * transmittance(sd, s.ray_idx, s.offsets, windows.width)
         keep = trans > settings.early_stop
         if reuse:
             feats.append(enc[keep])
@@ -201,6 +214,9 @@ def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Te
         optical = sd.new_zeros(alive.numel()).index_add_(0, s.ray_idx, sd)
         windows.advance(prefix * torch.exp(-optical))
     n_rays = origins.shape[0]
+    if runs is not None:
+        samples, encoded = runs.packed()
+        return samples, n_evaluated, encoded
     if not rays:
         empty = origins.new_zeros(0)
         return RaySamples(torch.zeros(0, dtype=torch.int64, device=origins.device), empty,
@@ -218,7 +234,14 @@ def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Te
 
 
 def _positions(origins: torch.Tensor, dirs: torch.Tensor, s: RaySamples) -> torch.Tensor:
-    """[S, 3] sample positions (the same float32 arithmetic as the marchers)."""
+    """[S, 3] sample positions (the same float32 arithmetic as the marchers; on the CPU one
+    numba pass instead of two gathers and two [S, 3] temporaries; not where a gradient must
+    flow to the rays)."""
+    if (origins.device.type == "cpu" and origins.dtype == dirs.dtype == s.t.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (origins.requires_grad or dirs.requires_grad))):
+        kernels = try_import("ngp_engine.render._cpu_windows")[0]
+        if kernels is not None:
+            return kernels.positions(origins, dirs, s.ray_idx, s.t)
     return origins[s.ray_idx] + s.t[:, None] * dirs[s.ray_idx]
 
 

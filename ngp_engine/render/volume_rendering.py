@@ -47,18 +47,13 @@ def _padded_index(ray_idx: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 
 
 def transmittance(sigma_dt: torch.Tensor, ray_idx: torch.Tensor, offsets: torch.Tensor,
-                  max_per_ray: int | None = None, backend: str = "torch") -> torch.Tensor:
-    """T_i, the transmittance in front of each sample: [S] -> [S], not differentiable with
-    backend "cpu" or "auto" on the CPU (`compositor_for`: the numba kernel). `max_per_ray`:
-    a bound on any ray's sample count known to the caller (then nothing is read back from
-    the device; None: the count is read)."""
+                  max_per_ray: int | None = None) -> torch.Tensor:
+    """T_i, the transmittance in front of each sample: [S] -> [S]. `max_per_ray`: a bound
+    on any ray's sample count known to the caller (then nothing is read back from the
+    device; None: the count is read)."""
     n_rays = offsets.numel() - 1
     if sigma_dt.numel() == 0:
         return torch.ones_like(sigma_dt)
-    if backend != "torch" and compositor_for(sigma_dt.device, backend) == "cpu":
-        from . import _cpu_compositing  # noqa: PLC0415 - numba compiles on first use
-
-        return _cpu_compositing.transmittance(sigma_dt, offsets)
     pos = _padded_index(ray_idx, offsets)
     width = max_per_ray if max_per_ray is not None else int((offsets[1:] - offsets[:-1]).max())
     padded = sigma_dt.new_zeros(n_rays, width)

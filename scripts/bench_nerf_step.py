@@ -290,22 +290,14 @@ def main(argv: list[str] | None = None) -> None:
         "profile": profile_steps(task, args.profile_steps),
         "python_profile": python_profile(task, args.cprofile_steps),
     }
-    if args.ab_handoff:
-        report["handoff"] = ab_handoff(task)
-        print("hand-off A/B, median step ms: " + ", ".join(
-            f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["handoff"].items()))
-    if args.ab_mlp_backward:
-        report["mlp_backward"] = ab_mlp_backward(task)
-        print("MLP backward A/B, median step ms: " + ", ".join(
-            f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["mlp_backward"].items()))
-    if args.ab_compositing:
-        report["compositing"] = ab_compositing(task)
-        print("compositing A/B, median step ms: " + ", ".join(
-            f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["compositing"].items()))
-    if args.ab_precision:
-        report["precision"] = ab_precision(task)
-        print("MLP precision A/B, median step ms: " + ", ".join(
-            f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report["precision"].items()))
+    for flag, key, label, ab in (("ab_handoff", "handoff", "hand-off", ab_handoff),
+                                 ("ab_mlp_backward", "mlp_backward", "MLP backward", ab_mlp_backward),
+                                 ("ab_compositing", "compositing", "compositing", ab_compositing),
+                                 ("ab_precision", "precision", "MLP precision", ab_precision)):
+        if getattr(args, flag):
+            report[key] = ab(task)
+            print(f"{label} A/B, median step ms: " + ", ".join(
+                f"{k} {v['median_step_s'] * 1e3:.1f}" for k, v in report[key].items()))
     if args.long:
         report["long"] = long_run(data, cfg, device, args.long)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,31 @@ def test_bfloat16_cpu_path_is_autocasts_bit_for_bit(activation, hidden, n, kerne
         assert not torch.equal(runs[0][0], f32(x))          # bfloat16 products did run
 
 
+@pytest.mark.parametrize("kernels", [True, False])
+def test_bfloat16_cpu_path_keeps_nans_and_infinities_as_autocast(kernels, monkeypatch):
+    """Rows with infinities: a hidden unit of +inf - inf is a NaN (on x86 with the sign bit
+    set), which the ReLU must keep (not zero as a negative), and -inf rectifies to 0; the
+    outputs and input gradients are autocast's, NaN for NaN."""
+    if not kernels:
+        monkeypatch.setattr(mlp_module, "_kernel", lambda t: None)
+    _, net = _pair(4, 2, MLPConfig(n_neurons=8, n_hidden_layers=2))
+    with torch.no_grad():
+        net.layers[0].weight.copy_(torch.tensor([[1.0, 1.0, 0, 0]] + [[0.5, -0.25, 1.0, -1.0]] * 7))
+    x = torch.tensor([[float("inf"), float("-inf"), 1.0, 2.0],     # unit 0: inf - inf = NaN
+                      [float("-inf"), 0.0, 1.0, 2.0],              # unit 0: -inf, ReLU 0
+                      [0.5, 0.25, -1.0, 3.0]])
+    runs = []
+    for hand in (True, False):
+        net.hand_backward = hand
+        xg = x.clone().requires_grad_()
+        y = net(xg)
+        y.sum().backward()
+        runs.append((y.detach(), xg.grad))
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert runs[0][0][0].isnan().all() and runs[0][0][2].isfinite().all()
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         MLP(4, 4, MLPConfig(), precision="float16")

@@ -20,7 +20,8 @@ from ngp_engine.render.occupancy_grid import BLOCK, OccupancyGrid, cascade_of, c
 from ngp_engine.render.ray_marching import RaySamples, march_rays, step_bounds
 from ngp_engine.render.rays import camera_rays, pixel_grid, ray_box_intersect
 from ngp_engine.render.renderer import MarchSettings, render_rays
-from ngp_engine.render.volume_rendering import accumulate, composite, render_weights, transmittance
+from ngp_engine.render.volume_rendering import (accumulate, composite, compositor_for,
+                                                  render_weights, transmittance)
 
 from conftest import ROOT
 
@@ -1081,6 +1082,7 @@ def test_visible_samples_are_those_of_marching_everything_then_cutting(max_sampl
     t_near, t_far = ray_box_intersect(o, d, *_box())
     jitter = torch.rand(200, generator=gen)
     st = replace(_settings(1e-4, backend), max_samples=max_samples)
+    assert compositor_for(CPU, backend) == backend      # "cpu": the kernels do run
     every = march_rays(o, d, t_near, t_far, grid, st.min_step, st.max_step, 0.0, max_samples,
                        jitter, backend="cpu")
     sd = field.density(o[every.ray_idx] + every.t[:, None] * d[every.ray_idx]) * every.dt

@@ -24,20 +24,25 @@ def relu_mask_(g, h):
                 g[i, j] = zero
 
 
-# bfloat16 activations, seen through int16 views (numpy has no bfloat16): a bfloat16 is
-# negative exactly when its sign bit, the int16's, is set, and +0 is the all-zero pattern.
+# bfloat16 activations, seen through int16 views (numpy has no bfloat16). As int16, the
+# bit patterns 0x8000..0xFF80 (-32768..-128) are -0, the negative finite values and -inf;
+# 0xFF81..0xFFFF (-127..-1) are NaNs with the sign bit set (what x86 makes of inf - inf);
+# +0 is the all-zero pattern.
+_NEGATIVE_INF = -128
 
 
 @njit(parallel=True, cache=True, boundscheck=False)
 def relu_bits_(h):
-    """h[i, j] = +0 where the bfloat16 h[i, j] has its sign bit set, in place; h [N, W] int16
-    (a bfloat16 buffer's bits), C-contiguous. -0 becomes +0, so `relu_mask_bits_` needs to
-    look for the zero pattern alone."""
+    """h[i, j] = +0 where the bfloat16 h[i, j] is -0, negative or -inf, in place (NaNs of
+    either sign stay, as torch's ReLU leaves them); h [N, W] int16 (a bfloat16 buffer's
+    bits), C-contiguous. -0 becomes +0, so `relu_mask_bits_` needs to look for the zero
+    pattern alone."""
     n, w = h.shape
     zero = np.int16(0)
+    limit = np.int16(_NEGATIVE_INF)
     for i in prange(n):
         for j in range(w):
-            if h[i, j] < zero:
+            if h[i, j] <= limit:
                 h[i, j] = zero
 
 

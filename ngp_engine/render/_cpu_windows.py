@@ -108,11 +108,13 @@ class Runs:
         offsets = torch.zeros(self.n_rays + 1, dtype=torch.int64)
         torch.cumsum(self.counts, 0, out=offsets[1:])
         total = int(offsets[-1])
-        with_features = bool(self.windows) and self.windows[0][3] is not None
-        width = self.windows[0][3].shape[1] if with_features else 0   # type: ignore[union-attr]
-        t, dt = torch.empty(total), torch.empty(total)
+        first = self.windows[0][3] if self.windows else None
+        with_features = first is not None
+        t = torch.empty(total, dtype=torch.float32)           # the marchers' dtype
+        dt = torch.empty(total, dtype=torch.float32)
         ray_idx = torch.empty(total, dtype=torch.int64)
-        features = torch.empty(total, width)
+        features = (torch.empty(total, first.shape[1], dtype=first.dtype) if first is not None
+                    else torch.empty(0, 0))
         cursor = offsets[:-1].clone()
         none = np.zeros((0, 0), np.float32)
         for alive, s, kept, feat in self.windows:

@@ -1,10 +1,11 @@
-"""The CPU ray marcher alone (numba kernel: counting + filling pass) on a real capture's
+"""The CPU ray marcher alone (numba kernel: one march into a padded buffer, or with
+`--two-pass` the counting + filling passes) on a real capture's
 setting: 5 cascades (aabb_scale 16), cone 1/256, cameras inside the scene box around an
 object, the occupancy grid as training leaves it (matter in a shell around the centre of
 cascade 0, the coarser cascades holding only their max-pooled copy of the finer ones and a
 little floating matter), 4,096 rays from the cameras.
 
-    .venv/bin/python scripts/bench_marching.py [--repeats 20] [--out benchmarks/marching.json]
+    .venv/bin/python scripts/bench_marching.py [--repeats 20] [--two-pass] [--out benchmarks/marching.json]
 
 Times `march_rays(..., backend="cpu")` for the first window of the training's density
 search (16 samples per ray, the counting pass marches every ray that misses the object to
@@ -30,6 +31,7 @@ import torch  # noqa: E402
 
 from ngp_engine.config import OccupancyGridConfig  # noqa: E402
 from ngp_engine.render.occupancy_grid import OccupancyGrid, n_cascades_for  # noqa: E402
+from ngp_engine.render import ray_marching  # noqa: E402
 from ngp_engine.render.ray_marching import march_rays, step_bounds  # noqa: E402
 from ngp_engine.render.rays import ray_box_intersect  # noqa: E402
 from bench_encoding import time_runs  # noqa: E402
@@ -69,7 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "marching.json"))
+    ap.add_argument("--two-pass", action="store_true",
+                    help="count then fill, also where the engine marches once into a padded buffer")
     args = ap.parse_args(argv)
+    if args.two_pass:
+        ray_marching.PADDED_MARCH_SLOTS = 0
     gen = torch.Generator().manual_seed(0)
     aabb_scale, res = 16.0, 128
     grid = capture_grid(res, aabb_scale, gen)

@@ -3,7 +3,7 @@ backward at the same sample count, and where the rest of its time goes.
 
     .venv/bin/python scripts/bench_nerf_step.py [--data out/scene160] [--preset cpu-fast]
         [--warmup 30] [--steps 30] [--profile-steps 5] [--cprofile-steps 32] [--device auto]
-        [--ab-handoff] [--ab-mlp-backward] [--ab-precision] [--ab-compositing]
+        [--ab-handoff] [--ab-mlp-backward] [--ab-precision] [--ab-compositing] [--ab-marching]
         [--mlp-precision P] [--long N]
         [--out benchmarks/nerf_step.json]
 
@@ -34,6 +34,8 @@ Options for the figures of the README's step section:
 - `--ab-compositing`: the same alternation between the CPU's numba kernels for compositing
   and for the windowed search's bookkeeping (the default) and the torch code; medians
   under "compositing".
+- `--ab-marching`: the same alternation between the numba marcher's single march into a
+  padded buffer and its count-then-fill passes; medians under "marching".
 
 Renders out/scene160 with scripts/make_scene.py when it is missing (Blender as a module).
 """
@@ -200,6 +202,22 @@ def ab_compositing(task: NerfTask) -> dict[str, Any]:
     return ab_blocks(task, {"kernels": kernels, "torch_code": torch_code})
 
 
+def ab_marching(task: NerfTask) -> dict[str, Any]:
+    """The numba marcher's single march into a padded buffer (the default for the search's
+    windows) against its count-then-fill passes (`ray_marching.PADDED_MARCH_SLOTS`)."""
+    from ngp_engine.render import ray_marching  # noqa: PLC0415
+
+    chosen = ray_marching.PADDED_MARCH_SLOTS
+
+    def one_march() -> None:
+        ray_marching.PADDED_MARCH_SLOTS = chosen
+
+    def two_passes() -> None:
+        ray_marching.PADDED_MARCH_SLOTS = 0
+
+    return ab_blocks(task, {"one_march": one_march, "two_passes": two_passes})
+
+
 def ab_precision(task: NerfTask) -> dict[str, Any]:
     """The MLPs' products in float32 (hand-written backward), bfloat16 by the hand-written
     path and bfloat16 under autocast (`MLP.precision`, `MLP.hand_backward`)."""
@@ -265,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ab-mlp-backward", action="store_true")
     ap.add_argument("--ab-precision", action="store_true")
     ap.add_argument("--ab-compositing", action="store_true")
+    ap.add_argument("--ab-marching", action="store_true")
     ap.add_argument("--mlp-precision", choices=["float32", "bfloat16"], default=None,
                     help="the MLPs' precision (default: the preset's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf_step.json"))
@@ -293,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     for flag, key, label, ab in (("ab_handoff", "handoff", "hand-off", ab_handoff),
                                  ("ab_mlp_backward", "mlp_backward", "MLP backward", ab_mlp_backward),
                                  ("ab_compositing", "compositing", "compositing", ab_compositing),
+                                 ("ab_marching", "marching", "marching", ab_marching),
                                  ("ab_precision", "precision", "MLP precision", ab_precision)):
         if getattr(args, flag):
             report[key] = ab(task)

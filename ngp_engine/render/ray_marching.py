@@ -83,6 +83,12 @@ def march_rays(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, 
 
 
 MARCHERS = ("auto", "torch", "cpu", "triton")
+# The numba marcher marches once into a padded [R, max_samples] buffer (then packs it) when
+# it has at most this many slots (float32 t and dt: 8 MiB; the search's windows have at
+# most 128 samples per ray), else counts then fills (`scripts/bench_marching.py`: with the
+# first window one march took 24 ms against 31-33 for two; whole rays, 1,024 per ray
+# in a 32 MiB buffer, were no faster, 35-44 against 40 ms).
+PADDED_MARCH_SLOTS = 1 << 20
 
 
 def max_t(min_step: float) -> float:
@@ -158,14 +164,23 @@ def _march_rays_kernel(origins, dirs, t_near, t_far, grid, min_step, max_step, c
     args = (o, d, tn, tf, jt, bits, blocks, block_res, grid.n_cascades, grid.resolution,
             np.float32(min_step), np.float32(max_step), np.float32(cone_angle), max_samples)
     counts = np.empty(o.shape[0], dtype=np.int64)
-    K.count_samples(*args, counts)
+    padded = o.shape[0] * max_samples <= PADDED_MARCH_SLOTS
+    if padded:
+        t_pad = np.empty((o.shape[0], max_samples), np.float32)
+        dt_pad = np.empty((o.shape[0], max_samples), np.float32)
+        K.march_padded(*args, t_pad, dt_pad, counts)
+    else:
+        K.count_samples(*args, counts)
     offsets = np.zeros(o.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
     t_out = np.empty(total, np.float32)
     dt_out = np.empty(total, np.float32)
     ray_out = np.empty(total, np.int64)
-    K.fill_samples(*args, offsets, t_out, dt_out, ray_out)
+    if padded:
+        K.pack_samples(t_pad, dt_pad, offsets, t_out, dt_out, ray_out)
+    else:
+        K.fill_samples(*args, offsets, t_out, dt_out, ray_out)
     return RaySamples(torch.from_numpy(ray_out), torch.from_numpy(t_out), torch.from_numpy(dt_out),
                       torch.from_numpy(offsets))
 

@@ -600,6 +600,31 @@ def test_fit_image_brings_the_fields_rendering_back_as_a_new_image(extension, tm
         bpy.ops.ngp.fit_image(image_name="Nope")
 
 
+def test_backend_and_precision_preferences_reach_the_job(extension, tmp_path):
+    """Preferences > Backend and MLP Precision travel in the train request (the Backend
+    preference had been drawn but never sent): the job runs the PyTorch reference with
+    bfloat16 MLPs, as the panel and the run's config.json say."""
+    link = extension["module"].engine_link
+    prefs = bpy.context.preferences.addons[extension["name"]].preferences
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.data.images.new("Tiny", width=32, height=24, alpha=False)
+    s = bpy.context.scene.ngp
+    s.run_folder, s.train_budget, s.train_steps = str(tmp_path), "STEPS", 5
+    before = prefs.backend, prefs.mlp_precision
+    prefs.backend, prefs.mlp_precision = "torch", "bfloat16"
+    try:
+        assert bpy.ops.ngp.fit_image(image_name="Tiny") == {"FINISHED"}
+        pump_until(extension["module"], lambda st: "Tiny (NGP)" in bpy.data.images or st.status == "error",
+                   timeout=300)
+    finally:
+        prefs.backend, prefs.mlp_precision = before
+    assert link.STATE.status == "done", link.STATE.message
+    assert link.STATE.job_backend == "torch"
+    (config,) = tmp_path.glob("image/Tiny/**/config.json")
+    saved = json.loads(config.read_text())
+    assert saved["backend"] == "torch" and saved["mlp_precision"] == "bfloat16"
+
+
 # ------------------------------------------------------------------------------ errors
 def test_missing_interpreter_is_one_sentence(extension, tmp_path):
     link = extension["module"].engine_link

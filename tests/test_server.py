@@ -255,6 +255,25 @@ def test_bad_requests_fail_alone_then_training_works(engine, photo_256, tmp_path
     assert engine.wait_for("done", timeout=60).summary["reason"] == "stop requested"
 
 
+def test_train_request_sets_the_backend_and_mlp_precision(engine, photo_256, tmp_path):
+    """`backend` and `mlp_precision` (the add-on's preferences) reach the job: its config
+    artifact and config.json say so; a resumed run may change its backend, not its
+    precision (one line)."""
+    run = tmp_path / "picked"
+    engine.send(Train(mode="image", data=str(photo_256), run_dir=str(run), preset="cpu-fast", steps=5,
+                      backend="torch", mlp_precision="bfloat16", id="pick"))
+    config = engine.wait_for(lambda e: e.type == "artifact" and e.request == "pick", timeout=60)
+    assert config.kind == "config" and config.info["backend"] == "torch"
+    assert engine.wait_for("done", timeout=120).request == "pick"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["backend"] == "torch" and saved["mlp_precision"] == "bfloat16"
+    engine.send(Train(mode="image", data=str(photo_256), run_dir=str(tmp_path / "again"),
+                      resume=str(run / "checkpoint.pt"), steps=1, mlp_precision="float32", id="re"))
+    err = engine.wait_for("error", timeout=60)
+    assert err.request == "re"
+    assert err.message == "train.mlp_precision: a resumed run keeps its checkpoint's configuration"
+
+
 def test_poses_job_fails_alone_and_stop_cancels_it(engine, tmp_path):
     """A poses job on a folder without photos is one error line; one on real (noise) photos
     refuses other jobs while it runs, and stop cancels it without leaving anything on disk."""

@@ -52,7 +52,8 @@ class _TrainingOperator:
     def start(self, context: bpy.types.Context, mode: str, data: Path, run_dir: Path,
               resume: Path | None = None) -> set[str]:
         """Send the Train request: the scene's preset and budget, or with `resume` the
-        checkpoint's own configuration and no further steps (the field is only loaded)."""
+        checkpoint's own configuration and no further steps (the field is only loaded); the
+        preferences' device, backend, MLP precision and processes."""
         s = context.scene.ngp
         prefs = preferences.get(context)
         STATE.status, STATE.message = "starting", "starting the engine"
@@ -62,8 +63,11 @@ class _TrainingOperator:
             STATE.step, STATE.fraction, STATE.psnr, STATE.eta_seconds = 0, 0.0, None, None
             STATE.artifacts.clear()
             how = {"steps": 0, "resume": str(resume)} if resume else {"preset": s.preset, **_budget(s)}
+            # A resumed run keeps its checkpoint's configuration: only the backend may change.
             engine_link.send(Train(mode=mode, data=str(data), run_dir=STATE.run_dir, **how, device=prefs.device,
                                    checkpoint_every=30.0, processes=1 if resume else prefs.processes,
+                                   backend=prefs.backend,
+                                   mlp_precision=None if resume else prefs.mlp_precision,
                                    id=request_id("train")))
         except EngineError as e:
             STATE.status = "error"

@@ -44,6 +44,7 @@ class FollowerSpec:
     resume: str | None
     steps: int | None
     seconds: float | None
+    overrides: dict[str, Any]       # config fields the request changes (backend, mlp_precision)
     device: str                     # the job's device type: "cpu" or "cuda"
     gradient_sync: str
     store_port: int
@@ -227,7 +228,7 @@ def follower_main(rank: int, spec_json: str) -> int:
         session = Session.open(RunSpec(
             mode=spec.mode, run_dir=Path(spec.run_dir), data=spec.data, config=spec.config,
             preset=spec.preset, resume=spec.resume, steps=spec.steps, seconds=spec.seconds,
-            device=device, ranks=ranks))
+            overrides=spec.overrides, device=device, ranks=ranks))
         follow_training(session.task)
     except BaseException:
         ranks.close(wait_for_all=False)     # rank 0 is in another collective: no barrier

@@ -59,8 +59,9 @@ from ..formats.camera import Camera
 from ..schema import check, clip
 from .message import MAX_LINE_BYTES, Message, ProtocolError, parse  # noqa: F401 - re-exported
 
-PROTOCOL_VERSION = 4                 # 2: export_mesh takes a box; 3: file transfer;
-                                     # 4: train takes processes and gradient_sync
+PROTOCOL_VERSION = 5                 # 2: export_mesh takes a box; 3: file transfer;
+                                     # 4: train takes processes and gradient_sync;
+                                     # 5: train takes backend and mlp_precision
 PASSES = ("rgb", "depth", "opacity", "normals")
 FILE_CHUNK_BYTES = 1 << 18          # raw bytes per file message (base64: ~350 KB, under MAX_LINE_BYTES)
 
@@ -88,7 +89,10 @@ class Train(Message):
     `checkpoint_every` seconds, so a killed engine loses little. `processes` > 1 trains
     data-parallel: the engine starts that many processes in all (one per GPU on CUDA; on
     a CPU they share its cores) that split each step's batch and sum their gradients
-    (hash tables by `gradient_sync`: "dense" or "rows"; see ngp_engine/distributed.py)."""
+    (hash tables by `gradient_sync`: "dense" or "rows"; see ngp_engine/distributed.py).
+    `backend` (the hash grid's and kernels' implementation, as the CLI's --backend) and
+    `mlp_precision` (as --mlp-precision) change those fields of the config or preset; a
+    resumed run may change its backend only."""
 
     type: ClassVar[str] = "train"
     mode: str                          # a registered task (ngp_engine.tasks); checked on `train`
@@ -103,6 +107,8 @@ class Train(Message):
     checkpoint_every: float = 60.0
     processes: int = 1
     gradient_sync: Literal["dense", "rows"] = "dense"
+    backend: Literal["auto", "torch", "cpu", "triton", "tcnn"] | None = None
+    mlp_precision: Literal["float32", "bfloat16"] | None = None
     id: str | None = None
 
     def __post_init__(self) -> None:

@@ -169,7 +169,8 @@ class Server:
         run = dict(mode=msg.mode, run_dir=str(inside(msg.run_dir, "train.run_dir")),
                    data=str(inside(msg.data, "train.data")), config=msg.config, preset=msg.preset,
                    resume=str(inside(msg.resume, "train.resume")) if msg.resume else None,
-                   steps=msg.steps, seconds=msg.seconds)
+                   steps=msg.steps, seconds=msg.seconds,
+                   overrides={"backend": msg.backend, "mlp_precision": msg.mlp_precision})
         from .followers import JobRanks  # noqa: PLC0415
 
         self._ranks = JobRanks.start(msg.processes, msg.gradient_sync, device, run)

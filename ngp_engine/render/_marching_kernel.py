@@ -4,7 +4,8 @@ Two passes over the rays, in parallel: count the samples of each ray, then (afte
 sum on the host) write them at their ray's offset. Each ray owns its slice: no atomics.
 Where rays x max_samples is small (the training search's windows), one march instead:
 each ray's samples to its row of a padded buffer, then packed (`march_padded`,
-`pack_samples`): the second march cost more than the copy.
+`pack_samples`): the second march cost more than the copy. (The counting pass is
+`march_padded` with nowhere to write.)
 
 Empty space: after a step lands in an empty cell of the finest cascade, the ray keeps
 stepping (t <- t + step(t), the same sequence) without looking the grid up until it comes
@@ -137,29 +138,12 @@ def _step_until(t, stop, min_step, max_step, cone):
 
 
 @njit(parallel=True, **_JIT)
-def count_samples(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascades, res, min_step,
-                  max_step, cone, max_samples, counts):
-    for r in prange(o.shape[0]):
-        n = 0
-        tf = t_far[r]
-        t = t_near[r]
-        if t < tf:
-            t = t + jitter[r] * _step(t, cone, min_step, max_step)
-            while n < max_samples:
-                t = _next_sample(o, d, r, t, tf, bits, blocks, block_res, n_cascades, res,
-                                 min_step, max_step, cone)
-                if t >= tf:
-                    break
-                n += 1
-                t = t + _step(t, cone, min_step, max_step)
-        counts[r] = n
-
-
-@njit(parallel=True, **_JIT)
 def march_padded(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascades, res,
                  min_step, max_step, cone, max_samples, t_pad, dt_pad, counts):
     """Counting and filling in one march: ray r's samples go to t_pad, dt_pad [R,
-    max_samples] (the rest of its row left as it was), their number to counts[r]."""
+    max_samples] (the rest of its row left as it was), their number to counts[r]. With
+    t_pad and dt_pad of shape [R, 0] it only counts (the first of the two passes)."""
+    write = t_pad.shape[1] > 0
     for r in prange(o.shape[0]):
         n = 0
         tf = t_far[r]
@@ -172,8 +156,9 @@ def march_padded(o, d, t_near, t_far, jitter, bits, blocks, block_res, n_cascade
                 if t >= tf:
                     break
                 dt = _step(t, cone, min_step, max_step)
-                t_pad[r, n] = t
-                dt_pad[r, n] = dt
+                if write:
+                    t_pad[r, n] = t
+                    dt_pad[r, n] = dt
                 n += 1
                 t = t + dt
         counts[r] = n

@@ -165,12 +165,9 @@ def _march_rays_kernel(origins, dirs, t_near, t_far, grid, min_step, max_step, c
             np.float32(min_step), np.float32(max_step), np.float32(cone_angle), max_samples)
     counts = np.empty(o.shape[0], dtype=np.int64)
     padded = o.shape[0] * max_samples <= PADDED_MARCH_SLOTS
-    if padded:
-        t_pad = np.empty((o.shape[0], max_samples), np.float32)
-        dt_pad = np.empty((o.shape[0], max_samples), np.float32)
-        K.march_padded(*args, t_pad, dt_pad, counts)
-    else:
-        K.count_samples(*args, counts)
+    t_pad = np.empty((o.shape[0], max_samples if padded else 0), np.float32)
+    dt_pad = np.empty_like(t_pad)
+    K.march_padded(*args, t_pad, dt_pad, counts)            # [R, 0]: counting only
     offsets = np.zeros(o.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])

@@ -109,19 +109,18 @@ class Runs:
         torch.cumsum(self.counts, 0, out=offsets[1:])
         total = int(offsets[-1])
         first = self.windows[0][3] if self.windows else None
-        with_features = first is not None
         t = torch.empty(total, dtype=torch.float32)           # the marchers' dtype
         dt = torch.empty(total, dtype=torch.float32)
         ray_idx = torch.empty(total, dtype=torch.int64)
+        # Without features, [0, 0] arrays: the copy's column loop does nothing.
         features = (torch.empty(total, first.shape[1], dtype=first.dtype) if first is not None
                     else torch.empty(0, 0))
         cursor = offsets[:-1].clone()
-        none = np.zeros((0, 0), np.float32)
         for alive, s, kept, feat in self.windows:
             _copy_runs(_np(alive), _np(s.offsets), _np(kept), cursor.numpy(), _np(s.t),
-                       _np(s.dt), none if feat is None else _np(feat), t.numpy(), dt.numpy(),
-                       features.numpy() if with_features else none, ray_idx.numpy())
-        return RaySamples(ray_idx, t, dt, offsets), features if with_features else None
+                       _np(s.dt), _np(features if feat is None else feat), t.numpy(),
+                       dt.numpy(), features.numpy(), ray_idx.numpy())
+        return RaySamples(ray_idx, t, dt, offsets), None if first is None else features
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Choosing a torch device (never hard-code "cpu") and describing the machine."""
 from __future__ import annotations
 
+import collections
 import datetime
 import functools
 import importlib
@@ -88,3 +89,51 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+class LaggedReads:
+    """Values computed on the device each step, read on the host `lag` steps later.
+
+    A host read of a value the device has not computed yet waits for the device's queue
+    to drain, and the device then idles while the host queues the next work. Here each
+    step's values are copied to the host without waiting (pinned memory and an event on
+    CUDA) and read `lag` steps later, when the device is long past them: the read finds
+    them done. By default the CPU reads the values at once (lag 0: a read costs nothing
+    there); elsewhere (MPS) the late read is a plain copy.
+    """
+
+    def __init__(self, device: torch.device, lag: int | None = None) -> None:
+        self.lag = (0 if device.type == "cpu" else 2) if lag is None else lag
+        self._pending: collections.deque = collections.deque()
+
+    def push(self, values: torch.Tensor, tag: Any = None) -> None:
+        """Queue values [K] (on the device) with a host-side `tag` that comes back with them."""
+        if self.lag == 0:
+            self._pending.append((tag, values.detach().cpu(), None))
+        elif values.device.type == "cuda":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values.detach(), non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            self._pending.append((tag, host, done))
+        else:
+            self._pending.append((tag, values.detach().clone(), None))
+
+    def ready(self) -> list[tuple[Any, list]]:
+        """(tag, values as a list) of the pushes at least `lag` pushes old, oldest first."""
+        out = []
+        while len(self._pending) > self.lag:
+            tag, values, done = self._pending.popleft()
+            if done is not None:
+                done.synchronize()              # recorded `lag` steps ago: already passed
+            out.append((tag, (values if values.device.type == "cpu" else values.cpu()).tolist()))
+        return out
+
+    def pending(self) -> list[tuple[Any, list]]:
+        """(tag, values) of the pushes not handed out yet, read now (for a checkpoint)."""
+        return [(tag, (v if v.device.type == "cpu" else v.cpu()).tolist())
+                for tag, v, _ in self._pending]
+
+    def restore(self, items: list[tuple[Any, list]]) -> None:
+        """Pushes as `pending` gave them (a resumed run hands them out when it would have)."""
+        self._pending = collections.deque((tag, torch.tensor(values), None) for tag, values in items)

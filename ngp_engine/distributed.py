@@ -179,17 +179,19 @@ class Ranks:
         dist.broadcast(t, src=0)
         return int(t.item())
 
-    def reduce_gradients(self, groups: Iterable[dict], figures: torch.Tensor, count: int = 0
-                         ) -> tuple[torch.Tensor, int]:
+    def reduce_gradients(self, groups: Iterable[dict], figures: torch.Tensor,
+                         count: int | torch.Tensor = 0) -> tuple[torch.Tensor, int | torch.Tensor]:
         """After each rank's backward pass: sum the gradients of the optimiser `groups`
         over the ranks (missing gradients count as zeros; "encoding" groups by
-        `gradient_sync`), together with `figures` [K] (float) and `count`. Returns the sums
-        (figures [K] and count); a single process returns its own, untouched and unread."""
+        `gradient_sync`), together with `figures` [K] (float) and `count` (an int, or a []
+        int64 device tensor: then the sum is one too, not read). Returns the sums (figures
+        [K] and count); a single process returns its own, untouched and unread."""
         if self.world == 1:
             return figures, count
         import torch.distributed as dist  # noqa: PLC0415
 
-        if not 0 <= count * self.world < MAX_EXACT_COUNT:
+        on_device = isinstance(count, torch.Tensor)
+        if not on_device and not 0 <= count * self.world < MAX_EXACT_COUNT:
             raise ValueError(f"count {count} x {self.world} ranks is outside what a float32 sum keeps exact")
         small: list[torch.Tensor] = []
         for group in groups:
@@ -200,8 +202,9 @@ class Ranks:
                     self._sum_table(p.grad)
                 else:
                     small.append(p.grad)
-        tail = torch.cat([figures.detach().float().reshape(-1),
-                          torch.tensor([float(count)], device=figures.device)]).to(self.device)
+        counted = (count.float().reshape(1).to(figures.device) if on_device
+                   else torch.tensor([float(count)], device=figures.device))
+        tail = torch.cat([figures.detach().float().reshape(-1), counted]).to(self.device)
         flat = torch.cat([g.reshape(-1) for g in small] + [tail])
         dist.all_reduce(flat)
         offset = 0
@@ -209,7 +212,19 @@ class Ranks:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
         figures_sum = flat[offset:offset + figures.numel()].view_as(figures)
+        if on_device:
+            return figures_sum, flat[-1].round().long()
         return figures_sum, int(flat[-1].item())
+
+    def sum_counts(self, counts: torch.Tensor) -> torch.Tensor:
+        """counts [K] int64 on the device summed over the ranks (not read back)."""
+        if self.world == 1:
+            return counts
+        import torch.distributed as dist  # noqa: PLC0415
+
+        total = counts.to(self.device, torch.int64).clone()
+        dist.all_reduce(total)
+        return total
 
     def _sum_table(self, grad: torch.Tensor) -> None:
         """Sum one hash table's gradient over the ranks in place (dense or touched rows)."""

@@ -83,7 +83,7 @@ def time_steps(task: NerfTask, steps: int) -> dict[str, Any]:
         p = task.step()
         synchronize(task.device)
         seconds.append(time.perf_counter() - t0)
-        samples.append(p.samples_per_ray * n_rays)
+        samples.append(float(p.resolved().samples_per_ray) * n_rays)
     total = sum(seconds)
     return {"steps": steps, "seconds": total, "median_step_s": statistics.median(seconds),
             "mean_samples": sum(samples) / steps, "samples_per_s": sum(samples) / total}

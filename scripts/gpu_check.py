@@ -12,7 +12,11 @@
    autocast (`mlp_precision`), forward + backward.
 5. A NeRF of the `scripts/make_scene.py` scene at 400x400 (`--scene`; rendered first when
    missing and bpy is installed): `--seconds` of training with `--preset`, then test PSNR
-   over the test views, steps done, samples/s and peak GPU memory.
+   over the test views, steps done, samples/s and peak GPU memory; then 16 more steps
+   under CUDA's own sync check (`torch.cuda.set_sync_debug_mode`): how many operations
+   per step made the host wait for the GPU, and where (a training step should make none
+   but on the occupancy grid's updates; see README "A GPU training step that never
+   waits").
 
 Each part records its own error and the next one still runs; the whole result goes to one
 JSON file (default benchmarks/gpu_check.json) and a summary to stdout.
@@ -160,7 +164,30 @@ def nerf_run(device, scene: Path, seconds: float, preset: str) -> dict[str, Any]
            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
     if device.type == "cuda":
         out["peak_cuda_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        out["host_waits"] = host_waits(task)
     return out
+
+
+def host_waits(task, steps: int = 16) -> dict[str, Any]:
+    """CUDA's own count of the operations that made the host wait, per training step
+    (`torch.cuda.set_sync_debug_mode("warn")`: a warning for each), and where."""
+    import collections  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    per_step, where = [], collections.Counter()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        for _ in range(steps):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                task.step()
+            per_step.append(len(caught))
+            where.update(f"{Path(w.filename).name}:{w.lineno}" for w in caught)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return {"per_step": per_step, "where": dict(where.most_common(12))}
 
 
 def part(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
@@ -220,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     n = report["nerf"]
     print("nerf: " + (f"{n['test_psnr']:.2f} dB after {n['seconds']} s, {n['steps']} steps, "
                       f"backend {n['backend']}" if "test_psnr" in n else json.dumps(n)[:300]))
+    if "host_waits" in n:
+        print(f"host waits per step: {n['host_waits']['per_step']} {n['host_waits']['where']}")
     print(f"wrote {out} ({report['total_seconds']} s)")
     return 0
 

@@ -142,6 +142,81 @@ def test_nerf_training_steps_match_the_reference_backend(nerf_scene):
     _table_update_agrees(ref_update, tri_update)
 
 
+def _gpu_path_task(scene, target_samples: int = 1 << 10, max_per_ray: int = 48):
+    """A NerfTask on the Triton kernels, tiny enough for the interpreter (a few seconds a
+    step), reading its demand back two steps late as on a GPU."""
+    from ngp_engine.config import NERF_PRESETS, OccupancyGridConfig, replace
+    from ngp_engine.data.transforms import load_nerf_dataset
+    from ngp_engine.device import LaggedReads
+    from ngp_engine.tasks.nerf.task import NerfTask
+
+    cfg = replace(NERF_PRESETS["cpu-fast"], backend="triton", target_batch_samples=target_samples,
+                  initial_rays=64, occupancy=OccupancyGridConfig(resolution=16),
+                  marching=replace(NERF_PRESETS["cpu-fast"].marching, max_samples_per_ray=max_per_ray),
+                  encoding=HashGridConfig(n_levels=4, n_features_per_level=2,
+                                          log2_hashmap_size=12, base_resolution=8,
+                                          max_resolution=64))
+    task = NerfTask(load_nerf_dataset(scene, "train", max_image_size=20), cfg, DEVICE)
+    assert task.model.reads_nothing_back
+    task.reads = LaggedReads(DEVICE, lag=2)
+    return task
+
+
+def test_a_gpu_training_step_reads_nothing_back(nerf_scene, monkeypatch):
+    # Where the Triton marcher runs (GPUs; here the interpreter on CPU tensors) a NeRF step
+    # uses fixed-size buffers: no operation of the step waits for the device (a value read
+    # back, a boolean mask, a data-sized output, a tensor made from host values), except
+    # the LaggedReads of the demand of the step two steps back (on a GPU long done: the
+    # read finds it ready). The MLPs' backward and the tables' Adam take their GPU paths
+    # (torch code, not the CPU kernels).
+    from ngp_engine.host_syncs import HostSyncs
+    from ngp_engine.nn import optim
+    from ngp_engine.nn.mlp import MLP
+
+    monkeypatch.setattr(MLP, "hand_backward", False)
+    monkeypatch.setattr(optim, "_kernel_applies", lambda p: False)
+    task = _gpu_path_task(nerf_scene)
+    for _ in range(3):          # the occupancy update, then buffers sized by reading counts
+        task.step()
+    assert task.capacity.marched is not None      # step 1's demand has arrived
+    start = task.model.field.encoding.params.detach().clone()
+    with HostSyncs() as syncs:
+        p = task.step()
+    waits = {k: n for k, n in syncs.counts.items() if k[1:] != ("device.py", k[2], "ready")}
+    assert not waits, syncs.report()
+    assert sum(syncs.counts.values()) == 1        # the one late read
+    p = p.resolved()
+    assert np.isfinite(p.loss) and 1 < p.samples_per_ray <= 48
+    assert (task.model.field.encoding.params.detach() != start).any()      # it trained
+
+
+def test_a_gpu_path_run_resumes_exactly(nerf_scene, tmp_path):
+    # The demand not read yet and the buffer sizes travel in the checkpoint: 3 + 3 steps
+    # through a checkpoint give the 6 steps' state (ray counts and sizes included). At most
+    # 12 samples per ray against a target of 4096: the ray count is still adapting.
+    from ngp_engine.files import save_torch
+    from ngp_engine.tasks.nerf.task import NerfTask
+    from test_nerf import assert_identical
+
+    one_go = _gpu_path_task(nerf_scene, 1 << 12, 12)
+    counts = []
+    for _ in range(6):
+        one_go.train(steps=1)
+        counts.append(one_go.n_rays)
+    assert len(set(counts[2:])) >= 3, counts                # adapting from step 3 on
+    first = _gpu_path_task(nerf_scene, 1 << 12, 12)
+    first.train(steps=3)
+    assert len(first.reads.pending()) == 2
+    save_torch(tmp_path / "half.pt", first.state_dict())
+    second = _gpu_path_task(nerf_scene, 1 << 12, 12)
+    second.load_state_dict(NerfTask.read_checkpoint(tmp_path / "half.pt"))
+    second.train(steps=3)
+    assert second.capacity == one_go.capacity and second.n_rays == one_go.n_rays
+    expected, resumed = one_go.state_dict(), second.state_dict()
+    del expected["seconds"], resumed["seconds"]
+    assert_identical(resumed, expected)
+
+
 def test_sdf_training_steps_match_the_reference_backend(tmp_path):
     from ngp_engine.config import SdfConfig
     from ngp_engine.data.mesh import load_sdf_mesh

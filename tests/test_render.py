@@ -496,6 +496,35 @@ def test_update_after_warmup_samples_a_subset():
         assert (grid.values[k] == torch.tensor(20.0) * (MIN_STEP * 2.0 ** k)).all()
 
 
+def test_cells_to_update_after_warmup_pick_occupied_cells_without_host_reads():
+    # n/4 uniform cells, then n/4 picked uniformly among the occupied ones (all of them
+    # reached over a few updates, nothing else), with no operation that would wait for a
+    # GPU; with nothing occupied, uniform picks again.
+    from ngp_engine.host_syncs import HostSyncs
+
+    r, n_casc = 16, 2
+    n = r ** 3
+    grid = _grid(r, n_casc, warmup_steps=4)
+    gen = torch.Generator().manual_seed(4)
+    grid.occupied = torch.zeros(n_casc, n, dtype=torch.bool)
+    occupied = torch.randperm(n, generator=gen)[:37]
+    grid.occupied[0, occupied] = True
+    grid.occupied[0, n - 1] = True                       # the last cell too (searchsorted's end)
+    picked = torch.zeros(n, dtype=torch.long)
+    with HostSyncs() as syncs:
+        for _ in range(20):
+            idx = grid.cells_to_update(0, 5, gen)
+            assert idx.shape == (n // 2,)
+            picked.index_add_(0, idx[n // 4:], torch.ones(n // 4, dtype=torch.long))
+        empty = grid.cells_to_update(1, 5, gen)
+    assert syncs.total == 0, syncs.report()
+    assert torch.equal(picked > 0, grid.occupied[0])      # every occupied cell, nothing else
+    share = picked[grid.occupied[0]].float() / picked.sum()
+    assert share.max() < 3.0 / 38 and share.min() > 0.3 / 38          # about uniform
+    assert empty.shape == (n // 2,) and 0 <= int(empty.min()) and int(empty.max()) < n
+    assert torch.equal(grid.cells_to_update(0, 3, gen), torch.arange(n))  # warm-up: all
+
+
 def _look(forward, up, position) -> torch.Tensor:
     """c2w [4, 4] of a camera at `position` looking along `forward` (NeRF: -Z forward, +Y up)."""
     z = -np.asarray(forward, np.float64)
@@ -1110,6 +1139,121 @@ def test_visible_samples_are_those_of_marching_everything_then_cutting(max_sampl
         assert hidden > 5000, hidden
         # Most hidden samples were never evaluated (a window's overshoot at most).
         assert ref.n_samples <= n_evaluated < ref.n_samples + hidden / 4, (n_evaluated, hidden)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize("cut", ["exact", "ample", "marched", "kept"])
+def test_visible_samples_within_fixed_buffers(cut, backend):
+    # The GPU's search (no host read): every ray marched at once into `marched` entries,
+    # the kept ones packed into `kept` entries. Where everything fits: the reference's
+    # samples (marching everything, then cutting), then padding with t = dt = 0. Where a
+    # buffer is too small: whole rays in order while they fit (a prefix), none after.
+    from ngp_engine.render.renderer import Capacity, visible_samples_within
+    from ngp_engine.render.volume_rendering import transmittance
+
+    field = EncodedSphereField(sigma=300.0, softness=0.02)
+    grid = _grid(16, 1)
+    gen = torch.Generator().manual_seed(5)
+    o, d = _random_rays(200, 1.0, gen)
+    t_near, t_far = ray_box_intersect(o, d, *_box())
+    jitter = torch.rand(200, generator=gen)
+    st = _settings(1e-4, backend)
+    every = march_rays(o, d, t_near, t_far, grid, st.min_step, st.max_step, 0.0, 1024, jitter,
+                       backend="cpu")
+    sd = field.density(o[every.ray_idx] + every.t[:, None] * d[every.ray_idx]) * every.dt
+    ref = every.select(transmittance(sd, every.ray_idx, every.offsets) > st.early_stop)
+    capacity = {"exact": Capacity(), "ample": Capacity(every.n_samples + 100, ref.n_samples + 50),
+                "marched": Capacity(every.n_samples // 2, ref.n_samples),
+                "kept": Capacity(every.n_samples, ref.n_samples // 3)}[cut]
+    got, n_marched, encoded, fits, demand = visible_samples_within(field, grid, o, d, t_near,
+                                                                   t_far, st, capacity, jitter)
+    size = every.n_samples if cut == "exact" else capacity.kept     # exact: kept <= marched
+    assert got.n_samples == size == encoded.shape[0]
+    assert demand.tolist()[0] == every.n_samples
+    k = int(fits.sum())                                  # rays that fit: the first k
+    assert torch.equal(fits, torch.arange(200) < k)
+    if cut in ("exact", "ample"):
+        assert k == 200 and demand.tolist() == [every.n_samples, ref.n_samples]
+        assert int(n_marched) == every.n_samples
+    else:
+        assert 20 < k < 190, k
+    n = int(ref.offsets[k])
+    assert int(got.count) == n and torch.equal(got.offsets[:k + 1], ref.offsets[:k + 1])
+    assert (got.offsets[k:] == n).all()                  # the rest own nothing
+    assert torch.equal(got.t[:n], ref.t[:n]) and torch.equal(got.dt[:n], ref.dt[:n])
+    assert torch.equal(got.ray_idx[:n], ref.ray_idx[:n])
+    assert (got.t[n:] == 0).all() and (got.dt[n:] == 0).all() and (got.ray_idx[n:] == 199).all()
+    pos = o[ref.ray_idx[:n]] + ref.t[:n, None] * d[ref.ray_idx[:n]]
+    assert torch.equal(encoded[:n], field.encode(pos))
+    if cut == "marched":                                 # the march kept whole rays only
+        assert int(n_marched) == int(every.offsets[k]) <= capacity.marched < every.n_samples
+
+
+def test_fit_capacity_at_its_edges():
+    # Whole rays while offsets[r + 1] <= capacity: exactly the total keeps all, one less
+    # drops the last ray with samples, a capacity on a ray boundary keeps the rays before
+    # it, one below the first ray's count keeps none; padding t = dt = 0 on the last ray.
+    from ngp_engine.render.ray_marching import fit_capacity
+
+    counts = [3, 0, 4, 2, 0]
+    offsets = _offsets(counts)
+    full = RaySamples(_ray_idx(counts), torch.arange(1.0, 10.0), torch.full((9,), 0.5), offsets)
+    for capacity, rays in ((9, 5), (12, 5), (8, 3), (7, 3), (6, 2), (3, 2), (2, 0), (0, 0)):
+        s = fit_capacity(full, capacity)
+        n = int(offsets[rays]) if rays < 5 else 9
+        want_fits = [True] * rays + [False] * (5 - rays)
+        assert s.fits.tolist() == want_fits, capacity
+        assert s.n_samples == capacity and int(s.count) == n and int(s.demand) == 9
+        assert s.offsets.tolist() == [min(int(o), n) for o in offsets], capacity
+        assert torch.equal(s.t[:n], full.t[:n]) and torch.equal(s.ray_idx[:n], full.ray_idx[:n])
+        assert (s.t[n:] == 0).all() and (s.dt[n:] == 0).all() and (s.ray_idx[n:] == 4).all()
+
+
+class _ParamSphereField(EncodedSphereField):
+    """EncodedSphereField whose density and colour scale with one parameter (gradients),
+    taking its encodings back in the call (`renderer.RadianceField`)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.k = torch.nn.Parameter(torch.tensor(1.3))
+
+    def density_of(self, features: torch.Tensor) -> torch.Tensor:
+        return super().density_of(features) * self.k
+
+    def __call__(self, x, d, ray_idx, encoded=None):
+        enc = self.encode(x) if encoded is None else encoded
+        return self.density_of(enc), self.rgb.expand(x.shape[0], 3) * self.k
+
+    def parameters(self):
+        return [self.k]
+
+
+def test_render_rays_with_a_capacity():
+    # Fixed buffers render what the windowed search renders, gradients included (the
+    # padding adds nothing); rays that did not fit come back empty and flagged. (The
+    # compositing kernels walk rays by their offsets: the padding is never read.)
+    from ngp_engine.render.renderer import Capacity
+
+    gen = torch.Generator().manual_seed(11)
+    o, d = _random_rays(120, 1.0, gen)
+    jitter = torch.rand(120, generator=gen)
+    st = _settings(1e-4, "cpu")
+    field = _ParamSphereField(sigma=300.0, softness=0.02)
+    ref = render_rays(field, _grid(16, 1), o, d, st, jitter=jitter)
+    (g_ref,) = torch.autograd.grad(ref.rgb.sum() + ref.depth.sum(), field.k)
+    big = Capacity(ref.n_marched * 3, ref.n_samples + 999)
+    got = render_rays(field, _grid(16, 1), o, d, st, jitter=jitter, capacity=big)
+    (g_got,) = torch.autograd.grad(got.rgb.sum() + got.depth.sum(), field.k)
+    assert got.fits.all() and int(got.n_samples) == ref.n_samples
+    torch.testing.assert_close(got.rgb, ref.rgb, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.depth, ref.depth, rtol=0, atol=1e-6)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-5, atol=0)
+    small = render_rays(field, _grid(16, 1), o, d, st, jitter=jitter,
+                        capacity=Capacity(ref.n_marched * 3, ref.n_samples // 2))
+    k = int(small.fits.sum())
+    assert 10 < k < 110 and small.fits[:k].all()
+    torch.testing.assert_close(small.rgb[:k], ref.rgb[:k], rtol=0, atol=1e-6)
+    assert (small.opacity[k:] == 0).all() and (ref.opacity[k:] > 0.5).any()
 
 
 def _expected_depth(field: SphereField, o: torch.Tensor, d: torch.Tensor) -> float:

@@ -68,6 +68,69 @@ def test_triton_marcher_gives_the_reference_samples(case, monkeypatch):
         assert int(counts.max()) == rest[-2] and (counts == rest[-2]).sum() > 10
 
 
+@pytest.mark.parametrize("room", ["ample", "exact", "cut", "boundary", "none"])
+def test_triton_marcher_with_a_capacity_reads_nothing_back(room, monkeypatch):
+    # The GPU's training march: buffers of exactly `capacity` entries, whole rays in order
+    # while they fit, padding t = dt = 0 on the last ray: the reference marcher's samples
+    # cut by `fit_capacity`, bit for bit in the interpreter, with no read to the host.
+    from ngp_engine.host_syncs import HostSyncs
+    from ngp_engine.render.ray_marching import fit_capacity
+
+    _small_blocks(monkeypatch)
+    gen = torch.Generator().manual_seed(21)
+    o, d, t_near, t_far, grid, *rest = _marching_case("jitter", gen)
+    full = march_rays(o, d, t_near, t_far, grid, *rest, backend="cpu")
+    first = int(full.offsets.diff().nonzero()[0])               # the first ray with samples
+    capacity = {"ample": full.n_samples + 77, "exact": full.n_samples, "cut": full.n_samples // 2,
+                "boundary": int(full.offsets[N_RAYS // 2]),
+                "none": int(full.offsets[first + 1]) - 1}[room]
+    ref = fit_capacity(full, capacity)
+    grid.occupied = grid.occupied.to(DEVICE)
+    args = [v.to(DEVICE) for v in (o, d, t_near, t_far)]
+    with HostSyncs() as syncs:
+        tri = march_rays(*args, grid, *rest[:-1], rest[-1].to(DEVICE), backend="triton",
+                         capacity=capacity)
+    assert syncs.total == 0, syncs.report()
+    with HostSyncs() as syncs:          # without a capacity the total is read: it is seen
+        march_rays(*args, grid, *rest[:-1], rest[-1].to(DEVICE), backend="triton")
+    assert syncs.total == 1, syncs.report()
+    assert tri.n_samples == capacity
+    for name in ("offsets", "ray_idx", "fits", "demand"):
+        assert torch.equal(getattr(tri, name).cpu(), getattr(ref, name)), name
+    if DEVICE.type == "cpu":
+        assert torch.equal(tri.t, ref.t) and torch.equal(tri.dt, ref.dt)
+    k = int(ref.fits.sum())
+    n = int(ref.count)
+    assert int(ref.demand) == full.n_samples and (ref.t[n:] == 0).all() and (ref.dt[n:] == 0).all()
+    if room in ("ample", "exact"):
+        assert k == N_RAYS and n == full.n_samples
+    elif room == "none":
+        assert k == first and n == 0
+    else:
+        assert 50 < k < N_RAYS - 50 and n == int(full.offsets[k]) <= capacity
+        assert torch.equal(ref.t[:n], full.t[:n])
+        if room == "boundary":
+            assert k >= N_RAYS // 2 and n == capacity
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned-memory path needs CUDA")
+def test_lagged_reads_on_cuda_come_back_without_waiting():
+    # On CUDA the values go to pinned memory with an event: read two pushes later they are
+    # the values pushed, in order, even while later work is queued.
+    from ngp_engine.device import LaggedReads
+
+    dev = torch.device("cuda")
+    reads = LaggedReads(dev)
+    assert reads.lag == 2
+    big = torch.randn(4096, 4096, device=dev)
+    got = []
+    for step in range(6):
+        value = (big @ big).sum() * 0 + step                 # queued behind a matrix product
+        reads.push(torch.stack([value.long(), torch.tensor(step * 3, device=dev)]), step)
+        got += reads.ready()
+    assert got == [(s, [s, 3 * s]) for s in range(4)]
+
+
 def test_triton_marcher_with_nothing_to_march():
     gen = torch.Generator().manual_seed(3)
     o, d, t_near, t_far, grid, *rest = _marching_case("cone0_1cascade", gen)

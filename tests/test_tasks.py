@@ -297,3 +297,28 @@ def test_a_new_task_is_served_without_any_other_change(signal_file, tmp_path):
         engine.send(Shutdown())
     finally:
         engine.close()
+
+
+def test_lagged_reads_come_back_in_order_after_the_lag():
+    # A GPU training step reads its counts back two steps later (`device.LaggedReads`): the
+    # values and tags come back oldest first, only once `lag` newer pushes exist; the CPU
+    # reads at once by default.
+    from ngp_engine.device import LaggedReads
+
+    reads = LaggedReads(torch.device("cpu"), lag=2)
+    got = []
+    for step in range(5):
+        reads.push(torch.tensor([step, 10 * step]), tag=f"s{step}")
+        got.append(reads.ready())
+    assert got == [[], [], [("s0", [0, 0])], [("s1", [1, 10])], [("s2", [2, 20])]]
+    reads.push(torch.tensor([5, 50]), tag="s5")
+    saved = reads.pending()                              # what a checkpoint keeps
+    assert saved == [("s3", [3, 30]), ("s4", [4, 40]), ("s5", [5, 50])]
+    again = LaggedReads(torch.device("cpu"), lag=2)
+    again.restore(saved)
+    assert again.ready() == [("s3", [3, 30])]
+    now = LaggedReads(torch.device("cpu"))
+    assert now.lag == 0
+    now.push(torch.tensor([7]), tag=1)
+    assert now.ready() == [(1, [7])]
+    assert LaggedReads(torch.device("meta")).lag == 2

@@ -124,6 +124,9 @@ def _table_kernel(x_ptr, params_ptr, out_ptr, dy_ptr, grad_ptr,
     mask2 = mask[:, None]
     if BACKWARD:
         dy = tl.load(dy_ptr + col, mask=mask2, other=0.0)
+        # Adding zero changes nothing: no atomics for it (the padding rows of a GPU training
+        # step's fixed-size buffers all sit on one point and would contend for its entries).
+        mask2 = mask2 & (dy != 0.0)
     else:
         acc = tl.zeros((BLOCK_N, F), tl.float32)
     if INTERP == 1:  # Nearest: the lower corner of pos = s * x + 0.5 is the nearest vertex

@@ -1,8 +1,8 @@
 """numba twin of `optim._adam_update` for encoding tables on the CPU.
 
 One parallel pass over the flat table that skips entries whose gradient is exactly zero:
-replaces the torch path's nonzero() + gathers + scatters over a multi-million-entry table
-(the dominant optimiser cost for hash grids on a CPU).
+replaces the torch path (several passes over the whole multi-million-entry table, masked
+where the gradient is zero; the dominant optimiser cost for hash grids on a CPU).
 
 The bias-corrected step size depends only on an entry's step count, so it comes from a
 table indexed by the count (`step_sizes`, the same float32 arithmetic) instead of two

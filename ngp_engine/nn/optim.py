@@ -61,10 +61,10 @@ class TcnnAdam(torch.optim.Optimizer):
                                              steps.numpy(), self._step_size_table(lr, beta1, beta2),
                                              lr, beta1, beta2, eps)
                 elif group["kind"] == "encoding":
-                    idx = torch.nonzero(g).squeeze(1)           # [K] entries that saw a gradient
-                    if idx.numel() == 0:
-                        continue
-                    _adam_update(w, g, m, v, steps, idx, lr, beta1, beta2, eps, 0.0)
+                    # Every entry, masked where no gradient came: on a GPU that is a few
+                    # passes over the table, where picking the touched entries out would
+                    # read their count back to the host (a wait for the device) every step.
+                    _adam_update(w, g, m, v, steps, g != 0, lr, beta1, beta2, eps, 0.0)
                 else:
                     _adam_update(w, g, m, v, steps, None, lr, beta1, beta2, eps, group["l2_reg"])
         return None
@@ -87,23 +87,24 @@ def _kernel_applies(p: torch.Tensor) -> bool:
 
 
 def _adam_update(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
-                 steps: torch.Tensor, idx: torch.Tensor | None, lr: float, beta1: float,
+                 steps: torch.Tensor, touched: torch.Tensor | None, lr: float, beta1: float,
                  beta2: float, eps: float, l2_reg: float) -> None:
-    """One Adam update of the flat views w, g, m, v, steps, at `idx` (all where None)."""
-    sel = (lambda t: t) if idx is None else (lambda t: t[idx])
-    wi, gi = sel(w), sel(g)
-    if l2_reg:
-        gi = gi + l2_reg * wi
-    mi = sel(m).mul_(beta1).add_(gi, alpha=1 - beta1)
-    vi = sel(v).mul_(beta2).addcmul_(gi, gi, value=1 - beta2)
-    si = sel(steps).add_(1)
+    """One Adam update of the flat views w, g, m, v, steps, where `touched` [P] bool is true
+    (everywhere when None); the other entries keep their values and step counts."""
+    gi = g + l2_reg * w if l2_reg else g
+    mi = m.mul(beta1).add_(gi, alpha=1 - beta1)
+    vi = v.mul(beta2).addcmul_(gi, gi, value=1 - beta2)
+    si = steps + 1
     sf = si.to(w.dtype)
     step_lr = lr * torch.sqrt(1 - torch.pow(beta2, sf)) / (1 - torch.pow(beta1, sf))
-    new_w = wi - step_lr / (torch.sqrt(vi) + eps) * mi
-    if idx is None:
-        w.copy_(new_w)
-    else:
-        m[idx], v[idx], steps[idx], w[idx] = mi, vi, si, new_w
+    new_w = w - step_lr / (torch.sqrt(vi) + eps) * mi
+    if touched is not None:
+        mi, vi = torch.where(touched, mi, m), torch.where(touched, vi, v)
+        si, new_w = torch.where(touched, si, steps), torch.where(touched, new_w, w)
+    m.copy_(mi)
+    v.copy_(vi)
+    steps.copy_(si)
+    w.copy_(new_w)
 
 
 def param_groups(encodings: Iterable[torch.nn.Module], networks: Iterable[torch.nn.Module]) -> list[dict]:

@@ -6,7 +6,8 @@ after each iteration whether any ray is still marching: hundreds of host round t
 batch. Here one program marches BLOCK rays to their end on the device, in two launches as
 the numba kernel: count the samples of each ray, then (after a prefix sum on the device)
 write them at their ray's offset. Each ray owns its slice of the output: no atomics. The
-one host read is the total sample count, which sizes the output buffers.
+one host read is the total sample count, which sizes the output buffers; with a capacity
+(`ray_marching.march_rays`) there is none: the rays that do not fit are not written.
 
 On a GPU the compiler may fuse `o + t * d` into one fma; a sample whose position falls on
 an occupancy-cell boundary can then land in the neighbouring cell (the interpreter, numpy,
@@ -62,7 +63,8 @@ def _march_kernel(o_ptr, d_ptr, t_near_ptr, t_far_ptr, jitter_ptr, bits_ptr, n_c
                   counts_ptr, offsets_ptr, t_out_ptr, dt_out_ptr, ray_out_ptr,
                   WRITE: tl.constexpr, BLOCK_R: tl.constexpr):
     """Without WRITE: counts [R] of kept samples per ray. With WRITE: the samples, ray r's
-    at offsets[r] onwards (t, dt, ray index)."""
+    at offsets[r] onwards (t, dt, ray index), for the rays whose counts[r] is not 0 (with
+    a capacity, the rays that do not fit have theirs set to 0: not marched again)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     mask = rows < n_rays
     ox = tl.load(o_ptr + rows * 3, mask=mask, other=0.0)
@@ -79,6 +81,7 @@ def _march_kernel(o_ptr, d_ptr, t_near_ptr, t_far_ptr, jitter_ptr, bits_ptr, n_c
     base = tl.zeros([BLOCK_R], dtype=tl.int64)
     if WRITE:
         base = tl.load(offsets_ptr + rows, mask=mask, other=0)
+        active = active & (tl.load(counts_ptr + rows, mask=mask, other=0) > 0)
     active = active & (t < tf) & (n < max_samples)
     going = tl.max(active.to(tl.int32), axis=0)
     while going > 0:
@@ -104,10 +107,13 @@ def block_size(n: int) -> int:
 
 def march(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
           jitter: torch.Tensor, occupied: torch.Tensor, n_cascades: int, resolution: int,
-          min_step: float, max_step: float, cone_angle: float, max_samples: int
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+          min_step: float, max_step: float, cone_angle: float, max_samples: int,
+          capacity: int | None = None
+          ) -> tuple[torch.Tensor, ...]:
     """origins, dirs [R, 3], t_near, t_far, jitter [R] float32 and occupied [C, res^3] bool,
-    all on one device -> ray_idx [S] int64, t [S], dt [S] float32, offsets [R + 1] int64."""
+    all on one device -> ray_idx [S] int64, t [S], dt [S] float32, offsets [R + 1] int64 and,
+    with a capacity (S = capacity, padded as `ray_marching.fit_capacity`), fits [R] bool and
+    the samples before the cut [] int64 (else None, None)."""
     f32 = torch.float32
     o, d = origins.to(f32).contiguous(), dirs.to(f32).contiguous()
     tn, tf, jt = (v.to(f32).contiguous() for v in (t_near, t_far, jitter))
@@ -115,8 +121,12 @@ def march(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far
     n, dev = o.shape[0], o.device
     offsets = torch.zeros(n + 1, dtype=torch.int64, device=dev)
     if n == 0:
-        empty = torch.zeros(0, dtype=f32, device=dev)
-        return torch.zeros(0, dtype=torch.int64, device=dev), empty, empty.clone(), offsets
+        size = capacity or 0
+        empty = torch.zeros(size, dtype=f32, device=dev)
+        if capacity is None:
+            return torch.zeros(0, dtype=torch.int64, device=dev), empty, empty.clone(), offsets, None, None
+        return (torch.zeros(size, dtype=torch.int64, device=dev), empty, empty.clone(), offsets,
+                torch.zeros(0, dtype=torch.bool, device=dev), offsets[-1].clone())
     block = block_size(n)
     grid = (triton.cdiv(n, block),)
     scalars = (n_cascades, 2.0 ** (n_cascades - 2), resolution, float(min_step), float(max_step), float(cone_angle),
@@ -125,11 +135,24 @@ def march(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far
     _march_kernel[grid](o, d, tn, tf, jt, bits, *scalars, counts, offsets, counts, counts, counts,
                         WRITE=False, BLOCK_R=block, **TRITON_LAUNCH_OPTIONS)
     torch.cumsum(counts, 0, out=offsets[1:])
-    total = int(offsets[-1])                     # the one host read: sizes the outputs
-    t_out = torch.empty(total, dtype=f32, device=dev)
-    dt_out = torch.empty(total, dtype=f32, device=dev)
-    ray_out = torch.empty(total, dtype=torch.int64, device=dev)
+    fits = demand = None
+    if capacity is None:
+        total = int(offsets[-1])                 # the one host read: sizes the outputs
+        t_out = torch.empty(total, dtype=f32, device=dev)
+        dt_out = torch.empty(total, dtype=f32, device=dev)
+        ray_out = torch.empty(total, dtype=torch.int64, device=dev)
+    else:
+        # The rays that fit are a prefix (offsets grow): the others own nothing and are not
+        # marched again; padding t = dt = 0 on the last ray.
+        demand = offsets[-1].clone()
+        fits = offsets[1:] <= capacity
+        counts.mul_(fits)
+        torch.cumsum(counts, 0, out=offsets[1:])
+        total = capacity
+        t_out = torch.zeros(total, dtype=f32, device=dev)
+        dt_out = torch.zeros(total, dtype=f32, device=dev)
+        ray_out = torch.full((total,), n - 1, dtype=torch.int64, device=dev)
     if total:
         _march_kernel[grid](o, d, tn, tf, jt, bits, *scalars, counts, offsets, t_out, dt_out,
                             ray_out, WRITE=True, BLOCK_R=block, **TRITON_LAUNCH_OPTIONS)
-    return ray_out, t_out, dt_out, offsets
+    return ray_out, t_out, dt_out, offsets, fits, demand

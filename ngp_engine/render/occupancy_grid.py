@@ -127,17 +127,7 @@ class OccupancyGrid:
         """One update (call every `update_interval` steps). density_fn: [N, 3] -> [N] density."""
         n = self.n_cells
         for k in range(self.n_cascades):
-            if step < self.cfg.warmup_steps:
-                idx = torch.arange(n, device=self.device)
-            else:
-                uniform = torch.randint(0, n, (n // 4,), device=self.device, generator=generator)
-                occ = torch.nonzero(self.occupied[k]).squeeze(1)
-                if occ.numel():
-                    pick = torch.randint(0, occ.numel(), (n // 4,), device=self.device,
-                                         generator=generator)
-                    idx = torch.cat([uniform, occ[pick]])
-                else:
-                    idx = uniform
+            idx = self.cells_to_update(k, step, generator)
             jitter = torch.rand(idx.numel(), 3, device=self.device, generator=generator)
             fresh = torch.zeros(n, device=self.device)
             step_k = self.min_step * (2.0 ** k)
@@ -150,6 +140,28 @@ class OccupancyGrid:
             self.values[k] = torch.where(old < 0, old, torch.maximum(old * self.cfg.decay, fresh))
         self.updates += 1
         self._refresh_bits()
+
+    def cells_to_update(self, k: int, step: int, generator: torch.Generator | None = None
+                        ) -> torch.Tensor:
+        """Cells of cascade k that an update evaluates [M] int64: all of them during the
+        warm-up, then instant-ngp's n/4 uniform picks and n/4 picks among the occupied cells
+        (uniform among them, with replacement; uniform ones again when none is occupied).
+
+        The occupied picks come from the running count of occupied cells and a binary
+        search (the r-th occupied cell for r uniform below their number), not from a list
+        of them: a list's length is a read back to the host, which on a GPU waits for the
+        device.
+        """
+        n = self.n_cells
+        if step < self.cfg.warmup_steps:
+            return torch.arange(n, device=self.device)
+        uniform = torch.randint(0, n, (n // 4,), device=self.device, generator=generator)
+        count = torch.cumsum(self.occupied[k], 0)                               # [n] int64
+        total = count[-1]
+        u = torch.rand(n // 4, device=self.device, generator=generator)
+        r = torch.minimum((u * total).long(), (total - 1).clamp_min(0))        # [n/4] ranks
+        pick = torch.searchsorted(count, r + 1).clamp_max(n - 1)                # their cells
+        return torch.cat([uniform, torch.where(total > 0, pick, uniform)])
 
     def _refresh_bits(self) -> None:
         mean = self.values[0].clamp_min(0.0).mean()

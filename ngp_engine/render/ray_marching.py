@@ -9,6 +9,13 @@ interpreter). The marching rule, in unit-cube units:
 - a sample is kept when its cell in the occupancy grid is occupied, at most
   `max_samples` per ray; its interval length is step(t).
 Samples come packed and sorted by ray: ray i owns entries offsets[i]:offsets[i + 1].
+
+With a `capacity` C the buffers have exactly C entries and nothing is read back to the host
+(what a GPU training step needs: every host read waits for the device's queue to drain):
+the rays whose samples all fit, in ray order, keep them; the first ray that does not fit
+and every ray after it get none (a suffix of the rays, as instant-ngp drops the rays that
+overflow its sample buffer; `RaySamples.fits` says which). Entries past offsets[R] are padding:
+t = dt = 0 (a zero interval: no weight, no gradient) on the last ray.
 """
 from __future__ import annotations
 
@@ -30,10 +37,20 @@ class RaySamples:
     t: torch.Tensor         # [S] float32, distance along the (unit) ray direction
     dt: torch.Tensor        # [S] float32, interval length of the sample
     offsets: torch.Tensor   # [R + 1] int64, ray i owns [offsets[i], offsets[i + 1])
+    fits: torch.Tensor | None = None   # [R] bool, with a capacity: the rays that kept all
+                                       # their samples (a prefix of the rays); None: all did
+    demand: torch.Tensor | None = None  # [] int64, with a capacity: the samples the rays had
+                                        # before the cut (sizes the next buffers)
 
     @property
     def n_samples(self) -> int:
+        """Entries of the buffers (with a capacity: the capacity; see `count`)."""
         return int(self.t.shape[0])
+
+    @property
+    def count(self) -> torch.Tensor:
+        """[] int64 on the device: the samples the rays own (offsets[R]), without a host read."""
+        return self.offsets[-1]
 
     def select(self, keep: torch.Tensor) -> "RaySamples":
         """Samples where keep [S] bool is true (still sorted by ray)."""
@@ -52,13 +69,15 @@ def step_bounds(steps_per_diagonal: int, n_cascades: int, grid_resolution: int) 
 def march_rays(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
                grid: OccupancyGrid, min_step: float, max_step: float, cone_angle: float,
                max_samples: int, jitter: torch.Tensor | None = None,
-               backend: str = "auto") -> RaySamples:
+               backend: str = "auto", capacity: int | None = None) -> RaySamples:
     """March R rays (unit-cube origins [R, 3], unit dirs [R, 3], t_near/t_far [R]).
 
     jitter [R] in [0, 1) offsets each ray's first sample (training); None puts it at t_near.
     backend: "torch", "cpu" (numba kernel; CPU tensors only), "triton" (GPU tensors, or CPU
     tensors under TRITON_INTERPRET=1) or "auto" (cpu on the CPU, triton on CUDA/ROCm when
     importable, else torch).
+    capacity: buffers of exactly that many entries (see the module's docstring); the Triton
+    marcher then reads nothing back to the host.
     """
     if jitter is None:
         jitter = torch.zeros_like(t_near)
@@ -71,15 +90,37 @@ def march_rays(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, 
     if backend == "triton":
         from . import _triton_marching as K  # noqa: PLC0415 - triton loads on first GPU use
 
-        ray_idx, t, dt, offsets = K.march(origins, dirs, t_near, t_far, jitter, grid.occupied,
-                                          grid.n_cascades, grid.resolution, min_step, max_step,
-                                          cone_angle, max_samples)
-        return RaySamples(ray_idx, t, dt, offsets)
+        ray_idx, t, dt, offsets, fits, demand = K.march(
+            origins, dirs, t_near, t_far, jitter, grid.occupied, grid.n_cascades, grid.resolution,
+            min_step, max_step, cone_angle, max_samples, capacity)
+        return RaySamples(ray_idx, t, dt, offsets, fits, demand)
     if backend == "cpu":
-        return _march_rays_kernel(origins, dirs, t_near, t_far, grid, min_step, max_step,
-                                  cone_angle, max_samples, jitter)
-    return march_rays_torch(origins, dirs, t_near, t_far, grid, min_step, max_step, cone_angle,
-                            max_samples, jitter)
+        s = _march_rays_kernel(origins, dirs, t_near, t_far, grid, min_step, max_step,
+                               cone_angle, max_samples, jitter)
+    else:
+        s = march_rays_torch(origins, dirs, t_near, t_far, grid, min_step, max_step, cone_angle,
+                             max_samples, jitter)
+    return s if capacity is None else fit_capacity(s, capacity)
+
+
+def fit_capacity(s: RaySamples, capacity: int) -> RaySamples:
+    """Packed samples `s` of R rays in buffers of exactly `capacity` entries (the module's
+    docstring: whole rays, in order, while they fit; padding t = dt = 0 on the last ray).
+    Device ops only: no host read."""
+    n_rays = s.offsets.numel() - 1
+    fits = s.offsets[1:] <= capacity                                        # [R], a prefix
+    # Rays are packed in order, so the ones that fit own the first `kept` entries.
+    kept = torch.where(fits, s.offsets[1:], torch.zeros_like(s.offsets[1:])).amax() if n_rays \
+        else s.offsets[0]
+    offsets = torch.minimum(s.offsets, kept)
+    m = min(capacity, s.n_samples)
+    live = torch.arange(capacity, device=s.t.device) < kept
+    t, dt = s.t.new_zeros(capacity), s.dt.new_zeros(capacity)
+    ray_idx = torch.full((capacity,), max(n_rays - 1, 0), dtype=torch.int64, device=s.t.device)
+    t[:m], dt[:m], ray_idx[:m] = s.t[:m], s.dt[:m], s.ray_idx[:m]
+    return RaySamples(torch.where(live, ray_idx, max(n_rays - 1, 0)),
+                      torch.where(live, t, 0.0), torch.where(live, dt, 0.0), offsets, fits,
+                      s.offsets[-1])
 
 
 MARCHERS = ("auto", "torch", "cpu", "triton")

@@ -2,6 +2,8 @@
 volume rendering. Used by training (with gradients) and by the render/eval outputs."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,13 +55,19 @@ class RenderedRays:
     depth: torch.Tensor        # [R] sum of w_i t_i (unit-cube distance; divide by opacity for
                                #     the expected depth of the surface)
     normals: torch.Tensor | None  # [R, 3] weighted unit normals (not normalised), when asked
-    n_marched: int             # samples the marcher produced
-    n_samples: int             # samples after early termination (what the network trained on)
+    n_marched: int | torch.Tensor  # samples the marcher produced
+    n_samples: int | torch.Tensor  # samples after early termination (what the network trained
+                                   # on); with a capacity both are [] int64 device tensors
+    fits: torch.Tensor | None = None  # [R] bool, with a capacity: the rays rendered with all
+                                      # their samples (the others got none); None: all were
+    demand: torch.Tensor | None = None  # [2] int64, with a capacity: samples marched and kept
+                                        # before the buffers cut any (sizes the next ones)
 
 
 def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
                 settings: MarchSettings, background: torch.Tensor | None = None,
-                jitter: torch.Tensor | None = None, want_normals: bool = False) -> RenderedRays:
+                jitter: torch.Tensor | None = None, want_normals: bool = False,
+                capacity: Capacity | None = None) -> RenderedRays:
     """Render R rays: unit-cube origins [R, 3], unit directions [R, 3], background [R, 3] or
     [3] (None: black). Differentiable in the field's parameters when grad is enabled.
 
@@ -67,15 +75,23 @@ def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor
     density only and without gradients, the samples in front of each ray's first opaque
     point; only those are shaded with gradients (instant-ngp's and nerfacc's two passes).
     `n_marched` then counts the density evaluations of that search.
+
+    With a `capacity` (a GPU training step; early termination on, offsets-walking
+    compositing: the "cpu" or "triton" kernels) the search is `visible_samples_within`:
+    fixed-size buffers and no host read; `fits` says which rays were rendered.
     """
     n_rays = origins.shape[0]
     dev = origins.device
-    box_min = torch.tensor(settings.box_min, device=dev, dtype=torch.float32)
-    box_max = torch.tensor(settings.box_max, device=dev, dtype=torch.float32)
     with torch.no_grad():
-        t_near, t_far = ray_box_intersect(origins, dirs, box_min, box_max)
-        encoded = None
-        if settings.early_stop > 0:
+        t_near, t_far = ray_box_intersect(origins, dirs, *box_tensors(settings, dev))
+        encoded = fits = demand = None
+        if capacity is not None and n_rays:
+            if compositor_for(dev, settings.backend) not in ("cpu", "triton"):
+                raise ValueError("render_rays: a capacity needs the compositing kernels (cpu or "
+                                 "triton), which read each ray's samples by its offsets")
+            samples, n_marched, encoded, fits, demand = visible_samples_within(
+                field, grid, origins, dirs, t_near, t_far, settings, capacity, jitter)
+        elif settings.early_stop > 0:
             samples, n_marched, encoded = visible_samples(field, grid, origins, dirs, t_near,
                                                           t_far, settings, jitter)
         else:
@@ -90,7 +106,110 @@ def render_rays(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor
                   normals=nrm, backend=settings.backend)
     color = c.rgb if background is None else c.rgb + (1.0 - c.opacity)[:, None] * background
     normals = (c.normals if c.normals is not None else origins.new_zeros(n_rays, 3)) if want_normals else None
-    return RenderedRays(color, c.opacity, c.depth, normals, n_marched, samples.n_samples)
+    n_samples = samples.count if fits is not None else samples.n_samples
+    return RenderedRays(color, c.opacity, c.depth, normals, n_marched, n_samples, fits, demand)
+
+
+@functools.lru_cache(maxsize=16)
+def box_tensors(settings: MarchSettings, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """settings' box_min and box_max [3] float32 on `device`, made once: on a GPU a tensor
+    made from host values is a blocking copy, which waits for the device's queue."""
+    return (torch.tensor(settings.box_min, device=device, dtype=torch.float32),
+            torch.tensor(settings.box_max, device=device, dtype=torch.float32))
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Buffer sizes of a search without host reads (`visible_samples_within`): `marched`
+    samples (density only) and `kept` samples (shaded with gradients). None: the marched
+    buffer sized to fit exactly, by reading the count back, and the kept one as large (for
+    the first steps, while nothing has been measured yet)."""
+
+    marched: int | None = None
+    kept: int | None = None
+
+    MARGIN = 1.25       # buffers hold this times the samples per ray last measured ...
+    GRAIN = 1024        # ... plus up to two grains (sizes in whole grains)
+
+    @classmethod
+    def after(cls, rays_then: int, marched: int, kept: int, rays_now: int) -> "Capacity":
+        """Buffers for `rays_now` rays after `rays_then` rays asked for `marched` and `kept`
+        samples (their demand, before any cut)."""
+        def size(n: int) -> int:
+            want = cls.MARGIN * n * rays_now / max(rays_then, 1) + cls.GRAIN
+            return cls.GRAIN * (int(want) // cls.GRAIN + 1)
+        return cls(size(marched), size(kept))
+
+
+@torch.no_grad()
+def visible_samples_within(field: RadianceField, grid: OccupancyGrid, origins: torch.Tensor,
+                           dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
+                           settings: MarchSettings, capacity: Capacity,
+                           jitter: torch.Tensor | None = None
+                           ) -> tuple[RaySamples, torch.Tensor, torch.Tensor | None, torch.Tensor,
+                                      torch.Tensor]:
+    """`visible_samples` in fixed-size buffers, for GPUs: nothing is read back to the host.
+
+    Every ray is marched to its end in one go into `capacity.marched` entries (the rays that
+    do not fit get no samples: `ray_marching.fit_capacity`), the density of every entry is
+    evaluated, and each ray keeps the samples with transmittance in front above
+    settings.early_stop (a prefix of the ray: optical depths summed in float64, so that
+    the sums only grow), packed into `capacity.kept` entries the same way (padding: t = dt
+    = 0 on the last ray). No windows: whether any ray goes on is a host read; the hidden
+    samples cost a density evaluation each instead (instant-ngp evaluates them too).
+
+    Returns the kept samples (capacity.kept entries), how many were marched and evaluated
+    ([] int64), their encodings [kept, L * F] when the field offers `encode` (else None; the
+    padding's rows are copies of real ones), which rays fit both buffers [R] bool, and the
+    demand [2] int64: the samples marched before the marched buffer cut any, and the kept
+    ones before the kept buffer cut any (for rays the marched buffer cut, estimated at the
+    rate of the others).
+    """
+    n_rays, dev = origins.shape[0], origins.device
+    s = _to(march_rays(origins, dirs, t_near, t_far, grid, settings.min_step, settings.max_step,
+                       settings.cone_angle, settings.max_samples, jitter=jitter,
+                       backend=settings.backend, capacity=capacity.marched), dev)
+    size = s.n_samples                          # capacity.marched, or exactly the samples
+    pos = _positions(origins, dirs, s)
+    reuse = hasattr(field, "encode") and hasattr(field, "density_of")
+    enc = None
+    if reuse:
+        enc = field.encode(pos)                                         # type: ignore[attr-defined]
+        sd = field.density_of(enc) * s.dt                               # type: ignore[attr-defined]
+    else:
+        sd = field.density(pos) * s.dt
+    slot = torch.arange(size, device=dev)
+    live = slot < s.count
+    # Optical depth in front of each sample within its ray: an inclusive float64 sum shifted
+    # by one (so it never decreases along a ray) minus the sum in front of the ray's first.
+    # (A NaN density counts as none: a NaN in a batch-wide sum would empty every later ray.)
+    total = torch.cumsum(torch.where(live & ~sd.isnan(), sd, 0.0).double(), 0)
+    front = torch.cat([total.new_zeros(1), total[:-1]])                 # [M] before each entry
+    first = front[s.offsets[:-1].clamp_max(max(size - 1, 0))] if size else front.new_zeros(n_rays)
+    keep = live & (torch.exp(-(front - first[s.ray_idx])) > settings.early_stop)
+    kept = torch.zeros(n_rays, dtype=torch.int64, device=dev).index_add_(0, s.ray_idx, keep.long())
+    offsets = torch.zeros(n_rays + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(kept, 0, out=offsets[1:])
+    # Kept samples of the rays the marched buffer cut: estimated at the rate of those marched.
+    marched = s.count if s.demand is None else s.demand
+    kept_all = (offsets[-1].double() * marched.double() / s.count.clamp_min(1).double()).round()
+    demand = torch.stack([marched, kept_all.long()])
+    room = size if capacity.kept is None else capacity.kept
+    fits = offsets[1:] <= room                                          # [R], a prefix
+    n_kept = torch.where(fits, offsets[1:], 0).amax() if n_rays else offsets[0]
+    offsets = torch.minimum(offsets, n_kept)
+    keep = keep & fits[s.ray_idx]
+    # Entry i of ray r goes to offsets[r] + (i - the ray's first entry); the rest to a
+    # spare slot past the end.
+    dest = torch.where(keep, offsets[s.ray_idx] + slot - s.offsets[s.ray_idx], room)
+    src = torch.zeros(room + 1, dtype=torch.int64, device=dev).scatter_(0, dest, slot)[:room]
+    real = torch.arange(room, device=dev) < n_kept
+    last = max(n_rays - 1, 0)
+    samples = RaySamples(torch.where(real, s.ray_idx[src], last), torch.where(real, s.t[src], 0.0),
+                         torch.where(real, s.dt[src], 0.0), offsets)
+    fitted = fits if s.fits is None else fits & s.fits
+    encoded = None if enc is None else enc.index_select(0, src)
+    return samples, s.count, encoded, fitted, demand
 
 
 class RayWindows:
@@ -248,7 +367,8 @@ def _positions(origins: torch.Tensor, dirs: torch.Tensor, s: RaySamples) -> torc
 def _to(s: RaySamples, dev: torch.device) -> RaySamples:
     if s.t.device == dev:
         return s
-    return RaySamples(s.ray_idx.to(dev), s.t.to(dev), s.dt.to(dev), s.offsets.to(dev))
+    moved = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}
+    return RaySamples(**{k: v if v is None else v.to(dev) for k, v in moved.items()})
 
 
 def shade(field: RadianceField, pos: torch.Tensor, d: torch.Tensor, ray_idx: torch.Tensor,
@@ -298,9 +418,7 @@ def render_rays_windowed(field: RadianceField, grid: OccupancyGrid, origins: tor
     """
     n_rays = origins.shape[0]
     dev = origins.device
-    box_min = torch.tensor(settings.box_min, device=dev, dtype=torch.float32)
-    box_max = torch.tensor(settings.box_max, device=dev, dtype=torch.float32)
-    t_near, t_far = ray_box_intersect(origins, dirs, box_min, box_max)
+    t_near, t_far = ray_box_intersect(origins, dirs, *box_tensors(settings, dev))
     rgb_acc = origins.new_zeros(n_rays, 3)
     opacity = origins.new_zeros(n_rays)
     depth = origins.new_zeros(n_rays)

@@ -47,7 +47,7 @@ class Progress:
     step: int = 0                      # steps done so far (this one included)
     seconds: float = 0.0               # training time so far
     psnr: float | torch.Tensor | None = None   # training PSNR of this batch, where it means something
-    samples_per_ray: float | None = None
+    samples_per_ray: float | torch.Tensor | None = None
     rays_per_second: float | None = None
 
     def resolved(self) -> "Progress":

@@ -17,7 +17,7 @@ from ...formats.camera import Camera
 from ...formats.unit_cube import UnitCube
 from ...render.occupancy_grid import OccupancyGrid, n_cascades_for
 from ...render.passes import PASSES, check_passes
-from ...render.ray_marching import step_bounds
+from ...render.ray_marching import marcher_for, step_bounds
 from ...render.rays import camera_directions, camera_rays, pixel_grid, rays_from_directions
 from ...render.renderer import MarchSettings, RenderedRays, render_rays, render_rays_windowed
 
@@ -55,6 +55,15 @@ class NerfModel:
     @property
     def backend(self) -> str:
         return self.field.encoding.backend_for(self.device)
+
+    @property
+    def reads_nothing_back(self) -> bool:
+        """Whether training renders with fixed-size buffers (`renderer.Capacity`), reading
+        nothing back to the host per step: where the Triton marcher runs (GPUs, and the
+        interpreter's tests), with early termination on. The CPU's windowed search reads
+        counts as it goes, which costs nothing there."""
+        return (self.settings.early_stop > 0
+                and marcher_for(self.device, self.settings.backend) == "triton")
 
     # ------------------------------------------------------------------ cameras
     def unit_c2w(self, c2w_world: np.ndarray) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ...config import NERF_PRESETS, NerfConfig
 from ...data.transforms import NerfDataset, load_nerf_dataset
+from ...device import LaggedReads
 from ...errors import UserError
 from ...formats.camera import Camera, stack_cameras
 from ...formats.unit_cube import UnitCube
@@ -22,6 +23,7 @@ from ...nn.losses import loss
 from ...nn.optim import TcnnAdam, param_groups
 from ...render.passes import PASSES
 from ...render.rays import camera_rays, direction_maps, enclosing_pinhole, rays_from_directions
+from ...render.renderer import Capacity
 from ..base import Progress, Task
 from .mesh import DEFAULT_MESH_THRESHOLD, nerf_mesh
 from .model import NerfModel
@@ -91,6 +93,10 @@ class NerfTask(Task):
         self.sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.n_rays = cfg.initial_rays
         self.rays_seen = 0
+        # Where a step reads nothing back (GPUs): the samples each step asked for reach the
+        # host a few steps later (`LaggedReads`), and size the buffers and the ray count then.
+        self.reads = LaggedReads(device)
+        self.capacity = Capacity()            # exact sizes (one read) until a step is measured
 
     @property
     def n_images(self) -> int:
@@ -170,10 +176,17 @@ class NerfTask(Task):
         o, d, bg, target, jitter, img = o[part], d[part], bg[part], target[part], jitter[part], img[part]
         weight = ranks.weight(n)
         self.optimizer.zero_grad(set_to_none=True)
-        out = model.render_rays(o, d, background=bg, jitter=jitter)
+        fixed = model.reads_nothing_back
+        out = model.render_rays(o, d, background=bg, jitter=jitter,
+                                **({"capacity": self.capacity} if fixed else {}))
         pred = out.rgb
         if model.appearance is not None:     # the photo's look = its correction of the neutral one
             pred = model.appearance(pred, img)
+        if out.fits is not None:
+            # Rays that did not fit the buffers are not in the batch: no loss, no gradient,
+            # and the means are over the rays rendered.
+            pred = torch.where(out.fits[:, None], pred, target)
+            weight = weight * (pred.shape[0] / out.fits.sum().clamp_min(1))
         value = loss(cfg.loss, pred, target) * weight
         if model.appearance is not None:
             value = value + cfg.appearance_penalty * model.appearance.penalty() / ranks.world
@@ -184,16 +197,34 @@ class NerfTask(Task):
         # several ranks they, the gradients and the sample count are summed over the ranks.
         (value_sum, mse_sum), n_samples = ranks.reduce_gradients(
             self.optimizer.param_groups, torch.stack([value.detach(), mse]), out.n_samples)
-        if n_samples:
-            self.optimizer.step()
-        # Adapt the ray count so the next step feeds about target_batch_samples samples.
-        per_ray = n_samples / n
-        want = cfg.target_batch_samples / max(per_ray, 1.0 / 16)
-        rays = RAY_GRANULARITY * round((0.5 * n + 0.5 * want) / RAY_GRANULARITY)
-        self.n_rays = int(min(MAX_RAYS, max(MIN_RAYS, rays)))
         self.rays_seen += n
-        return Progress(loss=value_sum, psnr=-10.0 * torch.log10(mse_sum.clamp_min(1e-10)),
-                        samples_per_ray=per_ray)
+        progress = Progress(loss=value_sum, psnr=-10.0 * torch.log10(mse_sum.clamp_min(1e-10)),
+                            samples_per_ray=n_samples / n)
+        if not fixed:
+            if n_samples:
+                self.optimizer.step()
+            self._adapt_rays(n, n_samples)
+            return progress
+        # Nothing read back: an empty batch steps too (the tables see no gradient, so Adam
+        # leaves them; the MLPs' moments move, as in instant-ngp). The demand of the step
+        # `reads.lag` steps back sizes the buffers and the ray count from here on.
+        self.optimizer.step()
+        demand = out.demand if out.demand is not None else \
+            torch.zeros(2, dtype=torch.int64, device=self.device)      # a share with no rays
+        self.reads.push(ranks.sum_counts(demand), n)
+        for rays_then, (marched, kept) in self.reads.ready():      # summed over the ranks
+            self._adapt_rays(rays_then, kept)
+            # Each rank renders its share of the rays.
+            self.capacity = Capacity.after(rays_then * ranks.world, marched, kept, self.n_rays)
+        return progress
+
+    def _adapt_rays(self, n: int, n_samples: int) -> None:
+        """Adapt the ray count so that a step feeds about target_batch_samples samples, after
+        n rays had n_samples."""
+        per_ray = n_samples / n
+        want = self.cfg.target_batch_samples / max(per_ray, 1.0 / 16)
+        rays = RAY_GRANULARITY * round((0.5 * self.n_rays + 0.5 * want) / RAY_GRANULARITY)
+        self.n_rays = int(min(MAX_RAYS, max(MIN_RAYS, rays)))
 
     def step(self) -> Progress:
         p = super().step()
@@ -243,9 +274,15 @@ class NerfTask(Task):
     def extra_state(self) -> dict[str, Any]:
         return {"transform": self.model.transform.to_dict(), "dataset": self.dataset_path,
                 "image_size": [self.width, self.height], "n_rays": self.n_rays,
-                "rays_seen": self.rays_seen}
+                "rays_seen": self.rays_seen,
+                # A GPU run's demand not read yet and its buffer sizes: a resumed run goes
+                # on as if it never stopped.
+                "pending_reads": self.reads.pending(),
+                "capacity": [self.capacity.marched, self.capacity.kept]}
 
     def load_state_dict(self, ckpt: dict[str, Any], where: str | Path = "checkpoint") -> None:
         super().load_state_dict(ckpt, where)
         self.n_rays = int(ckpt["n_rays"])
         self.rays_seen = int(ckpt.get("rays_seen", 0))
+        self.reads.restore(ckpt.get("pending_reads", []))
+        self.capacity = Capacity(*ckpt.get("capacity", [None, None]))

@@ -217,12 +217,18 @@ def test_a_gpu_path_run_resumes_exactly(nerf_scene, tmp_path):
     assert_identical(resumed, expected)
 
 
-def test_sdf_training_steps_match_the_reference_backend(tmp_path):
+def test_sdf_training_steps_match_the_reference_backend(tmp_path, monkeypatch):
+    # ... and on the GPU paths (Adam's torch code) an SDF step waits for nothing either
+    # (after the first, which builds the ground-truth pool).
     from ngp_engine.config import SdfConfig
     from ngp_engine.data.mesh import load_sdf_mesh
+    from ngp_engine.host_syncs import HostSyncs
     from ngp_engine.mesh.io import write_ply
+    from ngp_engine.nn import optim
     from ngp_engine.tasks.sdf.task import SdfTask
     from test_sdf import icosphere
+
+    monkeypatch.setattr(optim, "_kernel_applies", lambda p: False)
 
     v, f = icosphere(0.5, 3)
     write_ply(tmp_path / "sphere.ply", v, f)
@@ -236,7 +242,11 @@ def test_sdf_training_steps_match_the_reference_backend(tmp_path):
                         batch_size=1 << 12, ground_truth_pool=1 << 15)
         task = SdfTask(mesh, cfg, DEVICE)
         start = task.model.encoding.params.detach().clone()
-        losses = [task.step().resolved().loss for _ in range(6)]
+        steps = [task.step()]                   # (the first builds the ground-truth pool)
+        with HostSyncs() as syncs:
+            steps += [task.step() for _ in range(5)]
+        assert syncs.total == 0, syncs.report()
+        losses = [p.resolved().loss for p in steps]
         runs[backend] = losses, (task.model.encoding.params.detach() - start).cpu()
     np.testing.assert_allclose(runs["triton"][0], runs["torch"][0], rtol=1e-3)
     _table_update_agrees(runs["torch"][1], runs["triton"][1])

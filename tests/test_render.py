@@ -1098,6 +1098,27 @@ def test_render_early_termination_drops_hidden_samples():
     torch.testing.assert_close(cut_t.rgb, cut.rgb, rtol=0, atol=1e-6)
 
 
+def _search_case(backend: str, max_samples: int):
+    """A soft sphere (handing its encodings on), 200 random rays with jittered starts, the
+    search's settings, every sample marched, and the reference's kept samples: marching
+    every ray to its end, evaluating every density, keeping those with transmittance in
+    front above early_stop (the training renderer's former two passes)."""
+    from ngp_engine.render.volume_rendering import transmittance
+
+    field = EncodedSphereField(sigma=300.0, softness=0.02)
+    grid = _grid(16, 1)
+    gen = torch.Generator().manual_seed(5)
+    o, d = _random_rays(200, 1.0, gen)
+    t_near, t_far = ray_box_intersect(o, d, *_box())
+    jitter = torch.rand(200, generator=gen)
+    st = replace(_settings(1e-4, backend), max_samples=max_samples)
+    every = march_rays(o, d, t_near, t_far, grid, st.min_step, st.max_step, 0.0, max_samples,
+                       jitter, backend="cpu")
+    sd = field.density(o[every.ray_idx] + every.t[:, None] * d[every.ray_idx]) * every.dt
+    ref = every.select(transmittance(sd, every.ray_idx, every.offsets) > st.early_stop)
+    return field, grid, o, d, t_near, t_far, jitter, st, every, ref
+
+
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 @pytest.mark.parametrize("max_samples", [1024, 20])
 def test_visible_samples_are_those_of_marching_everything_then_cutting(max_samples, backend):
@@ -1108,20 +1129,9 @@ def test_visible_samples_are_those_of_marching_everything_then_cutting(max_sampl
     # torch code (and marcher). The field hands its encodings on: they come back packed
     # like the samples.
     from ngp_engine.render.renderer import visible_samples
-    from ngp_engine.render.volume_rendering import transmittance
 
-    field = EncodedSphereField(sigma=300.0, softness=0.02)
-    grid = _grid(16, 1)
-    gen = torch.Generator().manual_seed(5)
-    o, d = _random_rays(200, 1.0, gen)
-    t_near, t_far = ray_box_intersect(o, d, *_box())
-    jitter = torch.rand(200, generator=gen)
-    st = replace(_settings(1e-4, backend), max_samples=max_samples)
+    field, grid, o, d, t_near, t_far, jitter, st, every, ref = _search_case(backend, max_samples)
     assert compositor_for(CPU, backend) == backend      # "cpu": the kernels do run
-    every = march_rays(o, d, t_near, t_far, grid, st.min_step, st.max_step, 0.0, max_samples,
-                       jitter, backend="cpu")
-    sd = field.density(o[every.ray_idx] + every.t[:, None] * d[every.ray_idx]) * every.dt
-    ref = every.select(transmittance(sd, every.ray_idx, every.offsets) > st.early_stop)
     got, n_evaluated, encoded = visible_samples(field, grid, o, d, t_near, t_far, st, jitter,
                                                 first_window=2, max_window=8)
     assert torch.equal(got.offsets, ref.offsets) and torch.equal(got.ray_idx, ref.ray_idx)
@@ -1149,19 +1159,8 @@ def test_visible_samples_within_fixed_buffers(cut, backend):
     # samples (marching everything, then cutting), then padding with t = dt = 0. Where a
     # buffer is too small: whole rays in order while they fit (a prefix), none after.
     from ngp_engine.render.renderer import Capacity, visible_samples_within
-    from ngp_engine.render.volume_rendering import transmittance
 
-    field = EncodedSphereField(sigma=300.0, softness=0.02)
-    grid = _grid(16, 1)
-    gen = torch.Generator().manual_seed(5)
-    o, d = _random_rays(200, 1.0, gen)
-    t_near, t_far = ray_box_intersect(o, d, *_box())
-    jitter = torch.rand(200, generator=gen)
-    st = _settings(1e-4, backend)
-    every = march_rays(o, d, t_near, t_far, grid, st.min_step, st.max_step, 0.0, 1024, jitter,
-                       backend="cpu")
-    sd = field.density(o[every.ray_idx] + every.t[:, None] * d[every.ray_idx]) * every.dt
-    ref = every.select(transmittance(sd, every.ray_idx, every.offsets) > st.early_stop)
+    field, grid, o, d, t_near, t_far, jitter, st, every, ref = _search_case(backend, 1024)
     capacity = {"exact": Capacity(), "ample": Capacity(every.n_samples + 100, ref.n_samples + 50),
                 "marched": Capacity(every.n_samples // 2, ref.n_samples),
                 "kept": Capacity(every.n_samples, ref.n_samples // 3)}[cut]

@@ -170,14 +170,7 @@ def visible_samples_within(field: RadianceField, grid: OccupancyGrid, origins: t
                        settings.cone_angle, settings.max_samples, jitter=jitter,
                        backend=settings.backend, capacity=capacity.marched), dev)
     size = s.n_samples                          # capacity.marched, or exactly the samples
-    pos = _positions(origins, dirs, s)
-    reuse = hasattr(field, "encode") and hasattr(field, "density_of")
-    enc = None
-    if reuse:
-        enc = field.encode(pos)                                         # type: ignore[attr-defined]
-        sd = field.density_of(enc) * s.dt                               # type: ignore[attr-defined]
-    else:
-        sd = field.density(pos) * s.dt
+    sd, enc = _optical_thickness(field, _positions(origins, dirs, s), s.dt)
     slot = torch.arange(size, device=dev)
     live = slot < s.count
     # Optical depth in front of each sample within its ray: an inclusive float64 sum shifted
@@ -310,13 +303,7 @@ def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Te
     while (got := windows.next()) is not None:
         alive, s, prefix = got
         n_evaluated += s.n_samples
-        pos = _positions(origins[alive], dirs[alive], s)
-        enc = None
-        if reuse:
-            enc = field.encode(pos)                                     # type: ignore[attr-defined]
-            sd = field.density_of(enc) * s.dt                           # type: ignore[attr-defined]
-        else:
-            sd = field.density(pos) * s.dt
+        sd, enc = _optical_thickness(field, _positions(origins[alive], dirs[alive], s), s.dt)
         if runs is not None:
             kept, behind = _cpu_windows.window_keep(sd, s.offsets, prefix, settings.early_stop)
             runs.add(alive, s, kept, enc)
@@ -350,6 +337,16 @@ def visible_samples(field: RadianceField, grid: OccupancyGrid, origins: torch.Te
     encoded = torch.cat(feats)[order] if reuse else None
     return (RaySamples(ray_idx, torch.cat(ts)[order], torch.cat(dts)[order], offsets), n_evaluated,
             encoded)
+
+
+def _optical_thickness(field: RadianceField, pos: torch.Tensor, dt: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """sigma * dt [S] of samples at pos [S, 3] with intervals dt [S], and their encodings
+    [S, L * F] when the field offers `encode` (None otherwise): the search's evaluation."""
+    if hasattr(field, "encode") and hasattr(field, "density_of"):
+        enc = field.encode(pos)                                         # type: ignore[attr-defined]
+        return field.density_of(enc) * dt, enc                          # type: ignore[attr-defined]
+    return field.density(pos) * dt, None
 
 
 def _positions(origins: torch.Tensor, dirs: torch.Tensor, s: RaySamples) -> torch.Tensor:

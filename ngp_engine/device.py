@@ -124,16 +124,21 @@ class LaggedReads:
         out = []
         while len(self._pending) > self.lag:
             tag, values, done = self._pending.popleft()
-            if done is not None:
-                done.synchronize()              # recorded `lag` steps ago: already passed
-            out.append((tag, (values if values.device.type == "cpu" else values.cpu()).tolist()))
+            out.append((tag, _on_host(values, done).tolist()))
         return out
 
     def pending(self) -> list[tuple[Any, list]]:
         """(tag, values) of the pushes not handed out yet, read now (for a checkpoint)."""
-        return [(tag, (v if v.device.type == "cpu" else v.cpu()).tolist())
-                for tag, v, _ in self._pending]
+        return [(tag, _on_host(values, done).tolist()) for tag, values, done in self._pending]
 
     def restore(self, items: list[tuple[Any, list]]) -> None:
         """Pushes as `pending` gave them (a resumed run hands them out when it would have)."""
         self._pending = collections.deque((tag, torch.tensor(values), None) for tag, values in items)
+
+
+def _on_host(values: torch.Tensor, done: Any) -> torch.Tensor:
+    """A pushed value on the host, once its copy there is done (`done`: the CUDA event
+    recorded after it, or None)."""
+    if done is not None:
+        done.synchronize()          # recorded `lag` steps ago: normally long passed
+    return values if values.device.type == "cpu" else values.cpu()

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from ..encoding.backends import TRITON_LAUNCH_OPTIONS, triton_interpreted
+from .ray_marching import fit_offsets
 
 INTERPRETED = triton_interpreted()
 BLOCK = 128                      # rays per program on a GPU
@@ -145,9 +146,9 @@ def march(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far
         # The rays that fit are a prefix (offsets grow): the others own nothing and are not
         # marched again; padding t = dt = 0 on the last ray.
         demand = offsets[-1].clone()
-        fits = offsets[1:] <= capacity
+        fits, fitted = fit_offsets(offsets, capacity)
+        offsets.copy_(fitted)
         counts.mul_(fits)
-        torch.cumsum(counts, 0, out=offsets[1:])
         total = capacity
         t_out = torch.zeros(total, dtype=f32, device=dev)
         dt_out = torch.zeros(total, dtype=f32, device=dev)

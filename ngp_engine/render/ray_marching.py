@@ -103,16 +103,22 @@ def march_rays(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, 
     return s if capacity is None else fit_capacity(s, capacity)
 
 
+def fit_offsets(offsets: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of the rays owning offsets [R + 1] (packed in order) fit in `capacity` entries
+    [R] bool (a prefix of the rays), and their offsets with the rest owning nothing
+    [R + 1]. Device ops only."""
+    # Rays are packed in order: the ones that fit own the first `kept` entries.
+    kept = torch.where(offsets <= capacity, offsets, 0).amax()
+    return offsets[1:] <= capacity, torch.minimum(offsets, kept)
+
+
 def fit_capacity(s: RaySamples, capacity: int) -> RaySamples:
     """Packed samples `s` of R rays in buffers of exactly `capacity` entries (the module's
     docstring: whole rays, in order, while they fit; padding t = dt = 0 on the last ray).
     Device ops only: no host read."""
     n_rays = s.offsets.numel() - 1
-    fits = s.offsets[1:] <= capacity                                        # [R], a prefix
-    # Rays are packed in order, so the ones that fit own the first `kept` entries.
-    kept = torch.where(fits, s.offsets[1:], torch.zeros_like(s.offsets[1:])).amax() if n_rays \
-        else s.offsets[0]
-    offsets = torch.minimum(s.offsets, kept)
+    fits, offsets = fit_offsets(s.offsets, capacity)
+    kept = offsets[-1]
     m = min(capacity, s.n_samples)
     live = torch.arange(capacity, device=s.t.device) < kept
     t, dt = s.t.new_zeros(capacity), s.dt.new_zeros(capacity)

@@ -11,7 +11,7 @@ import torch
 
 from ..encoding.backends import try_import
 from .occupancy_grid import OccupancyGrid
-from .ray_marching import RaySamples, march_rays
+from .ray_marching import RaySamples, fit_offsets, march_rays
 from .rays import ray_box_intersect
 from .volume_rendering import composite, compositor_for, transmittance
 
@@ -188,9 +188,8 @@ def visible_samples_within(field: RadianceField, grid: OccupancyGrid, origins: t
     kept_all = (offsets[-1].double() * marched.double() / s.count.clamp_min(1).double()).round()
     demand = torch.stack([marched, kept_all.long()])
     room = size if capacity.kept is None else capacity.kept
-    fits = offsets[1:] <= room                                          # [R], a prefix
-    n_kept = torch.where(fits, offsets[1:], 0).amax() if n_rays else offsets[0]
-    offsets = torch.minimum(offsets, n_kept)
+    fits, offsets = fit_offsets(offsets, room)                          # [R], a prefix
+    n_kept = offsets[-1]
     keep = keep & fits[s.ray_idx]
     # Entry i of ray r goes to offsets[r] + (i - the ray's first entry); the rest to a
     # spare slot past the end.

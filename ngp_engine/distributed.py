@@ -24,6 +24,11 @@ them).
 Rank 0 alone decides when training pauses or ends (`agree`, one tiny broadcast per step,
 so a time budget or a stop request cannot leave ranks waiting on each other), writes
 checkpoints, metrics and progress; the other ranks follow (tasks/base.follow_training).
+That broadcast travels host to host in a gloo group of its own (`Ranks.commands`): beside
+NCCL a broadcast of a GPU tensor, read back as a step's go-ahead, would wait for the
+GPU to finish everything queued before it, every step, where the step itself reads
+nothing back. (With `gradient_sync` "rows" the touched-entry counts are still read back
+each step.)
 """
 from __future__ import annotations
 
@@ -53,6 +58,7 @@ class Ranks:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     gradient_sync: str = DEFAULT_GRADIENT_SYNC
     group: Any = None                  # the torch.distributed process group (None: single)
+    commands: Any = None               # a gloo group for rank 0's commands (host tensors)
     _owns_group: bool = False
 
     def __post_init__(self) -> None:
@@ -101,8 +107,12 @@ class Ranks:
         # interpreter's exit, and `close` could not free it (see there).
         import torch.distributed.nn  # noqa: F401, PLC0415
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout, **kwargs)
+        # Every rank creates it, in the same order, right after the main group (new_group's
+        # contract). On CPUs too, though gloo already carries host tensors there: one code
+        # path, the one GPUs take, is the one the CPU tests run.
+        commands = dist.new_group(backend="gloo", timeout=timeout)
         return cls(rank=rank, world=world, device=device, gradient_sync=gradient_sync,
-                   group=dist.group.WORLD, _owns_group=True)
+                   group=dist.group.WORLD, commands=commands, _owns_group=True)
 
     def close(self, wait_for_all: bool = True) -> None:
         """Leave the process group (once; a single process has none). With `wait_for_all`
@@ -113,19 +123,21 @@ class Ranks:
 
             self._owns_group = False
             group, self.group = self.group, None
+            commands, self.commands = self.commands, None
             if dist.is_initialized():
                 if wait_for_all:
                     try:
                         dist.barrier()
                     except RuntimeError:       # a rank already gone: nothing to wait for
                         pass
-                dist.destroy_process_group()
-            # Our reference was the last: dropping it now runs the group's destructor (torch
-            # releases the GIL for it), which joins gloo's worker threads. Kept until the
-            # interpreter's exit, a worker still freeing the last collective's tensors there
-            # needs the GIL, is told to exit instead, and aborts the process ("terminate
-            # called without an active exception"; 1 exit in ~10 of a loaded machine).
-            del group
+                dist.destroy_process_group()   # every group, the commands' one included
+            # Our references were the last: dropping them now runs the groups' destructors
+            # (torch releases the GIL for them), which join gloo's worker threads. Kept until
+            # the interpreter's exit, a worker still freeing the last collective's tensors
+            # there needs the GIL, is told to exit instead, and aborts the process
+            # ("terminate called without an active exception"; 1 exit in ~10 of a loaded
+            # machine).
+            del group, commands
 
     @property
     def is_main(self) -> bool:
@@ -175,8 +187,8 @@ class Ranks:
     def _command(self, value: int) -> int:
         import torch.distributed as dist  # noqa: PLC0415
 
-        t = torch.tensor([value], dtype=torch.int32, device=self.device)
-        dist.broadcast(t, src=0)
+        t = torch.tensor([value], dtype=torch.int32)           # on the host: see `commands`
+        dist.broadcast(t, src=0, group=self.commands)
         return int(t.item())
 
     def reduce_gradients(self, groups: Iterable[dict], figures: torch.Tensor,

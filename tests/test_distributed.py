@@ -101,20 +101,25 @@ def test_one_process_reduces_nothing_and_reads_nothing():
 
 
 CLOSE_IN_A_FRESH_PROCESS = """
-import os, torch, torch.distributed as dist
+import os, time, torch, torch.distributed as dist
 from ngp_engine.distributed import Ranks
 
 def threads():
     return [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
 
 ranks = Ranks.join(0, 1, torch.device("cpu"), store=dist.HashStore())
+assert ranks.commands is not None and ranks.commands is not ranks.group   # its own gloo group
+for _ in range(200):                         # the groups' threads start asynchronously
+    if "pt_gloo_runloop" in threads():
+        break
+    time.sleep(0.01)
 assert "pt_gloo_runloop" in threads(), threads()
 # As a task builds its optimiser after joining: torch.optim's first use imports
 # torch._dynamo, which imports torch.distributed.nn (default arguments group=group.WORLD).
 torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 assert ranks.agree(True)                     # one broadcast, as before every step
 ranks.close()
-assert ranks.group is None and not dist.is_initialized()
+assert ranks.group is None and ranks.commands is None and not dist.is_initialized()
 print(sorted(n for n in threads() if "gloo" in n))
 """
 

@@ -331,10 +331,18 @@ class NerfConfig:
     max_image_size: int | None = None
     """Longest image side in pixels when loading the dataset: larger photos are downscaled
     (cameras resized to match); None keeps every image at its own size."""
+    holdout_every: int | None = None
+    """Every n-th frame of the training file, starting with the first (frames 0, n, 2n, ...
+    in the file's order, after frames whose image is missing are skipped), is held out of
+    training and makes the "holdout" split that is evaluated after it: the LLFF / mip-NeRF
+    convention (n = 8) for captures that come as one transforms.json. None trains on every
+    frame."""
 
     def __post_init__(self) -> None:
         check(self.max_image_size is None or self.max_image_size >= 8, "max_image_size",
               self.max_image_size, "must be >= 8 pixels (or null for the images' own size)")
+        check(self.holdout_every is None or self.holdout_every >= 2, "holdout_every",
+              self.holdout_every, "must be >= 2 (or null to train on every frame)")
         check(self.target_batch_samples >= 256, "target_batch_samples", self.target_batch_samples,
                "must be >= 256")
         check(self.appearance in ("auto", "on", "off"), "appearance", self.appearance,

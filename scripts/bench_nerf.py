@@ -11,6 +11,15 @@ trainer runs 3 steps first so kernel loading is not timed.
 
     .venv/bin/python scripts/bench_nerf.py [--preset cpu-fast] [--minutes 1,2,5,10]
         [--mesh-resolution 256] [--out benchmarks/nerf.json] [--save-checkpoints DIR]
+
+A real capture instead of the rendered scene (`--data`; no mesh distances without a
+geometry.ply beside it), e.g. instant-ngp's fox (`git clone
+https://github.com/NVlabs/instant-ngp`, folder data/nerf/fox: 50 photos of 1080x1920 with
+OPENCV lens coefficients, aabb_scale 4), downscaled 4x and every 8th photo held out, as
+issue 14's target reads:
+
+    .venv/bin/python scripts/bench_nerf.py --data instant-ngp/data/nerf/fox --max-image-size 480
+        --holdout-every 8 --minutes 1,2,5 --out benchmarks/fox.json
 """
 from __future__ import annotations
 
@@ -74,19 +83,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf.json"))
     ap.add_argument("--save-checkpoints", default=None, metavar="DIR",
                     help="also write the trainer checkpoint of every point to DIR/<minutes>min.pt")
+    ap.add_argument("--data", default=None,
+                    help="a capture to train on instead of the rendered scene (not rendered; mesh "
+                         "distances only when it has a geometry.ply)")
+    ap.add_argument("--holdout-every", type=int, default=None, metavar="N",
+                    help="evaluate on frames 0, N, 2N, ... of the training file, held out of training")
+    ap.add_argument("--max-image-size", type=int, default=None, metavar="N")
+    ap.add_argument("--mlp-precision", choices=["float32", "bfloat16"], default=None)
     args = ap.parse_args(argv)
     checkpoints = [float(m) * 60.0 for m in args.minutes.split(",")]
 
-    # Blender renders in its own process (a cache hit when the scene exists), so its memory
-    # does not count towards the training run's peak.
-    scene = Path(args.scene)
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(scene),
-                    "--size", "160", "--n-train", "100", "--n-test", "20"], check=True)
+    scene = Path(args.data or args.scene)
+    if args.data is None:
+        # Blender renders in its own process (a cache hit when the scene exists), so its
+        # memory does not count towards the training run's peak.
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(scene),
+                        "--size", "160", "--n-train", "100", "--n-test", "20"], check=True)
     device = pick_device(args.device)
-    train = load_nerf_dataset(scene, "train")
-    test = load_nerf_dataset(scene, "test")
-    gt_v, gt_f, _ = read_mesh(scene / "geometry.ply")
-    cfg = NERF_PRESETS[args.preset]
+    cfg = cfgmod.replace(NERF_PRESETS[args.preset], **{k: v for k, v in (
+        ("holdout_every", args.holdout_every), ("max_image_size", args.max_image_size),
+        ("mlp_precision", args.mlp_precision)) if v is not None})
+    train = NerfTask.load_data(scene, cfg)
+    test = load_nerf_dataset(scene, "holdout" if cfg.holdout_every else "test",
+                             max_image_size=cfg.max_image_size, holdout_every=cfg.holdout_every)
+    geometry = scene / "geometry.ply"
+    gt_v, gt_f, _ = read_mesh(geometry) if geometry.is_file() else (None, None, None)
     # A throwaway trainer takes the one-off costs (loading or compiling the numba kernels,
     # thread pools) so they do not land in the measured run's first minute.
     NerfTask(train, cfg, device).train(steps=3)
@@ -103,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         point = {"minutes": target / 60.0, "seconds": round(trainer.seconds, 2), "steps": trainer.steps_done,
                  "psnr": ev["psnr"], "ssim": ev["ssim"], "psnr_black": ev["psnr_black"],
                  "eval_seconds": round(eval_seconds, 2),
-                 "mesh": mesh_errors(trainer, gt_v, gt_f, args.mesh_resolution),
+                 "mesh": mesh_errors(trainer, gt_v, gt_f, args.mesh_resolution) if gt_v is not None else None,
                  "peak_rss_gib": round(peak_rss_gib(), 3)}
         curve.append(point)
         if args.save_checkpoints:
@@ -114,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "nerf",
         "command": "scripts/bench_nerf.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "scene": {"path": str(scene), "size": 160, "n_train": len(train.cameras), "n_test": len(test.cameras)},
+        "scene": {"path": str(scene), "size": [train.width, train.height], "n_train": len(train.cameras),
+                  "n_test": len(test.cameras), "test_split": "holdout" if cfg.holdout_every else "test"},
         "preset": args.preset,
         "config": cfgmod.to_dict(cfg),
         "curve": curve,

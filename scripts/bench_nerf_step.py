@@ -68,7 +68,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def ensure_scene(path: Path) -> None:
-    if not (path / "scene.json").exists():
+    """Render the Blender scene into `path` when no dataset is there yet (a folder with a
+    transforms file, such as a capture, is used as it is: never rendered into)."""
+    if not (path.is_file() or any(path.glob("transforms*.json"))):
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(path)],
                        check=True)
 

@@ -483,6 +483,43 @@ def test_cli_resume_continues_the_run(cli_run, tmp_path):
     assert load_checkpoint(out / "checkpoint.pt")["steps"] == CLI_STEPS + 10
 
 
+def test_cli_holdout_every_trains_without_and_evaluates_on_held_out_frames(nerf_scene, tmp_path):
+    """A capture as one transforms.json (no test split): --holdout-every 8 trains on 21 of
+    its 24 frames and evaluates frames 0, 8 and 16; eval, resume and the config keep it."""
+    ds = tmp_path / "capture"
+    shutil.copytree(nerf_scene / "train", ds / "train")
+    shutil.copy(nerf_scene / "transforms_train.json", ds / "transforms.json")
+    run = tmp_path / "run"
+    proc = run_cli("nerf", "train", str(ds), "--out", str(run), "--steps", "5", "--holdout-every", "8",
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_train_images"] == 21 and json.loads((run / "config.json").read_text())["holdout_every"] == 8
+    assert metrics["eval"]["split"] == "holdout" and metrics["eval"]["n_images"] == 3
+    assert sorted(p.name for p in (run / "renders").glob("*.png")) == ["r_0.png", "r_16.png", "r_8.png"]
+    assert math.isfinite(metrics["psnr"])
+    out = tmp_path / "eval"
+    proc = run_cli("nerf", "eval", str(run / "checkpoint.pt"), "--split", "holdout", "--out", str(out),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "metrics.json").read_text())["psnr"] == pytest.approx(metrics["psnr"], abs=1e-6)
+    proc = run_cli("nerf", "train", "--resume", str(run / "checkpoint.pt"), "--steps", "2",
+                   "--out", str(tmp_path / "run2"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert again["n_train_images"] == 21 and again["eval"]["split"] == "holdout"
+    # Without the option there is no held-out split to name.
+    proc = run_cli("nerf", "train", str(ds), "--out", str(tmp_path / "run3"), "--steps", "1",
+                   "--eval-split", "holdout", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "eval" not in json.loads((tmp_path / "run3" / "metrics.json").read_text())
+    proc = run_cli("nerf", "eval", str(tmp_path / "run3" / "checkpoint.pt"), "--split", "holdout",
+                   "--out", str(tmp_path / "eval3"))
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        "error: split 'holdout': this run held out no frames (train with --holdout-every N, config "
+        "holdout_every)"]
+
+
 def _nerf_parsers() -> dict[str, argparse.ArgumentParser]:
     def sub(parser):
         return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices

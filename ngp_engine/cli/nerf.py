@@ -35,8 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("data", nargs="?", help="dataset folder (transforms_train.json or transforms.json) "
                                             "or a transforms json file; not needed with --resume")
     tr.add_argument("--out", required=True, help="run folder (created if missing)")
-    tr.add_argument("--eval-split", default="test",
-                    help="split evaluated after training when the dataset has it (default test)")
+    tr.add_argument("--eval-split",
+                    help="split evaluated after training when the dataset has it (default: "
+                         "holdout with --holdout-every, else test)")
     tr.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     tr.add_argument("--mesh", action="store_true", help="also extract mesh.ply / mesh.obj (see `mesh`)")
     tr.add_argument("--mesh-resolution", type=int, default=256, help="marching-cubes grid per side (default 256)")
@@ -48,6 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--max-image-size", type=int, metavar="N",
                     help="downscale images whose longer side exceeds N pixels on load (cameras "
                          "resized to match; the evaluation split too)")
+    tr.add_argument("--holdout-every", type=int, metavar="N",
+                    help="hold frames 0, N, 2N, ... of the training file out of training and "
+                         "evaluate on them after it (split 'holdout'; 8 is the LLFF convention), "
+                         "for captures without a test split")
     add_common_options(tr, NERF_PRESETS, "cpu-fast", 1000,
                        "; instant-ngp is the paper's GPU-sized one")
 
@@ -110,14 +115,15 @@ def run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
-    from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
+    from ..data.transforms import HOLDOUT  # noqa: PLC0415
     from ..files import write_json  # noqa: PLC0415
     from ..formats.transforms import dataset_splits  # noqa: PLC0415
 
     if args.mesh_resolution < 8:
         raise UserError(f"--mesh-resolution: {args.mesh_resolution} must be >= 8")
     mesh_box = _mesh_box(args.mesh_box)
-    session = open_training(args, "nerf", args.data, max_image_size=args.max_image_size)
+    session = open_training(args, "nerf", args.data, max_image_size=args.max_image_size,
+                            holdout_every=args.holdout_every)
     task = session.task
     log.info("NeRF: %d images %dx%d, %s", task.n_images, task.width, task.height,
              "RGBA" if task.has_alpha else "RGB")
@@ -130,9 +136,11 @@ def _train(args: argparse.Namespace) -> int:
     session.save_checkpoint()
     metrics: dict[str, Any] = {**session.summary(), "n_train_images": task.n_images}
     data = task.dataset_path
-    if not args.no_eval and args.eval_split in dataset_splits(data) and args.eval_split != "train":
-        test = load_nerf_dataset(data, args.eval_split, max_image_size=task.cfg.max_image_size)
-        metrics["eval"] = _evaluate(task.model, test, out, args.quiet)
+    split = args.eval_split or (HOLDOUT if task.cfg.holdout_every else "test")
+    splits = dataset_splits(data) + ([HOLDOUT] if task.cfg.holdout_every else [])
+    if not args.no_eval and split in splits and split != "train":
+        metrics["eval"] = _evaluate(task.model, _load_split(task, data, split), out, args.quiet)
+        metrics["eval"]["split"] = split
         metrics["psnr"] = metrics["eval"]["psnr"]
     if args.mesh:
         paths, metrics["mesh"] = session.export_mesh(args.mesh_resolution, None,
@@ -168,6 +176,14 @@ def _load_task(args: argparse.Namespace):
                                     for_training=False)
 
 
+def _load_split(task, path: str, split: str):
+    """A split of the dataset as the run saw it (its image size cap and held-out frames)."""
+    from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
+
+    return load_nerf_dataset(path, split, max_image_size=task.cfg.max_image_size,
+                             holdout_every=task.cfg.holdout_every)
+
+
 def _dataset_path(args: argparse.Namespace, task) -> str:
     data = args.data or task.dataset_path
     if not data:
@@ -176,12 +192,10 @@ def _dataset_path(args: argparse.Namespace, task) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
     from ..files import write_json  # noqa: PLC0415
 
     task = _load_task(args)
-    dataset = load_nerf_dataset(_dataset_path(args, task), args.split,
-                                max_image_size=task.cfg.max_image_size)
+    dataset = _load_split(task, _dataset_path(args, task), args.split)
     metrics = _evaluate(task.model, dataset, out_dir(args), args.quiet)
     metrics["split"] = args.split
     metrics["checkpoint"] = str(Path(args.checkpoint).resolve())
@@ -206,10 +220,7 @@ def _render(args: argparse.Namespace) -> int:
     if args.camera:
         jobs = [(Path(args.camera).stem, read_camera_file(Path(args.camera)))]
     else:
-        from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
-
-        cams = load_nerf_dataset(_dataset_path(args, task), args.split,
-                                max_image_size=task.cfg.max_image_size).cameras
+        cams = _load_split(task, _dataset_path(args, task), args.split).cameras
         jobs = [(f"{args.split}_{i:03d}", cams[i]) for i in _frames(args.frames, len(cams))]
     out = out_dir(args)
     written = []
@@ -251,7 +262,6 @@ def _mesh_box(text: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] |
 
 
 def _mesh(args: argparse.Namespace) -> int:
-    from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
     from ..files import write_json  # noqa: PLC0415
     from ..mesh.io import save_mesh  # noqa: PLC0415
 
@@ -261,8 +271,7 @@ def _mesh(args: argparse.Namespace) -> int:
         raise UserError(f"--min-component: {args.min_component} must be in [0, 1]")
     task = _load_task(args)
     if not args.keep_hidden:
-        task.cameras = load_nerf_dataset(_dataset_path(args, task), "train",
-                                         max_image_size=task.cfg.max_image_size).cameras
+        task.cameras = _load_split(task, _dataset_path(args, task), "train").cameras
     out = out_dir(args)
     try:
         mesh = task.extract_mesh(args.resolution, args.threshold,

@@ -7,6 +7,11 @@ Real captures: frames whose image file is missing are skipped (one log line says
 `max_image_size` caps the long side of the images, decoded at reduced size where the format
 allows (JPEG's DCT scaling through `Image.draft`) and then resampled with a Lanczos filter,
 the cameras `resized` to match exactly (lens coefficients unchanged).
+
+Held-out frames (`holdout_every` = n): a capture that comes as one transforms.json has no
+test split, so frames 0, n, 2n, ... of the training file (its order, after skipped frames)
+form the `HOLDOUT` split and training reads the others: the LLFF / mip-NeRF convention
+(n = 8).
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ from ..formats.transforms import read_transforms
 from ..formats.unit_cube import UnitCube
 
 log = logging.getLogger(__name__)
+
+HOLDOUT = "holdout"
+"""The split of the frames held out of training (`holdout_every`)."""
 
 
 @dataclass
@@ -69,14 +77,22 @@ class NerfDataset:
 
 
 def load_nerf_dataset(path: str | os.PathLike, split: str = "train", *,
-                      max_image_size: int | None = None, skip_missing: bool = True) -> NerfDataset:
+                      max_image_size: int | None = None, skip_missing: bool = True,
+                      holdout_every: int | None = None) -> NerfDataset:
     """Read one split of a NeRF-synthetic folder or an instant-ngp transforms.json.
 
     `max_image_size`: the longest image side in pixels (larger images are downscaled, their
     cameras resized to match). With `skip_missing`, frames whose image file is missing are
-    left out (logged once, listed in `skipped`)."""
+    left out (logged once, listed in `skipped`). With `holdout_every` = n, split "train" is
+    the training file's frames but 0, n, 2n, ... and split `HOLDOUT` those (module
+    docstring); the held-out images are not decoded for training."""
     if max_image_size is not None and max_image_size < 1:
         raise UserError(f"max_image_size: {max_image_size} must be >= 1 pixel")
+    if split == HOLDOUT and holdout_every is None:
+        raise UserError(f"split '{HOLDOUT}': this run held out no frames (train with "
+                        "--holdout-every N, config holdout_every)")
+    if holdout_every is not None and holdout_every < 2:
+        raise UserError(f"holdout_every: {holdout_every} must be >= 2")
     alpha: dict[Path, bool] = {}
 
     def image_size(file: Path) -> tuple[int, int]:
@@ -84,12 +100,19 @@ def load_nerf_dataset(path: str | os.PathLike, split: str = "train", *,
         return w, h
 
     # Every image is probed (header only): the decoder needs the sizes and alpha up front.
-    doc = read_transforms(path, split, image_size=image_size, check_sizes=True,
-                          skip_missing=skip_missing)
-    if doc.skipped:
+    held_out = split == HOLDOUT
+    doc = read_transforms(path, "train" if held_out else split, image_size=image_size,
+                          check_sizes=True, skip_missing=skip_missing)
+    if doc.skipped and not held_out:
         log.warning("%s: %d of %d frames skipped: their image file is missing (first: %s)",
                     doc.source, len(doc.skipped), doc.n_listed, doc.skipped[0])
     frames = doc.frames
+    if holdout_every is not None and (held_out or split == "train"):
+        frames = tuple(f for i, f in enumerate(frames) if (i % holdout_every == 0) == held_out)
+        if not frames:
+            raise UserError(f"{doc.source}: holding out frames 0, {holdout_every}, ... "
+                            f"(holdout_every {holdout_every}) of its {len(doc.frames)} leaves "
+                            "none to train on")
     cameras = [_fit(f.camera, max_image_size) for f in frames]
     width, height = cameras[0].w, cameras[0].h
     for frame, cam in zip(frames[1:], cameras[1:]):

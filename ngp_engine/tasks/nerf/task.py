@@ -114,7 +114,8 @@ class NerfTask(Task):
     @classmethod
     def load_data(cls, path: str | Path, cfg: NerfConfig | None = None) -> NerfDataset:
         return load_nerf_dataset(path, "train",
-                                 max_image_size=cfg.max_image_size if cfg is not None else None)
+                                 max_image_size=cfg.max_image_size if cfg is not None else None,
+                                 holdout_every=cfg.holdout_every if cfg is not None else None)
 
     @classmethod
     def data_from_checkpoint(cls, ckpt: dict[str, Any], where: str | Path, for_training: bool
@@ -123,7 +124,8 @@ class NerfTask(Task):
             if not ckpt["dataset"]:
                 raise UserError(f"{where}: records no dataset; give one")
             return load_nerf_dataset(ckpt["dataset"], "train",
-                                     max_image_size=ckpt["config"].get("max_image_size"))
+                                     max_image_size=ckpt["config"].get("max_image_size"),
+                                     holdout_every=ckpt["config"].get("holdout_every"))
         # Rendering, evaluating and meshing need the model only: no images decoded.
         try:
             transform = UnitCube.from_dict(ckpt["transform"])

@@ -333,10 +333,9 @@ class NerfConfig:
     (cameras resized to match); None keeps every image at its own size."""
     holdout_every: int | None = None
     """Every n-th frame of the training file, starting with the first (frames 0, n, 2n, ...
-    in the file's order, after frames whose image is missing are skipped), is held out of
-    training and makes the "holdout" split that is evaluated after it: the LLFF / mip-NeRF
-    convention (n = 8) for captures that come as one transforms.json. None trains on every
-    frame."""
+    of its list, frames whose image is missing counted too), is held out of training and
+    makes the "holdout" split that is evaluated after it: the LLFF / mip-NeRF convention
+    (n = 8) for captures that come as one transforms.json. None trains on every frame."""
 
     def __post_init__(self) -> None:
         check(self.max_image_size is None or self.max_image_size >= 8, "max_image_size",

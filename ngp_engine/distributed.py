@@ -110,7 +110,13 @@ class Ranks:
         # Every rank creates it, in the same order, right after the main group (new_group's
         # contract). On CPUs too, though gloo already carries host tensors there: one code
         # path, the one GPUs take, is the one the CPU tests run.
-        commands = dist.new_group(backend="gloo", timeout=timeout)
+        try:
+            commands = dist.new_group(backend="gloo", timeout=timeout)
+        except BaseException:
+            # Left running, the main group would refuse every later join in this process
+            # (the service's, which lives on): "a process group is already running".
+            dist.destroy_process_group()
+            raise
         return cls(rank=rank, world=world, device=device, gradient_sync=gradient_sync,
                    group=dist.group.WORLD, commands=commands, _owns_group=True)
 

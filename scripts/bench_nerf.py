@@ -15,10 +15,10 @@ trainer runs 3 steps first so kernel loading is not timed.
 A real capture instead of the rendered scene (`--data`; no mesh distances without a
 geometry.ply beside it), e.g. instant-ngp's fox (`git clone
 https://github.com/NVlabs/instant-ngp`, folder data/nerf/fox: 50 photos of 1080x1920 with
-OPENCV lens coefficients, aabb_scale 4), downscaled 4x and every 8th photo held out, as
+OPENCV lens coefficients, aabb_scale 4), downscaled 4x and every 8th frame held out, as
 issue 14's target reads:
 
-    .venv/bin/python scripts/bench_nerf.py --data instant-ngp/data/nerf/fox --max-image-size 480
+    .venv/bin/python scripts/bench_nerf.py --data instant-ngp/data/nerf/fox --max-image-size 480 \\
         --holdout-every 8 --minutes 1,2,5 --out benchmarks/fox.json
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from ngp_engine import config as cfgmod  # noqa: E402
 from ngp_engine.config import NERF_PRESETS  # noqa: E402
-from ngp_engine.data.transforms import load_nerf_dataset  # noqa: E402
+from ngp_engine.data.transforms import HOLDOUT, load_nerf_dataset  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.files import save_torch  # noqa: E402
 from ngp_engine.mesh import mesh_to_mesh_distance, read_mesh  # noqa: E402
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ("holdout_every", args.holdout_every), ("max_image_size", args.max_image_size),
         ("mlp_precision", args.mlp_precision)) if v is not None})
     train = NerfTask.load_data(scene, cfg)
-    test = load_nerf_dataset(scene, "holdout" if cfg.holdout_every else "test",
+    test = load_nerf_dataset(scene, HOLDOUT if cfg.holdout_every else "test",
                              max_image_size=cfg.max_image_size, holdout_every=cfg.holdout_every)
     geometry = scene / "geometry.ply"
     gt_v, gt_f, _ = read_mesh(geometry) if geometry.is_file() else (None, None, None)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "nerf",
         "command": "scripts/bench_nerf.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "scene": {"path": str(scene), "size": [train.width, train.height], "n_train": len(train.cameras),
-                  "n_test": len(test.cameras), "test_split": "holdout" if cfg.holdout_every else "test"},
+                  "n_test": len(test.cameras), "test_split": HOLDOUT if cfg.holdout_every else "test"},
         "preset": args.preset,
         "config": cfgmod.to_dict(cfg),
         "curve": curve,

@@ -68,9 +68,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def ensure_scene(path: Path) -> None:
-    """Render the Blender scene into `path` when no dataset is there yet (a folder with a
-    transforms file, such as a capture, is used as it is: never rendered into)."""
-    if not (path.is_file() or any(path.glob("transforms*.json"))):
+    """Render the Blender scene into `path` unless it is there (make_scene writes scene.json
+    last) or `path` holds a capture (a transforms.json: used as it is, never rendered into)."""
+    if not (path.is_file() or (path / "scene.json").exists() or (path / "transforms.json").exists()):
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(path)],
                        check=True)
 

@@ -102,7 +102,7 @@ def test_one_process_reduces_nothing_and_reads_nothing():
 
 CLOSE_IN_A_FRESH_PROCESS = """
 import os, time, torch, torch.distributed as dist
-from ngp_engine.distributed import Ranks
+from ngp_engine.distributed import PAUSE, Ranks
 
 def threads():
     return [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
@@ -117,7 +117,14 @@ assert "pt_gloo_runloop" in threads(), threads()
 # As a task builds its optimiser after joining: torch.optim's first use imports
 # torch._dynamo, which imports torch.distributed.nn (default arguments group=group.WORLD).
 torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
-assert ranks.agree(True)                     # one broadcast, as before every step
+sent = []                                    # the go-ahead: a host tensor, commands group
+broadcast = dist.broadcast
+dist.broadcast = lambda t, src, group=None: sent.append((t.device.type, group)) or broadcast(t, src, group=group)
+assert ranks.agree(True)                     # one rank: no broadcast
+assert ranks.next_command() == PAUSE         # what a follower hears before each step
+dist.broadcast = broadcast
+assert sent == [("cpu", ranks.commands)], sent
+sent.clear()                                 # a reference to a group keeps its threads
 ranks.close()
 assert ranks.group is None and ranks.commands is None and not dist.is_initialized()
 print(sorted(n for n in threads() if "gloo" in n))

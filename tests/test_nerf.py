@@ -503,6 +503,11 @@ def test_cli_holdout_every_trains_without_and_evaluates_on_held_out_frames(nerf_
                    "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "metrics.json").read_text())["psnr"] == pytest.approx(metrics["psnr"], abs=1e-6)
+    proc = run_cli("nerf", "render", str(run / "checkpoint.pt"), "--split", "holdout", "--frames", "all",
+                   "--passes", "rgb", "--out", str(tmp_path / "passes"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "passes").glob("*.png")) == [
+        f"holdout_{i:03d}_rgb.png" for i in range(3)]
     proc = run_cli("nerf", "train", "--resume", str(run / "checkpoint.pt"), "--steps", "2",
                    "--out", str(tmp_path / "run2"), "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -513,6 +518,8 @@ def test_cli_holdout_every_trains_without_and_evaluates_on_held_out_frames(nerf_
                    "--eval-split", "holdout", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "eval" not in json.loads((tmp_path / "run3" / "metrics.json").read_text())
+    assert proc.stderr.strip().splitlines()[-1].endswith("--eval-split holdout: " + str(ds.resolve())
+                                                         + " has no such split (it has train); not evaluated")
     proc = run_cli("nerf", "eval", str(tmp_path / "run3" / "checkpoint.pt"), "--split", "holdout",
                    "--out", str(tmp_path / "eval3"))
     assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [

@@ -346,24 +346,26 @@ def test_max_image_size_downscales_images_and_cameras(tmp_path, caplog):
 
 
 def test_holdout_every_splits_the_training_file(tmp_path):
-    """Frames 0, n, 2n, ... of the frames read (after the missing ones are skipped) are the
-    holdout split; training reads the others; both are the full load's images and cameras."""
+    """Frames 0, n, 2n, ... of the json's list are the holdout split and training reads the
+    others; both are the full load's images and cameras. A missing image counts in the
+    list, so it moves no other frame across the split."""
     src = _ngp(tmp_path, n=10)
     doc = json.loads(src.read_text())
     for i, f in enumerate(doc["frames"]):          # tell the frames' cameras apart
         f["transform_matrix"] = [[1, 0, 0, i], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]
     _write(src, doc)
+    names = lambda ds: [p.name for p in ds.file_paths]          # noqa: E731
+    before = load_nerf_dataset(tmp_path, "holdout", holdout_every=4)
     (tmp_path / "images" / "0003.jpg").unlink()   # 9 frames read: 0 1 2 4 5 6 7 8 9
     full = load_nerf_dataset(tmp_path)
     held = load_nerf_dataset(tmp_path, "holdout", holdout_every=4)
     train = load_nerf_dataset(tmp_path, holdout_every=4)
-    assert [p.name for p in held.file_paths] == ["0000.jpg", "0005.jpg", "0009.jpg"]
-    assert [p.name for p in train.file_paths] == ["0001.jpg", "0002.jpg", "0004.jpg", "0006.jpg",
-                                                  "0007.jpg", "0008.jpg"]
-    for part, rows in ((held, [0, 4, 8]), (train, [1, 2, 3, 5, 6, 7])):
+    assert names(before) == names(held) == ["0000.jpg", "0004.jpg", "0008.jpg"]
+    assert names(train) == ["0001.jpg", "0002.jpg", "0005.jpg", "0006.jpg", "0007.jpg", "0009.jpg"]
+    for part, rows in ((held, [0, 3, 7]), (train, [1, 2, 4, 5, 6, 8])):
         np.testing.assert_array_equal(part.images, full.images[rows])
         assert part.cameras == [full.cameras[r] for r in rows]
-        assert part.source == full.source and part.skipped == full.skipped
+        assert part.source == full.source and part.skipped == full.skipped == ("images/0003.jpg",)
     # Without holdout_every the file trains on everything, and there is nothing held out.
     assert len(load_nerf_dataset(tmp_path, holdout_every=None).cameras) == 9
     with pytest.raises(UserError, match="split 'holdout': this run held out no frames .*--holdout-every"):
@@ -372,8 +374,13 @@ def test_holdout_every_splits_the_training_file(tmp_path):
         load_nerf_dataset(tmp_path, holdout_every=1)
     one = _ngp(tmp_path / "one", n=1)
     with pytest.raises(UserError, match=re.escape(f"{one.resolve()}: holding out frames 0, 8, ... "
-                                                  "(holdout_every 8) of its 1 leaves none to train on")):
+                                                  "(holdout_every 8) of its 1 frames leaves none to "
+                                                  "train on")):
         load_nerf_dataset(one, holdout_every=8)
+    (tmp_path / "images" / "0000.jpg").unlink()
+    with pytest.raises(UserError, match=re.escape("(holdout_every 10) of its 10 frames leaves none to "
+                                                  "evaluate on (2 without an image)")):
+        load_nerf_dataset(tmp_path, "holdout", holdout_every=10)
 
 
 def test_mixed_sizes_suggest_max_image_size(tmp_path):

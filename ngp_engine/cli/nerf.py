@@ -138,6 +138,9 @@ def _train(args: argparse.Namespace) -> int:
     data = task.dataset_path
     split = args.eval_split or (HOLDOUT if task.cfg.holdout_every else "test")
     splits = dataset_splits(data) + ([HOLDOUT] if task.cfg.holdout_every else [])
+    if args.eval_split and not args.no_eval and split not in splits:
+        log.warning("--eval-split %s: %s has no such split (it has %s); not evaluated", split,
+                    data, ", ".join(splits))
     if not args.no_eval and split in splits and split != "train":
         metrics["eval"] = _evaluate(task.model, _load_split(task, data, split), out, args.quiet)
         metrics["eval"]["split"] = split

@@ -9,9 +9,11 @@ allows (JPEG's DCT scaling through `Image.draft`) and then resampled with a Lanc
 the cameras `resized` to match exactly (lens coefficients unchanged).
 
 Held-out frames (`holdout_every` = n): a capture that comes as one transforms.json has no
-test split, so frames 0, n, 2n, ... of the training file (its order, after skipped frames)
-form the `HOLDOUT` split and training reads the others: the LLFF / mip-NeRF convention
-(n = 8).
+test split, so frames 0, n, 2n, ... of the training file's list form the `HOLDOUT` split
+and training reads the others: the LLFF / mip-NeRF convention (n = 8). Frames are counted
+as the json lists them, those whose image is missing included, so that an image file that
+goes missing (or comes back) between training, resuming and evaluating never moves
+another frame across the split.
 """
 from __future__ import annotations
 
@@ -84,8 +86,8 @@ def load_nerf_dataset(path: str | os.PathLike, split: str = "train", *,
     `max_image_size`: the longest image side in pixels (larger images are downscaled, their
     cameras resized to match). With `skip_missing`, frames whose image file is missing are
     left out (logged once, listed in `skipped`). With `holdout_every` = n, split "train" is
-    the training file's frames but 0, n, 2n, ... and split `HOLDOUT` those (module
-    docstring); the held-out images are not decoded for training."""
+    the training file's frames but 0, n, 2n, ... (places in its list) and split `HOLDOUT`
+    those (module docstring); the held-out images are not decoded for training."""
     if max_image_size is not None and max_image_size < 1:
         raise UserError(f"max_image_size: {max_image_size} must be >= 1 pixel")
     if split == HOLDOUT and holdout_every is None:
@@ -108,11 +110,12 @@ def load_nerf_dataset(path: str | os.PathLike, split: str = "train", *,
                     doc.source, len(doc.skipped), doc.n_listed, doc.skipped[0])
     frames = doc.frames
     if holdout_every is not None and (held_out or split == "train"):
-        frames = tuple(f for i, f in enumerate(frames) if (i % holdout_every == 0) == held_out)
+        frames = tuple(f for f in frames if (f.index % holdout_every == 0) == held_out)
         if not frames:
             raise UserError(f"{doc.source}: holding out frames 0, {holdout_every}, ... "
-                            f"(holdout_every {holdout_every}) of its {len(doc.frames)} leaves "
-                            "none to train on")
+                            f"(holdout_every {holdout_every}) of its {doc.n_listed} frames leaves "
+                            f"none to {'evaluate' if held_out else 'train'} on"
+                            + (f" ({len(doc.skipped)} without an image)" if doc.skipped else ""))
     cameras = [_fit(f.camera, max_image_size) for f in frames]
     width, height = cameras[0].w, cameras[0].h
     for frame, cam in zip(frames[1:], cameras[1:]):

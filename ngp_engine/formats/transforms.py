@@ -75,6 +75,8 @@ class Frame:
     """The frame's `file_path` as written."""
     where: str
     """`<json>: frame <i> ('<file_path>')`, to start messages about this frame with."""
+    index: int = 0
+    """i: the frame's place in the json's `frames` list (frames skipped before it count)."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def read_transforms(path: str | os.PathLike, split: str = "train", *, image_size
     for i, frame in enumerate(frames):
         try:
             read.append(_frame(frame, top, root, f"{where}: frame {i}", image_size, check_sizes,
-                               images_required))
+                               images_required, i))
         except _MissingImage as e:
             if not skip_missing:
                 raise UserError(str(e)) from None
@@ -180,7 +182,7 @@ class _MissingImage(UserError):
 
 
 def _frame(frame: Any, top: dict[str, float], root: Path, label: str, image_size: ImageSize,
-           check_sizes: bool, images_required: bool) -> Frame:
+           check_sizes: bool, images_required: bool, index: int) -> Frame:
     if not isinstance(frame, dict):
         raise UserError(f"{label}: expected an object, got {type(frame).__name__}")
     fp = frame.get("file_path")
@@ -211,7 +213,7 @@ def _frame(frame: Any, top: dict[str, float], root: Path, label: str, image_size
                         own.get("cy", top.get("cy", h / 2)), **_lens(own, top, label))
     except ConfigError as e:                            # e.g. an image over Camera's size limit
         raise UserError(f"{label}: {e}") from None
-    return Frame(camera, file, fp, label)
+    return Frame(camera, file, fp, label, index)
 
 
 def _size(own: dict[str, float], top: dict[str, float], file: Path, label: str,

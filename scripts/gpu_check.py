@@ -17,12 +17,17 @@
    per step made the host wait for the GPU, and where (a training step should make none
    but on the occupancy grid's updates; see README "A GPU training step that never
    waits").
+6. With `--capture DIR` (a photo capture with poses, e.g. instant-ngp's data/nerf/fox,
+   copied under out/ and carried to the GPU machine): `--capture-seconds` of training
+   with `--preset` at 480 pixels on the long side, every 8th frame of its json held out
+   (`holdout_every`), then the held-out PSNR: issue 14's fox figure on a GPU (this CPU:
+   27.87 dB after 5 minutes, README "instant-ngp's fox on this CPU").
 
 Each part records its own error and the next one still runs; the whole result goes to one
 JSON file (default benchmarks/gpu_check.json) and a summary to stdout.
 
     python scripts/gpu_check.py [--scene out/scene400] [--seconds 60] [--preset instant-ngp]
-        [--device cuda] [--out benchmarks/gpu_check.json]
+        [--capture out/fox --capture-seconds 30] [--device cuda] [--out benchmarks/gpu_check.json]
 
 `--device cpu` runs the same parts on the CPU (Triton in its interpreter, a short NeRF): a
 dry run of the script itself, not a measurement.
@@ -131,12 +136,8 @@ def mlp_bench(device) -> dict[str, Any]:
 
 
 def nerf_run(device, scene: Path, seconds: float, preset: str) -> dict[str, Any]:
-    import torch  # noqa: PLC0415
-
     from ngp_engine.config import NERF_PRESETS  # noqa: PLC0415
     from ngp_engine.data.transforms import load_nerf_dataset  # noqa: PLC0415
-    from ngp_engine.tasks.nerf.evaluate import evaluate  # noqa: PLC0415
-    from ngp_engine.tasks.nerf.task import NerfTask  # noqa: PLC0415
 
     if not (scene / "transforms_train.json").exists():
         import importlib.util  # noqa: PLC0415
@@ -147,7 +148,32 @@ def nerf_run(device, scene: Path, seconds: float, preset: str) -> dict[str, Any]
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(scene),
                         "--size", "400", "--n-train", "100", "--n-test", "20"], check=True)
     train, test = load_nerf_dataset(scene, "train"), load_nerf_dataset(scene, "test")
-    cfg = NERF_PRESETS[preset]
+    return {"scene": str(scene),
+            **train_and_evaluate(device, train, test, NERF_PRESETS[preset], seconds, preset)}
+
+
+def capture_run(device, capture: Path, seconds: float, preset: str) -> dict[str, Any]:
+    """Part 6: a photo capture, every 8th frame held out, images at 480 px on the long side."""
+    from ngp_engine import config as cfgmod  # noqa: PLC0415
+    from ngp_engine.config import NERF_PRESETS  # noqa: PLC0415
+    from ngp_engine.data.transforms import HOLDOUT, load_nerf_dataset  # noqa: PLC0415
+    from ngp_engine.tasks.nerf.task import NerfTask  # noqa: PLC0415
+
+    cfg = cfgmod.replace(NERF_PRESETS[preset], holdout_every=8, max_image_size=480)
+    train = NerfTask.load_data(capture, cfg)
+    test = load_nerf_dataset(capture, HOLDOUT, max_image_size=480, holdout_every=8)
+    return {"capture": str(capture), "split": HOLDOUT,
+            **train_and_evaluate(device, train, test, cfg, seconds, preset)}
+
+
+def train_and_evaluate(device, train, test, cfg, seconds: float, preset: str) -> dict[str, Any]:
+    """`seconds` of training on `train` (after 3 untimed steps of a throwaway task), then
+    PSNR on `test`, and on CUDA the peak memory and the host waits per step."""
+    import torch  # noqa: PLC0415
+
+    from ngp_engine.tasks.nerf.evaluate import evaluate  # noqa: PLC0415
+    from ngp_engine.tasks.nerf.task import NerfTask  # noqa: PLC0415
+
     NerfTask(train, cfg, device).train(steps=3)      # kernel compilation and caches: not timed
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -156,7 +182,7 @@ def nerf_run(device, scene: Path, seconds: float, preset: str) -> dict[str, Any]
     t0 = time.perf_counter()
     ev = evaluate(task.model, test)
     metrics = task.metrics()
-    out = {"scene": str(scene), "image_size": [train.width, train.height],
+    out = {"image_size": [train.width, train.height],
            "n_train": len(train.cameras), "n_test": len(test.cameras), "preset": preset,
            "backend": task.backend, "seconds": round(task.seconds, 1), "steps": task.steps_done,
            "test_psnr": ev["psnr"], "test_ssim": ev["ssim"],
@@ -211,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu for a dry run")
     ap.add_argument("--batch-log2", type=int, default=20, help="encoding benchmark batch")
     ap.add_argument("--test-timeout", type=float, default=240.0)
+    ap.add_argument("--capture", default=None,
+                    help="also a photo capture (e.g. a copy of instant-ngp's data/nerf/fox under out/)")
+    ap.add_argument("--capture-seconds", type=float, default=30.0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu_check.json"))
     a = ap.parse_args(argv)
     import torch  # noqa: PLC0415
@@ -232,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     part(report, "encoding", lambda: encoding_bench(device, a.batch_log2))
     part(report, "mlp", lambda: mlp_bench(device))
     part(report, "nerf", lambda: nerf_run(device, Path(a.scene), a.seconds, a.preset))
+    if a.capture:
+        part(report, "capture", lambda: capture_run(device, Path(a.capture), a.capture_seconds,
+                                                    a.preset))
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"backend {n['backend']}" if "test_psnr" in n else json.dumps(n)[:300]))
     if "host_waits" in n:
         print(f"host waits per step: {n['host_waits']['per_step']} {n['host_waits']['where']}")
+    c = report.get("capture")
+    if c is not None:
+        print("capture: " + (f"{c['test_psnr']:.2f} dB held-out after {c['seconds']} s, "
+                             f"{c['steps']} steps" if "test_psnr" in c else json.dumps(c)[:300]))
     print(f"wrote {out} ({report['total_seconds']} s)")
     return 0
 

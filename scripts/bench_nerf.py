@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from ngp_engine import config as cfgmod  # noqa: E402
 from ngp_engine.config import NERF_PRESETS  # noqa: E402
-from ngp_engine.data.transforms import HOLDOUT, load_nerf_dataset  # noqa: E402
+from ngp_engine.data.transforms import HOLDOUT  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.files import save_torch  # noqa: E402
 from ngp_engine.mesh import mesh_to_mesh_distance, read_mesh  # noqa: E402
@@ -103,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cfgmod.replace(NERF_PRESETS[args.preset], **{k: v for k, v in (
         ("holdout_every", args.holdout_every), ("max_image_size", args.max_image_size),
         ("mlp_precision", args.mlp_precision)) if v is not None})
-    train = NerfTask.load_data(scene, cfg)
-    test = load_nerf_dataset(scene, HOLDOUT if cfg.holdout_every else "test",
-                             max_image_size=cfg.max_image_size, holdout_every=cfg.holdout_every)
+    test_split = HOLDOUT if cfg.holdout_every else "test"
+    train, test = NerfTask.load_data(scene, cfg), NerfTask.load_data(scene, cfg, test_split)
     geometry = scene / "geometry.ply"
     gt_v, gt_f, _ = read_mesh(geometry) if geometry.is_file() else (None, None, None)
     # A throwaway trainer takes the one-off costs (loading or compiling the numba kernels,
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "nerf",
         "command": "scripts/bench_nerf.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "scene": {"path": str(scene), "size": [train.width, train.height], "n_train": len(train.cameras),
-                  "n_test": len(test.cameras), "test_split": HOLDOUT if cfg.holdout_every else "test"},
+                  "n_test": len(test.cameras), "test_split": test_split},
         "preset": args.preset,
         "config": cfgmod.to_dict(cfg),
         "curve": curve,

@@ -156,12 +156,11 @@ def capture_run(device, capture: Path, seconds: float, preset: str) -> dict[str,
     """Part 6: a photo capture, every 8th frame held out, images at 480 px on the long side."""
     from ngp_engine import config as cfgmod  # noqa: PLC0415
     from ngp_engine.config import NERF_PRESETS  # noqa: PLC0415
-    from ngp_engine.data.transforms import HOLDOUT, load_nerf_dataset  # noqa: PLC0415
+    from ngp_engine.data.transforms import HOLDOUT  # noqa: PLC0415
     from ngp_engine.tasks.nerf.task import NerfTask  # noqa: PLC0415
 
     cfg = cfgmod.replace(NERF_PRESETS[preset], holdout_every=8, max_image_size=480)
-    train = NerfTask.load_data(capture, cfg)
-    test = load_nerf_dataset(capture, HOLDOUT, max_image_size=480, holdout_every=8)
+    train, test = NerfTask.load_data(capture, cfg), NerfTask.load_data(capture, cfg, HOLDOUT)
     return {"capture": str(capture), "split": HOLDOUT,
             **train_and_evaluate(device, train, test, cfg, seconds, preset)}
 

@@ -142,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
         log.warning("--eval-split %s: %s has no such split (it has %s); not evaluated", split,
                     data, ", ".join(splits))
     if not args.no_eval and split in splits and split != "train":
-        metrics["eval"] = _evaluate(task.model, _load_split(task, data, split), out, args.quiet)
+        metrics["eval"] = _evaluate(task.model, task.load_data(data, task.cfg, split), out, args.quiet)
         metrics["eval"]["split"] = split
         metrics["psnr"] = metrics["eval"]["psnr"]
     if args.mesh:
@@ -179,14 +179,6 @@ def _load_task(args: argparse.Namespace):
                                     for_training=False)
 
 
-def _load_split(task, path: str, split: str):
-    """A split of the dataset as the run saw it (its image size cap and held-out frames)."""
-    from ..data.transforms import load_nerf_dataset  # noqa: PLC0415
-
-    return load_nerf_dataset(path, split, max_image_size=task.cfg.max_image_size,
-                             holdout_every=task.cfg.holdout_every)
-
-
 def _dataset_path(args: argparse.Namespace, task) -> str:
     data = args.data or task.dataset_path
     if not data:
@@ -198,7 +190,7 @@ def _eval(args: argparse.Namespace) -> int:
     from ..files import write_json  # noqa: PLC0415
 
     task = _load_task(args)
-    dataset = _load_split(task, _dataset_path(args, task), args.split)
+    dataset = task.load_data(_dataset_path(args, task), task.cfg, args.split)
     metrics = _evaluate(task.model, dataset, out_dir(args), args.quiet)
     metrics["split"] = args.split
     metrics["checkpoint"] = str(Path(args.checkpoint).resolve())
@@ -223,7 +215,7 @@ def _render(args: argparse.Namespace) -> int:
     if args.camera:
         jobs = [(Path(args.camera).stem, read_camera_file(Path(args.camera)))]
     else:
-        cams = _load_split(task, _dataset_path(args, task), args.split).cameras
+        cams = task.load_data(_dataset_path(args, task), task.cfg, args.split).cameras
         jobs = [(f"{args.split}_{i:03d}", cams[i]) for i in _frames(args.frames, len(cams))]
     out = out_dir(args)
     written = []
@@ -274,7 +266,7 @@ def _mesh(args: argparse.Namespace) -> int:
         raise UserError(f"--min-component: {args.min_component} must be in [0, 1]")
     task = _load_task(args)
     if not args.keep_hidden:
-        task.cameras = _load_split(task, _dataset_path(args, task), "train").cameras
+        task.cameras = task.load_data(_dataset_path(args, task), task.cfg).cameras
     out = out_dir(args)
     try:
         mesh = task.extract_mesh(args.resolution, args.threshold,

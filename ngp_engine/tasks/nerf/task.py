@@ -112,8 +112,11 @@ class NerfTask(Task):
 
     # ------------------------------------------------------------------ data
     @classmethod
-    def load_data(cls, path: str | Path, cfg: NerfConfig | None = None) -> NerfDataset:
-        return load_nerf_dataset(path, "train",
+    def load_data(cls, path: str | Path, cfg: NerfConfig | None = None,
+                  split: str = "train") -> NerfDataset:
+        """A split of the dataset as a run with `cfg` sees it: its image size cap and its
+        held-out frames (split `data.transforms.HOLDOUT`)."""
+        return load_nerf_dataset(path, split,
                                  max_image_size=cfg.max_image_size if cfg is not None else None,
                                  holdout_every=cfg.holdout_every if cfg is not None else None)
 

@@ -27,18 +27,31 @@ Each part records its own error and the next one still runs; the whole result go
 JSON file (default benchmarks/gpu_check.json) and a summary to stdout.
 
     python scripts/gpu_check.py [--scene out/scene400] [--seconds 60] [--preset instant-ngp]
-        [--capture out/fox --capture-seconds 30] [--device cuda] [--out benchmarks/gpu_check.json]
+        [--capture out/fox --capture-seconds 30] [--test-scene out/test_scene40]
+        [--device cuda] [--out benchmarks/gpu_check.json]
 
 `--device cpu` runs the same parts on the CPU (Triton in its interpreter, a short NeRF): a
 dry run of the script itself, not a measurement.
+
+A GPU machine's Python may lack Blender's module (bpy has wheels for Python 3.11 only), so
+what needs Blender is rendered beforehand, here, by `--prepare`: the 400x400 scene
+(`--scene`) and the NeRF tests' 40x40 scene (`--test-scene`; the tests read it through
+$NGP_TEST_NERF_SCENE instead of rendering it). It also fetches, into .whl/, the wheels
+for that Python (`--wheels-python`, 3.12) of libigl (the SDF tests' samples) and PyMCubes,
+and prints the folders to carry along and the command to run there (README, "The GPU
+check, rehearsed"). The NeRF parts need neither package (ngp_engine/packages.py); what
+else the machine's Python lacks from ngp_engine/requirements.txt is listed under
+"environment".
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,8 +65,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+# The NeRF tests' scene, rendered before (tests/conftest.py: NERF_SCENE_ARGS, NERF_SCENE_ENV).
+TEST_SCENE = ROOT / "out" / "test_scene40"
+SCENE400_ARGS = {"size": 400, "n_train": 100, "n_test": 20}
+# Wheels for the GPU machine's Python of what the tests need and its image lacks (the SDF
+# tests sample with libigl; PyMCubes for completeness: meshing), at the versions used here.
+WHEELS = ROOT / ".whl"
+WHEEL_DISTS = ("libigl", "PyMCubes")
+MANYLINUX = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64")
 GPU_TESTS = ["tests/test_hash_grid_triton.py", "tests/test_render_triton.py",
              "tests/test_hash_grid_backends.py"]
+
+
+def tests_conftest():
+    """tests/conftest.py, where the NeRF tests' scene is defined (imports pytest; on a CPU
+    it sets TRITON_INTERPRET=1, as the CPU parts need anyway)."""
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.append(str(ROOT / "tests"))
+    return importlib.import_module("conftest")
 
 
 def version_of(module: str) -> str | None:
@@ -67,13 +97,19 @@ def version_of(module: str) -> str | None:
 def environment(device_name: str) -> dict[str, Any]:
     import torch  # noqa: PLC0415
 
+    from ngp_engine import probe  # noqa: PLC0415
+
     env: dict[str, Any] = {
         "python": platform.python_version(), "platform": platform.platform(),
         "torch": torch.__version__, "torch_cuda": torch.version.cuda,
         "torch_hip": getattr(torch.version, "hip", None),
         "cuda_available": torch.cuda.is_available(),
         "triton": version_of("triton"), "tinycudann": version_of("tinycudann"),
-        "numba": version_of("numba"), "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
+        "numba": version_of("numba"), "numpy": version_of("numpy"),
+        "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
+        # ngp_engine/requirements.txt's lines this Python lacks (none of them stops a part
+        # unless its error says so).
+        "engine_requirements_missing": probe.probe()["missing"],
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -90,16 +126,22 @@ def environment(device_name: str) -> dict[str, Any]:
     return env
 
 
-def gpu_tests(timeout: float) -> dict[str, Any]:
-    """pytest over GPU_TESTS in a subprocess; counts and failing test ids from its JUnit XML."""
+def gpu_tests(timeout: float, test_scene: Path) -> dict[str, Any]:
+    """pytest over GPU_TESTS in a subprocess; counts and failing test ids from its JUnit XML.
+    `test_scene` (the NeRF tests' scene rendered by --prepare) is used where it exists."""
+    env = dict(os.environ)
+    scene = test_scene if (test_scene / "scene.json").is_file() else None
+    if scene is not None:
+        env[tests_conftest().NERF_SCENE_ENV] = str(scene.resolve())
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                f"--junitxml={xml}", *GPU_TESTS], cwd=ROOT, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, env=env)
         seconds = time.perf_counter() - t0
         result: dict[str, Any] = {"returncode": proc.returncode, "seconds": round(seconds, 1),
+                                  "nerf_scene": str(scene) if scene else None,
                                   "tail": proc.stdout.strip().splitlines()[-1:]}
         if xml.exists():
             failed, skipped, passed = [], [], 0
@@ -145,11 +187,96 @@ def nerf_run(device, scene: Path, seconds: float, preset: str) -> dict[str, Any]
         if importlib.util.find_spec("bpy") is None:
             return {"skipped": f"{scene} is missing and bpy is not installed to render it "
                                "(render it elsewhere with scripts/make_scene.py --size 400 and carry it)"}
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(scene),
-                        "--size", "400", "--n-train", "100", "--n-test", "20"], check=True)
+        render_scene(scene, SCENE400_ARGS)
     train, test = load_nerf_dataset(scene, "train"), load_nerf_dataset(scene, "test")
     return {"scene": str(scene),
             **train_and_evaluate(device, train, test, NERF_PRESETS[preset], seconds, preset)}
+
+
+def render_scene(out: Path, args: dict[str, Any]) -> None:
+    """scripts/make_scene.py --out OUT --<arg> <value>... (Blender as a module, here)."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "make_scene.py"), "--out", str(out)]
+    for key, value in args.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    subprocess.run(cmd, check=True)
+
+
+def prepare(a: argparse.Namespace, defaults: dict[str, Any]) -> int:
+    """--prepare: render what the GPU machine cannot (no bpy there), fetch the wheels its
+    Python (`--wheels-python`) lacks into .whl/, print what to carry and the command to run.
+    Checks what it can before the slow parts; a failed download keeps the old wheels."""
+    import importlib.util  # noqa: PLC0415
+
+    scenes = {"scene": (Path(a.scene), SCENE400_ARGS),
+              "test-scene": (Path(a.test_scene), tests_conftest().NERF_SCENE_ARGS)}
+    folders = {name: folder for name, (folder, _) in scenes.items()}
+    if a.capture:
+        folders["capture"] = Path(a.capture)
+    carried: dict[str, Path] = {}
+    for name, folder in folders.items():
+        # Only what lies in the checkout travels (out/ is git-ignored: carried by name).
+        rel = Path(os.path.relpath(folder.absolute(), ROOT))
+        if rel.parts[0] == ".." or (name == "capture" and not folder.is_dir()):
+            print(f"error: --{name} {folder} is not a folder inside {ROOT} (copy it under out/)",
+                  file=sys.stderr)
+            return 2
+        carried[name] = rel
+    try:
+        pins = [f"{d}=={importlib.metadata.version(d)}" for d in WHEEL_DISTS]
+    except importlib.metadata.PackageNotFoundError as e:
+        print(f"error: {e.args[0]} is not installed here (scripts/setup.sh installs it)", file=sys.stderr)
+        return 2
+    make_scene = tests_conftest().make_scene_module()
+    have_bpy = importlib.util.find_spec("bpy") is not None
+    for name, (folder, args) in scenes.items():
+        diff = make_scene.differences(folder, **args)
+        if not diff:
+            continue
+        if (folder / "scene.json").is_file() and set(diff) != {"files"}:
+            # Rendering there would replace another dataset (make_scene re-renders in place).
+            print(f"error: --{name} {folder} holds another dataset than make_scene.py {args} "
+                  f"({diff}); name another folder", file=sys.stderr)
+            return 2
+        if not have_bpy:
+            print(f"error: --{name} {folder}: bpy (Blender as a Python module) is not installed "
+                  "here to render it", file=sys.stderr)
+            return 2
+        render_scene(folder, args)
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        platforms = [arg for p in MANYLINUX for arg in ("--platform", p)]
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                               "--only-binary=:all:", "--python-version", a.wheels_python,
+                               "--implementation", "cp", *platforms, "-d", tmp, *pins],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"error: pip download {' '.join(pins)} for Python {a.wheels_python}: "
+                  + (proc.stderr.strip().splitlines() or ["failed"])[-1], file=sys.stderr)
+            return 2
+        shutil.rmtree(WHEELS, ignore_errors=True)   # only this run's versions: pip takes *.whl
+        shutil.move(tmp, WHEELS)
+        Path(tmp).mkdir()                           # for the context manager's clean-up
+    carried["wheels"] = WHEELS.relative_to(ROOT)
+    total = 0
+    for rel in carried.values():
+        size = sum(f.stat().st_size for f in (ROOT / rel).rglob("*") if f.is_file())
+        total += size
+        print(f"carry {rel}: {size / 2**20:.1f} MiB")
+    print(f"together {total / 2**20:.1f} MiB, plus the checkout's tracked files (64 MiB a call)")
+    options = {"scene": carried["scene"], "test-scene": carried["test-scene"],
+               "capture": carried.get("capture"), "seconds": a.seconds, "preset": a.preset,
+               "capture-seconds": a.capture_seconds, "batch-log2": a.batch_log2,
+               "test-timeout": a.test_timeout}
+    for name in ("scene", "test_scene"):       # folders: as the checkout names them
+        defaults[name] = Path(os.path.relpath(defaults[name], ROOT))
+    args = "".join(f" --{name} {value}" for name, value in options.items()
+                   if value is not None and str(value) != str(defaults[name.replace("-", "_")]))
+    # Without the wheels (no pip there, say) only the SDF tests fail: go on regardless.
+    print("run there: set -o pipefail; python3 -m pip install -q --no-index --no-deps "
+          "--no-compile --target /tmp/site .whl/*.whl || echo 'wheels not installed: the SDF "
+          "tests will fail'; export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}; "
+          "PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py" + args +
+          " --out $OUT/gpu_check.json 2>&1 | tee $OUT/gpu_check.log")
+    return 0
 
 
 def capture_run(device, capture: Path, seconds: float, preset: str) -> dict[str, Any]:
@@ -215,8 +342,9 @@ def host_waits(task, steps: int = 16) -> dict[str, Any]:
     return {"per_step": per_step, "where": dict(where.most_common(12))}
 
 
-def part(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
-    """Run one part; its result or its error (one line plus the traceback's tail) goes in."""
+def part(report: dict[str, Any], name: str, fn: Callable[[], Any], out: Path) -> None:
+    """Run one part; its result or its error (one line plus the traceback's tail) goes in,
+    and the report so far to `out` (a run stopped by a time limit keeps the parts done)."""
     t0 = time.perf_counter()
     print(f"== {name}", flush=True)
     try:
@@ -226,6 +354,8 @@ def part(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
                         "traceback": traceback.format_exc().splitlines()[-12:]}
         print(f"   failed: {type(e).__name__}: {e}", flush=True)
     report.setdefault("part_seconds", {})[name] = round(time.perf_counter() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,8 +369,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capture", default=None,
                     help="also a photo capture (e.g. a copy of instant-ngp's data/nerf/fox under out/)")
     ap.add_argument("--capture-seconds", type=float, default=30.0)
+    ap.add_argument("--test-scene", default=str(TEST_SCENE),
+                    help="the NeRF tests' scene rendered by --prepare (used where it exists)")
+    ap.add_argument("--prepare", action="store_true",
+                    help="render --scene and --test-scene here (needs bpy), print what to "
+                         "carry and the command to run on the GPU machine, and stop")
+    ap.add_argument("--wheels-python", default="3.12",
+                    help="--prepare: the GPU machine's Python version, for its wheels")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu_check.json"))
     a = ap.parse_args(argv)
+    if a.prepare:
+        return prepare(a, vars(ap.parse_args([])))
     import torch  # noqa: PLC0415
 
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -254,17 +393,17 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(a.device)
     t0 = time.perf_counter()
     report: dict[str, Any] = {"command": "scripts/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    part(report, "environment", lambda: environment(a.device))
+    out = Path(a.out)
+    part(report, "environment", lambda: environment(a.device), out)
     print(json.dumps(report["environment"], indent=1), flush=True)
-    part(report, "tests", lambda: gpu_tests(a.test_timeout))
-    part(report, "encoding", lambda: encoding_bench(device, a.batch_log2))
-    part(report, "mlp", lambda: mlp_bench(device))
-    part(report, "nerf", lambda: nerf_run(device, Path(a.scene), a.seconds, a.preset))
+    part(report, "tests", lambda: gpu_tests(a.test_timeout, Path(a.test_scene)), out)
+    part(report, "encoding", lambda: encoding_bench(device, a.batch_log2), out)
+    part(report, "mlp", lambda: mlp_bench(device), out)
+    part(report, "nerf", lambda: nerf_run(device, Path(a.scene), a.seconds, a.preset), out)
     if a.capture:
         part(report, "capture", lambda: capture_run(device, Path(a.capture), a.capture_seconds,
-                                                    a.preset))
+                                                    a.preset), out)
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
-    out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     t = report["tests"]

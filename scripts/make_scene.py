@@ -351,6 +351,35 @@ def expected_files(out: Path, n_train: int, n_test: int) -> list[Path]:
     return files + [out / f"test/r_{i}.png" for i in range(n_test)]
 
 
+def scene_params(size: int = 160, n_train: int = 100, n_test: int = 20,
+                 samples: int = DEFAULT_SAMPLES, seed: int = 0, scene: str = "default") -> dict:
+    """What scene.json records of a dataset's making (the cache key)."""
+    params = {"generator_version": GENERATOR_VERSION, "size": size, "n_train": n_train,
+              "n_test": n_test, "samples": samples, "seed": seed}
+    if scene != "default":
+        # Only other scenes record their name: the default scene's scene.json (and so every
+        # cached default dataset) stays exactly what it was.
+        params["scene"] = scene
+    return params
+
+
+def differences(out: Path, **args) -> dict:
+    """{} when `out` holds the complete dataset that `make_scene(out, **args)` would render;
+    else what differs, {key: (recorded, wanted)} ("scene.json" or "files" when missing)."""
+    out = Path(out)
+    meta_path = out / "scene.json"
+    if not meta_path.is_file():
+        return {"scene.json": (None, "present")}
+    meta = json.loads(meta_path.read_text())
+    params = scene_params(**args)
+    diff = {k: (meta.get(k), v) for k, v in params.items() if meta.get(k) != v}
+    if meta.get("scene", "default") != args.get("scene", "default"):
+        diff["scene"] = (meta.get("scene", "default"), args.get("scene", "default"))
+    if not diff and not all(p.exists() for p in expected_files(out, params["n_train"], params["n_test"])):
+        diff["files"] = ("incomplete", "complete")
+    return diff
+
+
 def make_scene(out_dir, size: int = 160, n_train: int = 100, n_test: int = 20,
                samples: int = DEFAULT_SAMPLES, seed: int = 0, scene: str = "default") -> Path:
     """Render the dataset of `scene` (a SCENES key) into out_dir (or reuse a complete cached
@@ -359,18 +388,11 @@ def make_scene(out_dir, size: int = 160, n_train: int = 100, n_test: int = 20,
         raise SystemExit(f"--scene: unknown scene {scene!r} (known: {', '.join(SCENES)})")
     builder, elevation = SCENES[scene]
     out = Path(out_dir).resolve()
-    params = {"generator_version": GENERATOR_VERSION, "size": size, "n_train": n_train,
-              "n_test": n_test, "samples": samples, "seed": seed}
-    if scene != "default":
-        # Only other scenes record their name: the default scene's scene.json (and so every
-        # cached default dataset) stays exactly what it was.
-        params["scene"] = scene
+    params = scene_params(size, n_train, n_test, samples, seed, scene)
     meta_path = out / "scene.json"
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("scene", "default") == scene and all(
-                meta.get(k) == v for k, v in params.items()) and all(
-                p.exists() for p in expected_files(out, n_train, n_test)):
+        if not differences(out, size=size, n_train=n_train, n_test=n_test, samples=samples,
+                           seed=seed, scene=scene):
             log(f"cache hit: {out} already holds this dataset; not re-rendering")
             return out
         meta_path.unlink()  # stale: drop it first so a crash midway never looks complete

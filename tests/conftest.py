@@ -1,7 +1,9 @@
 """Shared test helpers."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,19 +39,43 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 # The tiny Blender-rendered scene shared by the NeRF tests (see scripts/make_scene.py).
 NERF_SCENE_ARGS = {"size": 40, "n_train": 24, "n_test": 3, "samples": 8, "seed": 0}
+# Where a machine has no Blender module (a GPU machine's Python 3.12 has no bpy wheel), the
+# same scene rendered elsewhere (`scripts/gpu_check.py --prepare`) and named here.
+NERF_SCENE_ENV = "NGP_TEST_NERF_SCENE"
+
+
+def make_scene_module():
+    """scripts/make_scene.py as a module (it imports bpy only to render)."""
+    spec = importlib.util.spec_from_file_location("make_scene", ROOT / "scripts" / "make_scene.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prerendered_scene(folder: Path, args: dict) -> Path:
+    """`folder` when it holds the complete dataset make_scene.py renders with `args`; else a
+    clear failure (another scene would change what the NeRF tests measure)."""
+    diff = make_scene_module().differences(folder, **args)
+    if diff:
+        pytest.fail(f"{NERF_SCENE_ENV}={folder} is not the tests' scene {args}: "
+                    + ", ".join(f"{k} {have} (wanted {want})" for k, (have, want) in diff.items()))
+    return folder
 
 
 @pytest.fixture(scope="session")
 def nerf_scene(tmp_path_factory) -> Path:
     """A NeRF-synthetic-style dataset rendered once per session with real Blender (Cycles on
     the CPU, ~5 s): 24 training and 3 test views of 40x40 RGBA, geometry.ply, scene.json.
-    The script runs in a subprocess so that bpy is never imported into pytest."""
-    import importlib.util
-
+    The script runs in a subprocess so that bpy is never imported into pytest. With
+    $NGP_TEST_NERF_SCENE, a copy of that scene rendered before (tests may write into it)."""
+    out = tmp_path_factory.mktemp("nerf_scene") / "scene"
+    if os.environ.get(NERF_SCENE_ENV):
+        source = prerendered_scene(Path(os.environ[NERF_SCENE_ENV]), NERF_SCENE_ARGS)
+        return Path(shutil.copytree(source, out))
     if importlib.util.find_spec("bpy") is None:      # find, never import
-        pytest.skip("bpy (Blender as a Python module) is not installed")
-    return render_with_blender("make_scene.py", tmp_path_factory.mktemp("nerf_scene") / "scene",
-                               NERF_SCENE_ARGS, "scene.json")
+        pytest.skip(f"bpy (Blender as a Python module) is not installed, and ${NERF_SCENE_ENV} "
+                    "names no scene rendered before")
+    return render_with_blender("make_scene.py", out, NERF_SCENE_ARGS, "scene.json")
 
 
 def render_with_blender(script: str, out: Path, args: dict, last_file: str) -> Path:

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
-import igl
 import numpy as np
 import pytest
 import torch
@@ -90,6 +89,8 @@ def cast_rays(cam: Camera, u: np.ndarray, v: np.ndarray, truth) -> tuple[np.ndar
     directions [P, 3]. Each direction has camera-space z = -1, so a hit's ray parameter t
     is its z-depth (what the depth pass holds).
     """
+    import igl  # here, not at import: test_hash_grid_triton imports this module on GPU machines
+
     c2w = cam.c2w
     fx, fy, cx, cy = cam.intrinsics
     d_cam = np.stack([(u - cx) / fx, -(v - cy) / fy, -np.ones_like(u)], axis=-1)

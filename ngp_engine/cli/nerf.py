@@ -122,6 +122,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.mesh_resolution < 8:
         raise UserError(f"--mesh-resolution: {args.mesh_resolution} must be >= 8")
     mesh_box = _mesh_box(args.mesh_box)
+    if args.mesh:
+        from ..mesh.marching_cubes import require_mcubes  # noqa: PLC0415
+
+        require_mcubes()          # before training, not after it
     session = open_training(args, "nerf", args.data, max_image_size=args.max_image_size,
                             holdout_every=args.holdout_every)
     task = session.task
@@ -258,10 +262,12 @@ def _mesh_box(text: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] |
 
 def _mesh(args: argparse.Namespace) -> int:
     from ..files import write_json  # noqa: PLC0415
+    from ..mesh.marching_cubes import require_mcubes  # noqa: PLC0415
     from ..mesh.io import save_mesh  # noqa: PLC0415
 
     check_resolution(args.resolution, "--resolution")
     mesh_box = _mesh_box(args.mesh_box)
+    require_mcubes()
     if not 0 <= args.min_component <= 1:
         raise UserError(f"--min-component: {args.min_component} must be in [0, 1]")
     task = _load_task(args)

@@ -56,6 +56,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_resolution(args.resolution, "--resolution")
+    if args.sdf_command == "mesh" or not args.no_mesh:
+        from ..mesh.marching_cubes import require_mcubes  # noqa: PLC0415
+
+        require_mcubes()          # before training or sampling, not after
+    if args.sdf_command == "mesh" and not args.no_eval:
+        from ..packages import require  # noqa: PLC0415
+
+        require("libigl", "Comparing with the input mesh")   # before the mesh is written
     return {"train": _train, "mesh": _mesh}[args.sdf_command](args)
 
 

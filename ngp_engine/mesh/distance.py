@@ -5,10 +5,10 @@ from surface samples on the source to the destination, plus the symmetric chamfe
 """
 from __future__ import annotations
 
-import igl
 import numpy as np
 
 from ..errors import UserError
+from ..packages import require
 
 
 def _mesh(vertices: np.ndarray, faces: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +66,7 @@ def point_to_mesh_distance(points: np.ndarray, vertices: np.ndarray, faces: np.n
     if len(p) == 0:
         return np.zeros(0, dtype=np.float64)
     # libigl 2.6.3 (nanobind): point_mesh_squared_distance(P, V, F) -> (sqrD [N], I [N], C [N, 3])
+    igl = require("libigl", "Distances to a mesh")
     sq_dist, _, _ = igl.point_mesh_squared_distance(p, v, f)
     return np.sqrt(np.maximum(sq_dist, 0.0))
 

@@ -21,11 +21,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import mcubes
 import numpy as np
 import torch
 
+from ..packages import require
+
 FieldFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def require_mcubes():
+    """PyMCubes, or the one-line error saying that mesh extraction needs it (commands that
+    will mesh call this first, before any training or sampling)."""
+    return require("PyMCubes", "Marching cubes (mesh extraction)")
 Inside = Literal["above", "below"]
 
 
@@ -173,6 +180,7 @@ def marching_cubes(volume: np.ndarray, threshold: float, box_min: Sequence[float
         raise ValueError("volume contains NaN; the field produced invalid values")
     lo, hi = _box(box_min, box_max)
     dtype = np.float32 if volume.dtype == np.float32 else np.float64
+    mcubes = require_mcubes()
     verts, faces = mcubes.marching_cubes(np.ascontiguousarray(volume, dtype=dtype),
                                          float(threshold))
     if len(faces) == 0:

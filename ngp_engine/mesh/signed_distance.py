@@ -7,8 +7,9 @@ Negative inside, positive outside.
 """
 from __future__ import annotations
 
-import igl
 import numpy as np
+
+from ..packages import require
 
 
 class MeshDistance:
@@ -17,6 +18,7 @@ class MeshDistance:
     def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
         self.vertices = np.ascontiguousarray(vertices, dtype=np.float64)
         self.faces = np.ascontiguousarray(faces, dtype=np.int64)
+        self._igl = igl = require("libigl", "Signed distances to a mesh")
         self._tree = igl.AABB()
         self._tree.init(self.vertices, self.faces)
 
@@ -33,7 +35,7 @@ class MeshDistance:
         p = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
         if len(p) == 0:
             return np.zeros(0)
-        return igl.fast_winding_number(self.vertices, self.faces, p)
+        return self._igl.fast_winding_number(self.vertices, self.faces, p)
 
     def inside(self, points: np.ndarray) -> np.ndarray:
         """bool [N]: winding number > 1/2."""

@@ -204,7 +204,9 @@ class Session:
                     ) -> tuple[list[Path], dict[str, Any]]:
         """mesh.ply + mesh.obj of the task's surface in the run folder -> (paths, info)."""
         from ..mesh.io import save_mesh  # noqa: PLC0415
+        from ..mesh.marching_cubes import require_mcubes  # noqa: PLC0415
 
+        require_mcubes()          # before the field is sampled on the lattice
         mesh = self.task.extract_mesh(resolution, threshold, **options)
         return save_mesh(mesh, self.run_dir), mesh["info"]
 

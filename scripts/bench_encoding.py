@@ -18,9 +18,15 @@ points at T=2^14 (every level's table fits the 2 MB L2) and at T=2^19: forward i
 fresh output array and into a reused one (the difference is first-touch page faults), and
 the table gradient (under "kernel_probe"): where the kernel's time goes.
 
+With `--ab-allocation` (CPU only), the same kernels write into fresh buffers allocated by
+numpy (which asks for transparent huge pages on arrays of 4 MiB and more) or by torch (no
+such request; what the "cpu" backend does), alternating in rounds of 4 calls, 10 rounds,
+in this process: mean, median and max per variant and the system CPU seconds (memory
+compaction for huge pages shows there), under "allocation".
+
 Run from the repo root:
     .venv/bin/python scripts/bench_encoding.py [--batch-log2 18] [--repeats 5]
-        [--device auto] [--kernel-probe] [--out benchmarks/encoding.json]
+        [--device auto] [--kernel-probe] [--ab-allocation] [--out benchmarks/encoding.json]
 """
 from __future__ import annotations
 
@@ -209,6 +215,46 @@ def kernel_probe(batch: int, repeats: int) -> dict[str, Any]:
     return out
 
 
+def allocation_ab(batch: int, rounds: int = 10, per_round: int = 4) -> dict[str, Any]:
+    """Forward and table gradient at the benchmark's T into fresh numpy- or torch-allocated
+    buffers, interleaved: seconds per call and system CPU seconds per variant."""
+    import resource  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from ngp_engine.encoding import _cpu_kernel as kern  # noqa: PLC0415
+
+    gen = torch.Generator().manual_seed(SEED)
+    x = torch.rand(batch, N_INPUT_DIMS, generator=gen).numpy()
+    grid = HashGrid(N_INPUT_DIMS, GRID, backend="cpu")
+    p, tables, f = grid.params.detach().numpy(), grid._np_tables, GRID.n_features_per_level
+    dy = torch.randn(batch, grid.n_output_dims, generator=gen).numpy()
+    shape_out, n_params = (batch, grid.n_output_dims), grid.layout.n_params
+    variants: dict[str, Callable[[], Any]] = {
+        "forward_numpy": lambda: kern.forward(x, p, tables, f, 0, np.empty(shape_out, np.float32)),
+        "forward_torch": lambda: kern.forward(x, p, tables, f, 0, torch.empty(shape_out).numpy()),
+        "table_gradient_numpy": lambda: kern.backward_params(
+            x, dy, tables, n_params, f, 0, np.empty(n_params, np.float32)),
+        "table_gradient_torch": lambda: kern.backward_params(
+            x, dy, tables, n_params, f, 0, torch.empty(n_params).numpy()),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    system = dict.fromkeys(variants, 0.0)
+    for fn in variants.values():
+        fn()                                           # compiled, caches warm
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            for _ in range(per_round):
+                s0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+                system[name] += resource.getrusage(resource.RUSAGE_SELF).ru_stime - s0
+    return {name: {"mean_s": statistics.mean(v), "median_s": statistics.median(v),
+                   "max_s": max(v), "system_cpu_s": system[name], "samples_s": v}
+            for name, v in samples.items()}
+
+
 def print_table(report: dict[str, Any]) -> None:
     print(f"hash grid d={N_INPUT_DIMS} L={GRID.n_levels} F={GRID.n_features_per_level} "
           f"T=2^{GRID.log2_hashmap_size}, batch {report['batch_size']}, "
@@ -230,6 +276,9 @@ def print_table(report: dict[str, Any]) -> None:
               f"(time ratio {r['time_ratio_cpu_over_torch']:.3f})")
     for t, row in report.get("kernel_probe", {}).items():
         print(f"kernel probe {t}: " + ", ".join(f"{k} {v['median_s'] * 1e3:.0f} ms" for k, v in row.items()))
+    for name, r in report.get("allocation", {}).items():
+        print(f"allocation {name}: mean {r['mean_s'] * 1e3:.1f} ms, median "
+              f"{r['median_s'] * 1e3:.1f}, max {r['max_s'] * 1e3:.1f}, system CPU {r['system_cpu_s']:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -240,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--kernel-probe", action="store_true",
                     help="also time the numba kernels directly at T=2^14 and T=2^19 (CPU)")
+    ap.add_argument("--ab-allocation", action="store_true",
+                    help="also the kernels into numpy- vs torch-allocated buffers, interleaved (CPU)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/encoding.json"))
     args = ap.parse_args(argv)
     try:
@@ -252,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     report["command"] = "scripts/bench_encoding.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.kernel_probe and device.type == "cpu" and "cpu" in report["results"]:
         report["kernel_probe"] = kernel_probe(1 << args.batch_log2, args.repeats)
+    if args.ab_allocation and device.type == "cpu" and "cpu" in report["results"]:
+        report["allocation"] = allocation_ab(1 << args.batch_log2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)

@@ -304,23 +304,27 @@ def _transposed(x: np.ndarray) -> np.ndarray:
 
 
 def forward(x: np.ndarray, params: np.ndarray, tables: tuple, n_features: int,
-            interp: int) -> np.ndarray:
-    """[N, d] float32 positions -> [N, L*F] float32 features."""
+            interp: int, out: np.ndarray | None = None) -> np.ndarray:
+    """[N, d] float32 positions -> [N, L*F] float32 features (into `out` when given: see
+    hash_grid._CpuKernelFunction for why the caller allocates)."""
     scales = tables[0]
-    out = np.empty((x.shape[0], scales.shape[0] * n_features), dtype=np.float32)
+    if out is None:
+        out = np.empty((x.shape[0], scales.shape[0] * n_features), dtype=np.float32)
     _forward(_transposed(x), params, *tables, n_features, interp, out)
     return out
 
 
 def backward_params(x: np.ndarray, dy: np.ndarray, tables: tuple, n_params: int,
-                    n_features: int, interp: int) -> np.ndarray:
-    """dL/dparams, [n_params] float32, from dL/dy [N, L*F] (row-major, as autograd gives it).
+                    n_features: int, interp: int, grad: np.ndarray | None = None) -> np.ndarray:
+    """dL/dparams, [n_params] float32, from dL/dy [N, L*F] (row-major, as autograd gives it),
+    into `grad` when given (any contents: every entry is overwritten).
 
     Each thread walks one level over all points and reads its level's columns of dy in
     place: that costs less than a level-major copy of dy (a fresh [L, N, F] buffer: at
     2^18 points the copy and its page faults took longer than the kernel's strided reads).
     """
-    grad = np.empty(n_params, dtype=np.float32)   # zeroed by the kernel, level by level
+    if grad is None:
+        grad = np.empty(n_params, dtype=np.float32)   # zeroed by the kernel, level by level
     # Levels differ in cost (coarse dense levels are cheap): hand them out one at a time.
     with numba.parallel_chunksize(1):
         _backward_params(_transposed(x), dy, *tables, n_features, interp, grad)
@@ -328,9 +332,10 @@ def backward_params(x: np.ndarray, dy: np.ndarray, tables: tuple, n_params: int,
 
 
 def backward_input(x: np.ndarray, dy: np.ndarray, params: np.ndarray, tables: tuple,
-                   n_features: int, interp: int) -> np.ndarray:
-    """dL/dx, [N, d] float32, from dL/dy [N, L*F]."""
-    dx = np.empty_like(x)
+                   n_features: int, interp: int, dx: np.ndarray | None = None) -> np.ndarray:
+    """dL/dx, [N, d] float32, from dL/dy [N, L*F] (into `dx` when given)."""
+    if dx is None:
+        dx = np.empty_like(x)
     _backward_input(_transposed(x), dy, params, *tables, n_features, interp, dx)
     return dx
 

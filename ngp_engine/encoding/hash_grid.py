@@ -27,7 +27,16 @@ log = logging.getLogger(__name__)
 
 
 class _CpuKernelFunction(torch.autograd.Function):
-    """Autograd wrapper of the numba kernels (float32, CPU)."""
+    """Autograd wrapper of the numba kernels (float32, CPU).
+
+    Outputs are allocated by torch and the kernels write into them. numpy asks the kernel
+    for transparent huge pages on arrays of 4 MiB and more (madvise); where the system
+    compacts memory for them on first touch (THP defrag "madvise", a fragmented machine),
+    a fresh [2^18, 32] output or a 49 MB table gradient sometimes waited 0.2-0.5 s; torch's
+    allocator makes no such request. `scripts/bench_encoding.py --ab-allocation` (2^18
+    points, L16 F2 T2^19, 2 cores), fragmented: forward mean 75.8 -> 53.8 ms, table gradient
+    98.2 -> 65.3 ms; unfragmented: 49.1 -> 46.5 ms and 57.4 -> 61.7 ms (4 KiB faults).
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, params: torch.Tensor, grid: "HashGrid",
@@ -39,9 +48,10 @@ class _CpuKernelFunction(torch.autograd.Function):
         kernel = backends.cpu_kernel()
         x_np = x.detach().contiguous().numpy()
         p_np = params.detach().contiguous().numpy()
-        out = kernel.forward(x_np, p_np, grid._np_tables, grid.layout.n_features_per_level,
-                             grid._interp_code)
-        return torch.from_numpy(out)
+        out = torch.empty(x.shape[0], grid.n_output_dims, dtype=torch.float32, device=x.device)
+        kernel.forward(x_np, p_np, grid._np_tables, grid.layout.n_features_per_level,
+                       grid._interp_code, out.numpy())
+        return out
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor):  # type: ignore[override]
@@ -53,12 +63,13 @@ class _CpuKernelFunction(torch.autograd.Function):
         dx = dparams = None
         dy_np = dy.detach().to(torch.float32).contiguous().numpy()           # [N, L * F]
         if ctx.needs_input_grad[1]:
-            dparams = torch.from_numpy(kernel.backward_params(
-                x_np, dy_np, grid._np_tables, grid.layout.n_params, f, grid._interp_code))
+            dparams = torch.empty(grid.layout.n_params, dtype=torch.float32, device=x.device)
+            kernel.backward_params(x_np, dy_np, grid._np_tables, grid.layout.n_params, f,
+                                   grid._interp_code, dparams.numpy())
         if ctx.needs_input_grad[0]:
-            dx = torch.from_numpy(kernel.backward_input(
-                x_np, dy_np, params.detach().contiguous().numpy(), grid._np_tables, f,
-                grid._interp_code))
+            dx = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+            kernel.backward_input(x_np, dy_np, params.detach().contiguous().numpy(),
+                                  grid._np_tables, f, grid._interp_code, dx.numpy())
         return dx, dparams, None, None
 
 

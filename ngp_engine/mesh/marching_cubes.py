@@ -19,6 +19,7 @@ faces (tried on random integer volumes), which is worse for Blender than a few s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -27,13 +28,13 @@ import torch
 from ..packages import require
 
 FieldFn = Callable[[torch.Tensor], torch.Tensor]
+Inside = Literal["above", "below"]
 
 
-def require_mcubes():
+def require_mcubes() -> ModuleType:
     """PyMCubes, or the one-line error saying that mesh extraction needs it (commands that
     will mesh call this first, before any training or sampling)."""
     return require("PyMCubes", "Marching cubes (mesh extraction)")
-Inside = Literal["above", "below"]
 
 
 def _resolution3(resolution: int | Sequence[int]) -> tuple[int, int, int]:

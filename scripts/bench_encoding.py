@@ -232,11 +232,13 @@ def allocation_ab(batch: int, rounds: int = 10, per_round: int = 4) -> dict[str,
     shape_out, n_params = (batch, grid.n_output_dims), grid.layout.n_params
     variants: dict[str, Callable[[], Any]] = {
         "forward_numpy": lambda: kern.forward(x, p, tables, f, 0, np.empty(shape_out, np.float32)),
-        "forward_torch": lambda: kern.forward(x, p, tables, f, 0, torch.empty(shape_out).numpy()),
+        "forward_torch": lambda: kern.forward(x, p, tables, f, 0, torch.empty(
+            shape_out, dtype=torch.float32, device="cpu").numpy()),
         "table_gradient_numpy": lambda: kern.backward_params(
             x, dy, tables, n_params, f, 0, np.empty(n_params, np.float32)),
         "table_gradient_torch": lambda: kern.backward_params(
-            x, dy, tables, n_params, f, 0, torch.empty(n_params).numpy()),
+            x, dy, tables, n_params, f, 0,
+            torch.empty(n_params, dtype=torch.float32, device="cpu").numpy()),
     }
     samples: dict[str, list[float]] = {name: [] for name in variants}
     system = dict.fromkeys(variants, 0.0)

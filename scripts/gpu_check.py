@@ -242,7 +242,8 @@ def prepare(a: argparse.Namespace, defaults: dict[str, Any]) -> int:
                   "here to render it", file=sys.stderr)
             return 2
         render_scene(folder, args)
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    (ROOT / "out").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / "out") as tmp:    # git-ignored if left
         platforms = [arg for p in MANYLINUX for arg in ("--platform", p)]
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
                                "--only-binary=:all:", "--python-version", a.wheels_python,

@@ -174,3 +174,32 @@ def test_precomputed_features_give_the_same_output_and_gradients(backend):
     assert runs[0][1].abs().max() > 0 and runs[0][2].abs().max() > 0
     with pytest.raises(ValueError, match=r"features: expected \(2000, 16\), got \(2000, 8\)"):
         grid(x, features=before[:, :8])
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "d{}-L{}-F{}-T{}-{}".format(c[0], c[1], c[2], c[3], c[6]))
+def test_kernels_overwrite_every_entry_of_a_given_buffer(case):
+    # The autograd wrapper hands the kernels torch.empty buffers (any contents): NaN-filled
+    # buffers give exactly what fresh ones do, so no entry is left unwritten.
+    import numpy as np
+
+    from ngp_engine.encoding import _cpu_kernel
+
+    _, fast = _pair(*case)
+    d, f, interp = case[0], case[2], fast._interp_code
+    rng = np.random.default_rng(2)
+    x = (rng.random((1000, d), dtype=np.float32) * 1.2 - 0.1).astype(np.float32)   # some outside
+    p, tables, n_params = fast.params.detach().numpy(), fast._np_tables, fast.layout.n_params
+    dy = rng.standard_normal((1000, fast.n_output_dims), dtype=np.float32)
+    for name, fresh, given in (
+            ("forward", lambda: _cpu_kernel.forward(x, p, tables, f, interp),
+             lambda b: _cpu_kernel.forward(x, p, tables, f, interp, b)),
+            ("grad", lambda: _cpu_kernel.backward_params(x, dy, tables, n_params, f, interp),
+             lambda b: _cpu_kernel.backward_params(x, dy, tables, n_params, f, interp, b)),
+            ("dx", lambda: _cpu_kernel.backward_input(x, dy, p, tables, f, interp),
+             lambda b: _cpu_kernel.backward_input(x, dy, p, tables, f, interp, b))):
+        expected = fresh()
+        buffer = np.full(expected.shape, np.nan, np.float32)
+        assert given(buffer) is buffer
+        np.testing.assert_array_equal(buffer, expected, err_msg=name)
+    with pytest.raises(ValueError, match=r"out: expected a writeable C-contiguous float32 array"):
+        _cpu_kernel.forward(x, p, tables, f, interp, np.empty((999, fast.n_output_dims), np.float32))

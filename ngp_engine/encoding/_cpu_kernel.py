@@ -297,6 +297,17 @@ def _backward_input(xt, dy, params, scales, sizes, offsets, hashed, strides, n_f
                             dx[start + j, k] += g * dw
 
 
+def _given(buffer: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """`buffer` checked (the kernels run without bounds checks), or a fresh array."""
+    if buffer is None:
+        return np.empty(shape, dtype=np.float32)
+    if (buffer.shape != shape or buffer.dtype != np.float32 or not buffer.flags.c_contiguous
+            or not buffer.flags.writeable):
+        raise ValueError(f"{name}: expected a writeable C-contiguous float32 array of shape "
+                         f"{shape}, got {buffer.dtype} {buffer.shape}")
+    return buffer
+
+
 def _transposed(x: np.ndarray) -> np.ndarray:
     """[N, d] -> [d, N] contiguous: the kernels read one axis of many points at a time
     (strided reads of [N, d] kept those loops from vectorising: 5x slower)."""
@@ -308,8 +319,7 @@ def forward(x: np.ndarray, params: np.ndarray, tables: tuple, n_features: int,
     """[N, d] float32 positions -> [N, L*F] float32 features (into `out` when given: see
     hash_grid._CpuKernelFunction for why the caller allocates)."""
     scales = tables[0]
-    if out is None:
-        out = np.empty((x.shape[0], scales.shape[0] * n_features), dtype=np.float32)
+    out = _given(out, (x.shape[0], scales.shape[0] * n_features), "out")
     _forward(_transposed(x), params, *tables, n_features, interp, out)
     return out
 
@@ -323,8 +333,7 @@ def backward_params(x: np.ndarray, dy: np.ndarray, tables: tuple, n_params: int,
     place: that costs less than a level-major copy of dy (a fresh [L, N, F] buffer: at
     2^18 points the copy and its page faults took longer than the kernel's strided reads).
     """
-    if grad is None:
-        grad = np.empty(n_params, dtype=np.float32)   # zeroed by the kernel, level by level
+    grad = _given(grad, (n_params,), "grad")   # zeroed by the kernel, level by level
     # Levels differ in cost (coarse dense levels are cheap): hand them out one at a time.
     with numba.parallel_chunksize(1):
         _backward_params(_transposed(x), dy, *tables, n_features, interp, grad)
@@ -334,8 +343,7 @@ def backward_params(x: np.ndarray, dy: np.ndarray, tables: tuple, n_params: int,
 def backward_input(x: np.ndarray, dy: np.ndarray, params: np.ndarray, tables: tuple,
                    n_features: int, interp: int, dx: np.ndarray | None = None) -> np.ndarray:
     """dL/dx, [N, d] float32, from dL/dy [N, L*F] (into `dx` when given)."""
-    if dx is None:
-        dx = np.empty_like(x)
+    dx = _given(dx, x.shape, "dx")
     _backward_input(_transposed(x), dy, params, *tables, n_features, interp, dx)
     return dx
 

@@ -36,6 +36,7 @@ class _CpuKernelFunction(torch.autograd.Function):
     allocator makes no such request. `scripts/bench_encoding.py --ab-allocation` (2^18
     points, L16 F2 T2^19, 2 cores), fragmented: forward mean 75.8 -> 53.8 ms, table gradient
     98.2 -> 65.3 ms; unfragmented: 49.1 -> 46.5 ms and 57.4 -> 61.7 ms (4 KiB faults).
+    The kernels overwrite every entry of these buffers (tests/test_hash_grid_backends.py).
     """
 
     @staticmethod

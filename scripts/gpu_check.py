@@ -243,19 +243,19 @@ def prepare(a: argparse.Namespace, defaults: dict[str, Any]) -> int:
             return 2
         render_scene(folder, args)
     (ROOT / "out").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=ROOT / "out") as tmp:    # git-ignored if left
-        platforms = [arg for p in MANYLINUX for arg in ("--platform", p)]
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                               "--only-binary=:all:", "--python-version", a.wheels_python,
-                               "--implementation", "cp", *platforms, "-d", tmp, *pins],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"error: pip download {' '.join(pins)} for Python {a.wheels_python}: "
-                  + (proc.stderr.strip().splitlines() or ["failed"])[-1], file=sys.stderr)
-            return 2
-        shutil.rmtree(WHEELS, ignore_errors=True)   # only this run's versions: pip takes *.whl
-        shutil.move(tmp, WHEELS)
-        Path(tmp).mkdir()                           # for the context manager's clean-up
+    fetched = Path(tempfile.mkdtemp(dir=ROOT / "out"))     # git-ignored if left behind
+    platforms = [arg for p in MANYLINUX for arg in ("--platform", p)]
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                           "--only-binary=:all:", "--python-version", a.wheels_python,
+                           "--implementation", "cp", *platforms, "-d", str(fetched), *pins],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(fetched)
+        print(f"error: pip download {' '.join(pins)} for Python {a.wheels_python}: "
+              + (proc.stderr.strip().splitlines() or ["failed"])[-1], file=sys.stderr)
+        return 2
+    shutil.rmtree(WHEELS, ignore_errors=True)   # only this run's versions: pip takes *.whl
+    fetched.rename(WHEELS)
     carried["wheels"] = WHEELS.relative_to(ROOT)
     total = 0
     for rel in carried.values():

@@ -89,7 +89,9 @@ def _join(where: str, name: str) -> str:
 
 
 def clip(text: str, limit: int = 60) -> str:
-    """`text` cut to `limit` characters, so that error messages stay one short line."""
+    """`text` cut to `limit` characters, line breaks written as escapes, so that error
+    messages stay one short line (a key from a client can hold any character)."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

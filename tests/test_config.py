@@ -63,3 +63,16 @@ def test_learning_rate_decay():
     assert opt.learning_rate_at(99) == 1e-2
     assert opt.learning_rate_at(100) == pytest.approx(5e-3)
     assert opt.learning_rate_at(150) == pytest.approx(2.5e-3)
+
+
+def test_an_unknown_key_with_a_line_break_is_named_on_one_line():
+    # Found by tests/test_protocol.py's property test: a client's key holding "\n" split the
+    # error over two lines.
+    from ngp_engine.schema import clip
+
+    d = C.to_dict(C.IMAGE_PRESETS["seed"])
+    d["encoding"]["bad\nkey"] = 3
+    with pytest.raises(C.ConfigError) as e:
+        C.from_dict(C.ImageFitConfig, d)
+    assert "\n" not in str(e.value) and "encoding.bad\\nkey: unknown key" in str(e.value)
+    assert clip("a\r\nb") == "a\\r\\nb" and clip("x" * 70) == "x" * 57 + "..."

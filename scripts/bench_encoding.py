@@ -24,9 +24,15 @@ such request; what the "cpu" backend does), alternating in rounds of 4 calls, 10
 in this process: mean, median and max per variant and the system CPU seconds (memory
 compaction for huge pages shows there), under "allocation".
 
+On the CPU the process runs with glibc's allocator set as a CPU task sets it
+(`cpu_allocator.keep_freed_memory`: freed blocks up to 256 MiB reused, not unmapped), for
+every backend and the nerfstudio-style encoding alike; `--glibc-defaults` leaves glibc's
+own settings (how the figures before 2026-12-05 15:40 were measured).
+
 Run from the repo root:
     .venv/bin/python scripts/bench_encoding.py [--batch-log2 18] [--repeats 5]
-        [--device auto] [--kernel-probe] [--ab-allocation] [--out benchmarks/encoding.json]
+        [--device auto] [--kernel-probe] [--ab-allocation] [--glibc-defaults]
+        [--out benchmarks/encoding.json]
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from ngp_engine import config as cfgmod  # noqa: E402
+from ngp_engine import cpu_allocator  # noqa: E402
 from ngp_engine.config import HashGridConfig  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.errors import UserError  # noqa: E402
@@ -293,16 +300,22 @@ def main(argv: list[str] | None = None) -> None:
                     help="also time the numba kernels directly at T=2^14 and T=2^19 (CPU)")
     ap.add_argument("--ab-allocation", action="store_true",
                     help="also the kernels into numpy- vs torch-allocated buffers, interleaved (CPU)")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="keep glibc's allocator settings (not a CPU task's; CPU only)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/encoding.json"))
     args = ap.parse_args(argv)
     try:
         device = pick_device(args.device)
     except UserError as e:
         ap.error(str(e))
+    if device.type == "cpu" and not args.glibc_defaults:
+        cpu_allocator.keep_freed_memory()
     if args.repeats < 1 or args.warmup < 1:
         ap.error("--repeats and --warmup must be >= 1")
     report = run(device, args.batch_log2, args.repeats, args.warmup)
     report["command"] = "scripts/bench_encoding.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    # None: glibc's own settings (--glibc-defaults, or the user's GLIBC_TUNABLES)
+    report["mmap_threshold"] = cpu_allocator.mmap_threshold
     if args.kernel_probe and device.type == "cpu" and "cpu" in report["results"]:
         report["kernel_probe"] = kernel_probe(1 << args.batch_log2, args.repeats)
     if args.ab_allocation and device.type == "cpu" and "cpu" in report["results"]:

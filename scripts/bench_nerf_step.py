@@ -23,9 +23,10 @@ Options for the figures of the README's step section:
 - `--long N`: a fresh run of N steps, each hundred reporting its wall seconds, the density
   evaluations per trained sample (the windowed search's overshoot) and the batch PSNR
   (under "long" in the JSON).
-- `--ab-handoff`: after `--warmup` steps, blocks of 8 steps alternating between handing the
-  search's encodings to the training pass and encoding again, 8 blocks each (one process,
-  so machine speed drifts cancel); medians under "handoff".
+- `--ab-handoff`: after `--warmup` steps, blocks of 16 steps (the occupancy grid's update
+  interval: one update in every block) alternating between handing the search's encodings
+  to the training pass and encoding again, 8 blocks each (one process, so machine speed
+  drifts cancel); medians under "handoff".
 - `--ab-mlp-backward`: the same alternation between the MLPs' hand-written CPU backward
   and autograd's (`MLP.hand_backward`); medians under "mlp_backward".
 - `--ab-precision`: the same alternation between the run's own MLP precision ("initial"),
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -57,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from ngp_engine.config import NERF_PRESETS, replace  # noqa: E402
+from ngp_engine import cpu_allocator  # noqa: E402
 from ngp_engine.data.transforms import load_nerf_dataset  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.tasks.nerf.task import NerfTask  # noqa: E402
@@ -75,9 +78,15 @@ def ensure_scene(path: Path) -> None:
                        check=True)
 
 
+def _page_faults() -> int:
+    """Minor page faults of this process so far (fresh pages touched)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def time_steps(task: NerfTask, steps: int) -> dict[str, Any]:
-    """Wall seconds and network samples of `steps` training steps."""
+    """Wall seconds, network samples and page faults of `steps` training steps."""
     samples, seconds = [], []
+    f0 = _page_faults()
     for _ in range(steps):
         n_rays = task.n_rays                     # this step's (the task adapts it after)
         synchronize(task.device)
@@ -88,7 +97,9 @@ def time_steps(task: NerfTask, steps: int) -> dict[str, Any]:
         samples.append(float(p.resolved().samples_per_ray) * n_rays)
     total = sum(seconds)
     return {"steps": steps, "seconds": total, "median_step_s": statistics.median(seconds),
-            "mean_samples": sum(samples) / steps, "samples_per_s": sum(samples) / total}
+            "mean_samples": sum(samples) / steps, "samples_per_s": sum(samples) / total,
+            "page_faults_per_step": (_page_faults() - f0) / steps,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def time_grid(task: NerfTask, n_points: int, repeats: int) -> dict[str, Any]:
@@ -137,24 +148,33 @@ def long_run(data: Path, cfg: Any, device: torch.device, steps: int) -> list[dic
     return rows
 
 
-def ab_blocks(task: NerfTask, modes: dict[str, Any], blocks: int = 8, steps: int = 8
-              ) -> dict[str, Any]:
-    """Median step seconds per mode, alternating blocks of `steps` steps; modes: name ->
-    a function that switches the mode on (the first mode's is called again at the end)."""
+def ab_blocks(task: NerfTask, modes: dict[str, Any], blocks: int = 8) -> dict[str, Any]:
+    """Median step seconds per mode, alternating blocks of steps; modes: name -> a function
+    that switches the mode on (the first mode's is called again at the end).
+
+    A block is as many steps as the occupancy grid's update interval, so every block holds
+    exactly one update whatever step the A/B starts at. (Blocks of 8 steps, used until
+    2026-12-05, put every update of a 16-step interval into the same mode's blocks: the mode
+    that step count fell on carried all of them.)"""
+    steps = task.cfg.occupancy.update_interval
     times: dict[str, list[float]] = {name: [] for name in modes}
+    faults = dict.fromkeys(modes, 0)
     try:
         for _ in range(blocks):
             for mode, switch in modes.items():
                 switch()
                 synchronize(task.device)
+                f0 = _page_faults()
                 t0 = time.perf_counter()
                 for _ in range(steps):
                     task.step()
                 synchronize(task.device)
                 times[mode].append((time.perf_counter() - t0) / steps)
+                faults[mode] += _page_faults() - f0
     finally:
         next(iter(modes.values()))()
-    return {k: {"median_step_s": statistics.median(v), "block_step_s": v} for k, v in times.items()}
+    return {k: {"median_step_s": statistics.median(v), "block_step_s": v, "block_steps": steps,
+                "page_faults_per_step": faults[k] / (blocks * steps)} for k, v in times.items()}
 
 
 def ab_handoff(task: NerfTask) -> dict[str, Any]:
@@ -306,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "scripts/bench_nerf_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"), "machine": machine_info(device),
         "preset": args.preset, "data": str(data), "backend": task.backend,
+        "mmap_threshold": cpu_allocator.mmap_threshold,   # the CPU task's (None: glibc's own)
         "step": step, "grid_forward_backward": grid,
         "step_vs_grid": step["samples_per_s"] / grid["points_per_s"],
         "profile": profile_steps(task, args.profile_steps),
@@ -325,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"step: {step['samples_per_s'] / 1e3:.0f} k samples/s ({step['mean_samples']:.0f} samples, "
-          f"{step['median_step_s'] * 1e3:.0f} ms median); grid fwd+bwd alone: "
+          f"{step['median_step_s'] * 1e3:.0f} ms median, {step['page_faults_per_step']:.0f} page "
+          f"faults per step, peak RSS {step['peak_rss_mib']:.0f} MiB); grid fwd+bwd alone: "
           f"{grid['points_per_s'] / 1e3:.0f} k points/s -> step at {report['step_vs_grid']:.0%} of the grid")
     for row in report["profile"][:15]:
         print(f"  {row['ms_per_step']:9.2f} ms  {row['share']:6.1%}  {row['op']}")

@@ -1,11 +1,14 @@
 """The prepared GPU check: one run of a few minutes on any CUDA (or ROCm) machine.
 
 1. Environment: GPU, driver-side CUDA/HIP, torch, triton, tiny-cuda-nn and numba, present
-   or not.
+   or not; what Triton needs to compile at run time (a C compiler, Python.h) and whether a
+   one-point Triton hash encoding runs on the device.
 2. The GPU tests: tests/test_hash_grid_triton.py and tests/test_render_triton.py (compiled
    Triton kernels against the references on the GPU: hash grid, marcher, compositing; NeRF
-   and SDF steps) and the CUDA tests of
-   tests/test_hash_grid_backends.py; pass/fail/skip counts and the failures' names.
+   and SDF steps) and the tiny-cuda-nn test of tests/test_hash_grid_backends.py (the
+   file's other tests are the CPU kernel's); pass/fail/skip counts and the failures'
+   names, read from pytest's verbose lines as they come, so that a run stopped by
+   `--test-timeout` still reports the tests it finished.
 3. The encoding benchmark (scripts/bench_encoding.py) on 2^20 points, L16 F2 T2^19: the
    torch reference, Triton, tiny-cuda-nn when importable, nerfstudio-style pure torch.
 4. The NeRF MLPs alone (scripts/bench_mlp.py) on 2^18 rows: float32 against bfloat16
@@ -23,8 +26,10 @@
    (`holdout_every`), then the held-out PSNR: issue 14's fox figure on a GPU (this CPU:
    27.87 dB after 5 minutes, README "instant-ngp's fox on this CPU").
 
-Each part records its own error and the next one still runs; the whole result goes to one
-JSON file (default benchmarks/gpu_check.json) and a summary to stdout.
+Each part runs in a Python process of its own, stopped after a time budget (`part_budget`:
+a hang, or a CUDA error that poisons a process, costs that part only), records its own
+error, and the next one still runs; the whole result goes to one JSON file (default
+benchmarks/gpu_check.json), rewritten after each part, and a summary to stdout.
 
     python scripts/gpu_check.py [--scene out/scene400] [--seconds 60] [--preset instant-ngp]
         [--capture out/fox --capture-seconds 30] [--test-scene out/test_scene40]
@@ -51,9 +56,11 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import traceback
@@ -75,7 +82,9 @@ WHEEL_DISTS = ("libigl", "PyMCubes")
 MANYLINUX = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64")
 GPU_TESTS = ["tests/test_hash_grid_triton.py", "tests/test_render_triton.py",
-             "tests/test_hash_grid_backends.py"]
+             "tests/test_hash_grid_backends.py::test_tcnn_matches_reference_on_cuda"]
+# pytest -v: "tests/test_x.py::test_y[case] PASSED [ 10%]", one line per test as it ends.
+VERBOSE_LINE = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 
 
 def tests_conftest():
@@ -123,22 +132,57 @@ def environment(device_name: str) -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired) as e:
         env["nvidia_smi"] = f"not run: {e}"
     env["device_asked"] = device_name
+    # Triton compiles a small C launcher at its first launch: no compiler or no Python.h
+    # and every launch fails though `import triton` works.
+    env["c_compiler"] = shutil.which("cc") or shutil.which("gcc")
+    env["python_h"] = (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()
+    if device_name != "cpu" and torch.cuda.is_available():
+        env["triton_launch"] = triton_launch(torch.device(device_name))
     return env
 
 
-def gpu_tests(timeout: float, test_scene: Path) -> dict[str, Any]:
-    """pytest over GPU_TESTS in a subprocess; counts and failing test ids from its JUnit XML.
-    `test_scene` (the NeRF tests' scene rendered by --prepare) is used where it exists."""
+def triton_launch(device) -> str:
+    """'ok' when a one-point hash encoding by the Triton backend runs on `device` and agrees
+    with the torch reference, else the error in one line."""
+    import torch  # noqa: PLC0415
+
+    from ngp_engine.config import HashGridConfig  # noqa: PLC0415
+    from ngp_engine.encoding.hash_grid import HashGrid  # noqa: PLC0415
+
+    try:
+        cfg = HashGridConfig(n_levels=2, log2_hashmap_size=8, base_resolution=4, per_level_scale=2.0)
+        fast_grid, ref_grid = (HashGrid(3, cfg, backend=b, generator=torch.Generator().manual_seed(0)
+                                        ).to(device) for b in ("triton", "torch"))
+        x = torch.full((1, 3), 0.3, device=device)
+        with torch.no_grad():
+            fast, ref = fast_grid(x), ref_grid(x)
+        torch.cuda.synchronize()
+        return "ok" if torch.allclose(fast, ref, atol=1e-6) else f"differs: {fast} vs {ref}"
+    except Exception as e:  # noqa: BLE001 (reported, not raised: the tests say more)
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+
+
+def gpu_tests(timeout: float, test_scene: Path, tests: list[str] = GPU_TESTS) -> dict[str, Any]:
+    """pytest over `tests` in a subprocess; counts and failing test ids from its JUnit XML,
+    or, when `timeout` stops it, from its verbose lines. `test_scene` (the NeRF tests' scene
+    rendered by --prepare) is used where it exists."""
     env = dict(os.environ)
     scene = test_scene if (test_scene / "scene.json").is_file() else None
     if scene is not None:
         env[tests_conftest().NERF_SCENE_ENV] = str(scene.resolve())
+    env["PYTHONUNBUFFERED"] = "1"            # each verbose line reaches the pipe as it ends
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               f"--junitxml={xml}", *GPU_TESTS], cwd=ROOT, capture_output=True,
-                              text=True, timeout=timeout, env=env)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+                                   f"--junitxml={xml}", *tests], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired as e:
+            # pytest writes its XML at the end: what finished is in the verbose lines.
+            out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+            return {"timed_out_after_s": timeout, "nerf_scene": str(scene) if scene else None,
+                    **verbose_results(out)}
         seconds = time.perf_counter() - t0
         result: dict[str, Any] = {"returncode": proc.returncode, "seconds": round(seconds, 1),
                                   "nerf_scene": str(scene) if scene else None,
@@ -158,6 +202,21 @@ def gpu_tests(timeout: float, test_scene: Path) -> dict[str, Any]:
         else:
             result["stderr"] = proc.stderr[-2000:]
     return result
+
+
+def verbose_results(text: str) -> dict[str, Any]:
+    """Counts and test ids from pytest -v's lines (a run cut short: no XML, no messages)."""
+    outcomes: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        m = VERBOSE_LINE.match(line.strip())
+        if m:
+            outcomes.setdefault(m.group(2), []).append(m.group(1))
+    unfinished = text.strip().splitlines()[-1:] if text.strip() else []
+    return {"passed": len(outcomes.get("PASSED", [])),
+            "failed": [{"test": t, "message": kind} for kind in ("FAILED", "ERROR")
+                       for t in outcomes.get(kind, [])],
+            "skipped": [{"test": t, "reason": ""} for t in outcomes.get("SKIPPED", [])],
+            "last_line": unfinished}
 
 
 def encoding_bench(device, batch_log2: int) -> dict[str, Any]:
@@ -294,14 +353,15 @@ def capture_run(device, capture: Path, seconds: float, preset: str) -> dict[str,
 
 
 def train_and_evaluate(device, train, test, cfg, seconds: float, preset: str) -> dict[str, Any]:
-    """`seconds` of training on `train` (after 3 untimed steps of a throwaway task), then
-    PSNR on `test`, and on CUDA the peak memory and the host waits per step."""
+    """`seconds` of training on `train` (after 5 untimed steps of a throwaway task: from the
+    third on, the steps run on fixed-size buffers, whose kernels compile then), then PSNR on
+    `test`, and on CUDA the peak memory and the host waits per step."""
     import torch  # noqa: PLC0415
 
     from ngp_engine.tasks.nerf.evaluate import evaluate  # noqa: PLC0415
     from ngp_engine.tasks.nerf.task import NerfTask  # noqa: PLC0415
 
-    NerfTask(train, cfg, device).train(steps=3)      # kernel compilation and caches: not timed
+    NerfTask(train, cfg, device).train(steps=5)      # kernel compilation and caches: not timed
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     task = NerfTask(train, cfg, device)
@@ -323,24 +383,29 @@ def train_and_evaluate(device, train, test, cfg, seconds: float, preset: str) ->
 
 def host_waits(task, steps: int = 16) -> dict[str, Any]:
     """CUDA's own count of the operations that made the host wait, per training step
-    (`torch.cuda.set_sync_debug_mode("warn")`: a warning for each), and where."""
+    (`torch.cuda.set_sync_debug_mode("warn")`: a warning for each), and where; other
+    warnings are counted apart. (A warning raised in the backward pass points at the
+    `backward()` call.)"""
     import collections  # noqa: PLC0415
     import warnings  # noqa: PLC0415
 
     import torch  # noqa: PLC0415
 
-    per_step, where = [], collections.Counter()
+    per_step, where, other = [], collections.Counter(), collections.Counter()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         for _ in range(steps):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 task.step()
-            per_step.append(len(caught))
-            where.update(f"{Path(w.filename).name}:{w.lineno}" for w in caught)
+            waits = [w for w in caught if "synchronizing CUDA operation" in str(w.message)]
+            per_step.append(len(waits))
+            where.update(f"{Path(w.filename).name}:{w.lineno}" for w in waits)
+            other.update(str(w.message).splitlines()[0][:120] for w in caught if w not in waits)
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    return {"per_step": per_step, "where": dict(where.most_common(12))}
+    return {"per_step": per_step, "where": dict(where.most_common(12)),
+            "other_warnings": dict(other.most_common(6))}
 
 
 def part(report: dict[str, Any], name: str, fn: Callable[[], Any], out: Path) -> None:
@@ -359,6 +424,55 @@ def part(report: dict[str, Any], name: str, fn: Callable[[], Any], out: Path) ->
     out.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def run_part(name: str, a: argparse.Namespace, device) -> Any:
+    """The result of part `name` (see the module's docstring)."""
+    if name == "environment":
+        return environment(a.device)
+    if name == "tests":
+        return gpu_tests(a.test_timeout, Path(a.test_scene))
+    if name == "encoding":
+        return encoding_bench(device, a.batch_log2)
+    if name == "mlp":
+        return mlp_bench(device)
+    if name == "nerf":
+        return nerf_run(device, Path(a.scene), a.seconds, a.preset)
+    return capture_run(device, Path(a.capture), a.capture_seconds, a.preset)
+
+
+def part_budget(name: str, a: argparse.Namespace) -> float:
+    """Seconds part `name` may run before its process is stopped."""
+    return {"environment": 120.0, "tests": a.test_timeout + 60.0, "encoding": 180.0,
+            "mlp": 120.0, "nerf": a.seconds + 240.0, "capture": a.capture_seconds + 240.0}[name]
+
+
+def part_in_own_process(report: dict[str, Any], name: str, args: list[str], budget: float,
+                        out: Path) -> None:
+    """Part `name` in a Python process of its own (this script with --part), stopped after
+    `budget` seconds: a hang, or a CUDA error that poisons its process's context (an illegal
+    address is sticky: every later CUDA call fails), costs that part only. Its output goes
+    to this process's; its result, or its error, into `report`, and the report so far to
+    `out` (a run stopped by a time limit keeps the parts done)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        part_out = Path(tmp) / "part.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), *args, "--part", name,
+               "--out", str(part_out)]
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, timeout=budget)
+            if part_out.is_file():
+                report[name] = json.loads(part_out.read_text())[name]
+            else:
+                report[name] = {"error": f"its process exited with {proc.returncode} and "
+                                         "wrote no result"}
+        except subprocess.TimeoutExpired:
+            report[name] = {"error": f"stopped after {budget:.0f} s (its process was killed)"}
+    if "error" in report[name]:
+        print(f"   {name}: {report[name]['error']}", flush=True)
+    report.setdefault("part_seconds", {})[name] = round(time.perf_counter() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scene", default=str(ROOT / "out" / "scene400"))
@@ -366,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="instant-ngp")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu for a dry run")
     ap.add_argument("--batch-log2", type=int, default=20, help="encoding benchmark batch")
-    ap.add_argument("--test-timeout", type=float, default=240.0)
+    ap.add_argument("--test-timeout", type=float, default=180.0)
     ap.add_argument("--capture", default=None,
                     help="also a photo capture (e.g. a copy of instant-ngp's data/nerf/fox under out/)")
     ap.add_argument("--capture-seconds", type=float, default=30.0)
@@ -378,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wheels-python", default="3.12",
                     help="--prepare: the GPU machine's Python version, for its wheels")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu_check.json"))
+    ap.add_argument("--part", choices=("environment", "tests", "encoding", "mlp", "nerf", "capture"),
+                    help=argparse.SUPPRESS)     # the check runs each part as its own process
     a = ap.parse_args(argv)
     if a.prepare:
         return prepare(a, vars(ap.parse_args([])))
@@ -392,24 +508,29 @@ def main(argv: list[str] | None = None) -> int:
         # Compiled kernels, not the interpreter, for the tests and the benchmarks.
         os.environ.pop("TRITON_INTERPRET", None)
     device = torch.device(a.device)
-    t0 = time.perf_counter()
-    report: dict[str, Any] = {"command": "scripts/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     out = Path(a.out)
-    part(report, "environment", lambda: environment(a.device), out)
-    print(json.dumps(report["environment"], indent=1), flush=True)
-    part(report, "tests", lambda: gpu_tests(a.test_timeout, Path(a.test_scene)), out)
-    part(report, "encoding", lambda: encoding_bench(device, a.batch_log2), out)
-    part(report, "mlp", lambda: mlp_bench(device), out)
-    part(report, "nerf", lambda: nerf_run(device, Path(a.scene), a.seconds, a.preset), out)
-    if a.capture:
-        part(report, "capture", lambda: capture_run(device, Path(a.capture), a.capture_seconds,
-                                                    a.preset), out)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if a.part:                         # one part, in the process its parent started for it
+        report: dict[str, Any] = {}
+        part(report, a.part, lambda: run_part(a.part, a, device), out)
+        return 0
+    t0 = time.perf_counter()
+    report = {"command": "scripts/gpu_check.py " + " ".join(args)}
+    for name in ("environment", "tests", "encoding", "mlp", "nerf", "capture"):
+        if name == "capture" and not a.capture:
+            continue
+        part_in_own_process(report, name, args, part_budget(name, a), out)
+        if name == "environment":
+            print(json.dumps(report["environment"], indent=1), flush=True)
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     t = report["tests"]
     print(f"tests: {t.get('passed')} passed, {len(t.get('failed', []))} failed, "
           f"{len(t.get('skipped', []))} skipped" if "error" not in t else f"tests: {t['error']}")
+    if "timed_out_after_s" in t:
+        print(f"  (stopped by --test-timeout after {t['timed_out_after_s']} s; last line: "
+              f"{' '.join(t['last_line'])[:200]})")
     for f in t.get("failed", []):
         print(f"  FAILED {f['test']}: {f['message'][:200]}")
     enc = report["encoding"]

@@ -43,3 +43,40 @@ def test_prepare_refuses_a_folder_that_cannot_travel_before_any_work(tmp_path):
             f"error: {option} {tmp_path / 'elsewhere'} is not a folder inside {ROOT} "
             "(copy it under out/)"], proc.stderr
         assert not (tmp_path / "elsewhere").exists() and proc.stdout == ""
+
+
+def test_a_test_part_stopped_by_its_timeout_still_reports_the_tests_it_finished(tmp_path, monkeypatch):
+    # pytest writes its JUnit XML only at its end: the part reads the verbose lines instead
+    # when --test-timeout stops it (one slow test must not cost a GPU run all its results).
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import gpu_check
+
+    tests = tmp_path / "test_three.py"
+    tests.write_text("import time, pytest\n"
+                     "def test_quick():\n    assert True\n"
+                     "def test_skipped():\n    pytest.skip('no GPU here')\n"
+                     "def test_broken():\n    assert 1 == 2\n"
+                     "def test_slow():\n    time.sleep(120)\n")
+    result = gpu_check.gpu_tests(20.0, tmp_path / "no_scene", tests=[str(tests)])
+    assert result["timed_out_after_s"] == 20.0
+    assert result["passed"] == 1
+    assert [f["test"].rsplit("::", 1)[1] for f in result["failed"]] == ["test_broken"]
+    assert [s["test"].rsplit("::", 1)[1] for s in result["skipped"]] == ["test_skipped"]
+
+
+def test_each_part_runs_in_its_own_process_and_is_stopped_at_its_budget(tmp_path, monkeypatch):
+    # A hang (or a CUDA error that poisons a process) costs one part, not the run: the part
+    # runs as `gpu_check.py --part NAME` and is killed after its budget; the report so far
+    # is on disk after every part.
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import gpu_check
+
+    out = tmp_path / "check.json"
+    report: dict = {}
+    gpu_check.part_in_own_process(report, "environment", ["--device", "cpu"], 120.0, out)
+    assert report["environment"]["device_asked"] == "cpu"
+    assert report["environment"]["python_h"] in (True, False)
+    gpu_check.part_in_own_process(report, "mlp", ["--device", "cpu"], 0.5, out)
+    assert report["mlp"] == {"error": "stopped after 0 s (its process was killed)"}
+    on_disk = json.loads(out.read_text())
+    assert on_disk["environment"]["device_asked"] == "cpu" and "error" in on_disk["mlp"]

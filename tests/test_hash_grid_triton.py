@@ -210,7 +210,17 @@ def test_a_gpu_path_run_resumes_exactly(nerf_scene, tmp_path):
     save_torch(tmp_path / "half.pt", first.state_dict())
     second = _gpu_path_task(nerf_scene, 1 << 12, 12)
     second.load_state_dict(NerfTask.read_checkpoint(tmp_path / "half.pt"))
+    saved, loaded = first.state_dict(), second.state_dict()
+    del saved["seconds"], loaded["seconds"]
+    assert_identical(loaded, saved)              # the checkpoint itself, on every device
     second.train(steps=3)
+    assert second.steps_done == 6 and len(second.reads.pending()) == 2
+    if DEVICE.type == "cuda":
+        # Float atomics (the table gradient, index_add's backward) sum in another order on
+        # every GPU run: two runs differ in their last bits and, through the occupancy grid
+        # and the adaptive ray count, soon in their sizes. Only the interpreter's runs are
+        # bit-reproducible.
+        return
     assert second.capacity == one_go.capacity and second.n_rays == one_go.n_rays
     expected, resumed = one_go.state_dict(), second.state_dict()
     del expected["seconds"], resumed["seconds"]

@@ -15,7 +15,9 @@ Shape of the work (why):
   per point at random: sorting 2^d * L * N keys every step costs more than the contended
   atomics, which only collide on the coarse (dense, small) levels. tiny-cuda-nn makes the
   same choice. Float atomics make the summation order, hence the last bits, vary from run
-  to run (as in tiny-cuda-nn).
+  to run (as in tiny-cuda-nn). They are relaxed (`sem="relaxed"`, CUDA's plain atomicAdd,
+  tiny-cuda-nn's): nothing reads the gradient before the launch ends, so the default
+  acquire-release ordering would only add fences.
 - backward to the positions: one program per block of points walks all levels and owns its
   points' rows of dL/dx: no atomics.
 
@@ -132,7 +134,8 @@ def _table_kernel(x_ptr, params_ptr, out_ptr, dy_ptr, grad_ptr,
     if INTERP == 1:  # Nearest: the lower corner of pos = s * x + 0.5 is the nearest vertex
         idx = _corner_index(c0, c1, c2, 0, 0, 0, D, hashed, size, s1, s2) + base
         if BACKWARD:
-            tl.atomic_add(grad_ptr + idx[:, None] * F + feat[None, :], dy, mask=mask2)
+            tl.atomic_add(grad_ptr + idx[:, None] * F + feat[None, :], dy, mask=mask2,
+                          sem="relaxed")
         else:
             acc += tl.load(params_ptr + idx[:, None] * F + feat[None, :], mask=mask2, other=0.0)
     else:
@@ -144,7 +147,7 @@ def _table_kernel(x_ptr, params_ptr, out_ptr, dy_ptr, grad_ptr,
             w = _weight(w0, w1, w2, b0, b1, b2, D)
             if BACKWARD:
                 tl.atomic_add(grad_ptr + idx[:, None] * F + feat[None, :], w[:, None] * dy,
-                              mask=mask2)
+                              mask=mask2, sem="relaxed")
             else:
                 acc += w[:, None] * tl.load(params_ptr + idx[:, None] * F + feat[None, :],
                                             mask=mask2, other=0.0)

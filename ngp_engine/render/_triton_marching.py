@@ -9,9 +9,12 @@ write them at their ray's offset. Each ray owns its slice of the output: no atom
 one host read is the total sample count, which sizes the output buffers; with a capacity
 (`ray_marching.march_rays`) there is none: the rays that do not fit are not written.
 
-On a GPU the compiler may fuse `o + t * d` into one fma; a sample whose position falls on
-an occupancy-cell boundary can then land in the neighbouring cell (the interpreter, numpy,
-never fuses, so there the samples are the reference's exactly).
+The marcher is compiled without fused multiply-adds (`MARCH_LAUNCH_OPTIONS`, unlike the
+other kernels): `o + t * d` and `t + jitter * dt` are rounded after the product and again
+after the sum, as numba, numpy (the interpreter) and torch's separate elementwise ops round
+them. Fused, a sample whose position falls within an ulp of an occupancy-cell boundary could
+land in the neighbouring cell and the GPU's samples would differ from the numba marcher's,
+the CPU path's and the training pass's own positions (`renderer._positions`, torch).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from ..encoding.backends import TRITON_LAUNCH_OPTIONS, triton_interpreted
 from .ray_marching import fit_offsets
 
 INTERPRETED = triton_interpreted()
+MARCH_LAUNCH_OPTIONS = {**TRITON_LAUNCH_OPTIONS, "enable_fp_fusion": False}   # see above
 BLOCK = 128                      # rays per program on a GPU
 INTERPRETER_BLOCK = 1 << 14      # in the interpreter a program's cost is mostly per operation
 
@@ -134,7 +138,7 @@ def march(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far
                int(max_samples), n)
     counts = torch.empty(n, dtype=torch.int64, device=dev)
     _march_kernel[grid](o, d, tn, tf, jt, bits, *scalars, counts, offsets, counts, counts, counts,
-                        WRITE=False, BLOCK_R=block, **TRITON_LAUNCH_OPTIONS)
+                        WRITE=False, BLOCK_R=block, **MARCH_LAUNCH_OPTIONS)
     torch.cumsum(counts, 0, out=offsets[1:])
     fits = demand = None
     if capacity is None:
@@ -155,5 +159,5 @@ def march(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far
         ray_out = torch.full((total,), n - 1, dtype=torch.int64, device=dev)
     if total:
         _march_kernel[grid](o, d, tn, tf, jt, bits, *scalars, counts, offsets, t_out, dt_out,
-                            ray_out, WRITE=True, BLOCK_R=block, **TRITON_LAUNCH_OPTIONS)
+                            ray_out, WRITE=True, BLOCK_R=block, **MARCH_LAUNCH_OPTIONS)
     return ray_out, t_out, dt_out, offsets, fits, demand

@@ -46,8 +46,9 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# The engine asks for fused a * b + c at every launch (backends.TRITON_LAUNCH_OPTIONS);
-# this only keeps Triton 3.9 from warning that its default will change.
+# The engine asks for fused a * b + c at every launch but the marcher's
+# (backends.TRITON_LAUNCH_OPTIONS, _triton_marching.MARCH_LAUNCH_OPTIONS); this only keeps
+# Triton 3.9 from warning that its default will change.
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 # A fresh cache unless one is given: every variant is compiled by this run's compiler
 # (honest times, no stale binaries from another Triton); removed at exit.

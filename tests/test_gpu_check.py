@@ -77,6 +77,6 @@ def test_each_part_runs_in_its_own_process_and_is_stopped_at_its_budget(tmp_path
     assert report["environment"]["device_asked"] == "cpu"
     assert report["environment"]["python_h"] in (True, False)
     gpu_check.part_in_own_process(report, "mlp", ["--device", "cpu"], 0.5, out)
-    assert report["mlp"] == {"error": "stopped after 0 s (its process was killed)"}
+    assert report["mlp"] == {"error": "stopped after 0 s (its processes were killed)"}
     on_disk = json.loads(out.read_text())
     assert on_disk["environment"]["device_asked"] == "cpu" and "error" in on_disk["mlp"]

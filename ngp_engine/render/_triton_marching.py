@@ -49,11 +49,13 @@ def _occupied(px, py, pz, bits_ptr, n_cascades, half_box, res, live):
     e = ((m.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 126
     k = tl.minimum(tl.maximum(e + 1, 0), n_cascades - 1)
     inside = m <= half_box                                        # the last cascade's half-edge
-    scale = ((k + 127) << 23).to(tl.float32, bitcast=True)        # 2^k exactly
+    # 2^-k exactly: multiplying by it is the reference's division by 2^k, exactly, where a
+    # GPU's float32 division may be an approximate one.
+    inv_scale = ((127 - k) << 23).to(tl.float32, bitcast=True)
     fres = res.to(tl.float32)
-    ix = tl.minimum(tl.maximum(tl.floor(((px - 0.5) / scale + 0.5) * fres).to(tl.int32), 0), res - 1)
-    iy = tl.minimum(tl.maximum(tl.floor(((py - 0.5) / scale + 0.5) * fres).to(tl.int32), 0), res - 1)
-    iz = tl.minimum(tl.maximum(tl.floor(((pz - 0.5) / scale + 0.5) * fres).to(tl.int32), 0), res - 1)
+    ix = tl.minimum(tl.maximum(tl.floor(((px - 0.5) * inv_scale + 0.5) * fres).to(tl.int32), 0), res - 1)
+    iy = tl.minimum(tl.maximum(tl.floor(((py - 0.5) * inv_scale + 0.5) * fres).to(tl.int32), 0), res - 1)
+    iz = tl.minimum(tl.maximum(tl.floor(((pz - 0.5) * inv_scale + 0.5) * fres).to(tl.int32), 0), res - 1)
     cell = k.to(tl.int64) * res * res * res + (ix.to(tl.int64) * res + iy) * res + iz
     look = live & inside
     bit = tl.load(bits_ptr + cell, mask=look, other=0)

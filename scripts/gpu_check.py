@@ -25,6 +25,10 @@
    with `--preset` at 480 pixels on the long side, every 8th frame of its json held out
    (`holdout_every`), then the held-out PSNR: issue 14's fox figure on a GPU (this CPU:
    27.87 dB after 5 minutes, README "instant-ngp's fox on this CPU").
+7. The commands on the device (issue 14: `--device cuda` works for image, NeRF and SDF,
+   CLI and service): `image` on one of `--scene`'s photos and `sdf train` on its true
+   geometry through the CLI, and an image job through the engine service, each 300 steps
+   with `--device`; exit codes, the metrics' device name, peak GPU memory and quality.
 
 Each part runs in a Python process of its own, stopped after a time budget (`part_budget`:
 a hang, or a CUDA error that poisons a process, costs that part only), records its own
@@ -84,6 +88,7 @@ MANYLINUX = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
              "manylinux2014_x86_64")
 GPU_TESTS = ["tests/test_hash_grid_triton.py", "tests/test_render_triton.py",
              "tests/test_hash_grid_backends.py::test_tcnn_matches_reference_on_cuda"]
+PARTS = ("environment", "tests", "encoding", "mlp", "nerf", "commands", "capture")
 # pytest -v: "tests/test_x.py::test_y[case] PASSED [ 10%]", one line per test as it ends.
 VERBOSE_LINE = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 
@@ -342,6 +347,48 @@ def prepare(a: argparse.Namespace, defaults: dict[str, Any]) -> int:
     return 0
 
 
+def commands_on_device(device, scene: Path, steps: int = 300) -> dict[str, Any]:
+    """Part 7: the CLI's `image` and `sdf train` and the service's image job on `device`."""
+    from ngp_engine.service.client import EngineClient  # noqa: PLC0415
+    from ngp_engine.service.protocol import Train  # noqa: PLC0415
+
+    scene = scene.resolve()                  # the service takes absolute paths only
+    photo, mesh = scene / "train" / "r_0.png", scene / "geometry.ply"
+    if not (photo.is_file() and mesh.is_file()):
+        return {"skipped": f"{scene} lacks train/r_0.png or geometry.ply (scripts/make_scene.py writes both)"}
+    keys = ("device", "device_name", "backend", "peak_cuda_memory_mb", "steps", "seconds",
+            "psnr", "chamfer", "iou", "normal_consistency")
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, cmd in (("image_cli", ["image", str(photo)]),
+                          ("sdf_cli", ["sdf", "train", str(mesh), "--resolution", "128"])):
+            run = Path(tmp) / name
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "ngp_engine", *cmd, "--steps", str(steps),
+                                   "--device", device.type, "--quiet", "--out", str(run)],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=150)
+            entry: dict[str, Any] = {"returncode": proc.returncode,
+                                     "seconds": round(time.perf_counter() - t0, 1),
+                                     "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
+            if (run / "metrics.json").is_file():
+                metrics = json.loads((run / "metrics.json").read_text())
+                entry["metrics"] = {k: metrics[k] for k in keys if k in metrics}
+            out[name] = entry
+            print(f"   {name}: exit {proc.returncode}, {entry.get('metrics')}", flush=True)
+        client = EngineClient()
+        try:
+            client.start()
+            client.send(Train(mode="image", data=str(photo), run_dir=str(Path(tmp) / "service"),
+                              steps=steps, device=device.type, id="check"))
+            end = client.wait_for(lambda e: e.type in ("done", "error"), timeout=150)
+            out["image_service"] = ({k: end.summary[k] for k in keys if k in end.summary}
+                                    if end.type == "done" else {"error": end.message})
+        finally:
+            out.setdefault("image_service", {})["engine_exit"] = client.close()
+        print(f"   image_service: {out['image_service']}", flush=True)
+    return out
+
+
 def capture_run(device, capture: Path, seconds: float, preset: str) -> dict[str, Any]:
     """Part 6: a photo capture, every 8th frame held out, images at 480 px on the long side."""
     from ngp_engine import config as cfgmod  # noqa: PLC0415
@@ -439,15 +486,18 @@ def run_part(name: str, a: argparse.Namespace, device) -> Any:
         return mlp_bench(device)
     if name == "nerf":
         return nerf_run(device, Path(a.scene), a.seconds, a.preset)
-    return capture_run(device, Path(a.capture), a.capture_seconds, a.preset)
+    if name == "capture":
+        return capture_run(device, Path(a.capture), a.capture_seconds, a.preset)
+    return commands_on_device(device, Path(a.scene))
 
 
 def part_budget(name: str, a: argparse.Namespace) -> float:
     """Seconds part `name` may run before its process is stopped. With the defaults the
-    parts end within 13 minutes at worst; as measured on the CPU dry run and estimated for a
-    GPU, in about 6."""
+    parts end within 19 minutes at worst; as estimated for a GPU from the CPU dry run, in
+    about 7."""
     return {"environment": 60.0, "tests": a.test_timeout + 30.0, "encoding": 120.0,
-            "mlp": 90.0, "nerf": a.seconds + 150.0, "capture": a.capture_seconds + 150.0}[name]
+            "mlp": 90.0, "nerf": a.seconds + 150.0, "capture": a.capture_seconds + 150.0,
+            "commands": 240.0}[name]
 
 
 def part_in_own_process(report: dict[str, Any], name: str, args: list[str], budget: float,
@@ -508,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wheels-python", default="3.12",
                     help="--prepare: the GPU machine's Python version, for its wheels")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu_check.json"))
-    ap.add_argument("--part", choices=("environment", "tests", "encoding", "mlp", "nerf", "capture"),
+    ap.add_argument("--part", choices=PARTS,
                     help=argparse.SUPPRESS)     # the check runs each part as its own process
     a = ap.parse_args(argv)
     if a.prepare:
@@ -532,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.perf_counter()
     report = {"command": "scripts/gpu_check.py " + " ".join(args)}
-    for name in ("environment", "tests", "encoding", "mlp", "nerf", "capture"):
+    for name in PARTS:
         if name == "capture" and not a.capture:
             continue
         part_in_own_process(report, name, args, part_budget(name, a), out)
@@ -561,6 +611,12 @@ def main(argv: list[str] | None = None) -> int:
     if c is not None:
         print("capture: " + (f"{c['test_psnr']:.2f} dB held-out after {c['seconds']} s, "
                              f"{c['steps']} steps" if "test_psnr" in c else json.dumps(c)[:300]))
+    cmds = report.get("commands", {})
+    for name in ("image_cli", "sdf_cli", "image_service"):
+        if name in cmds:
+            print(f"{name}: {json.dumps(cmds[name])[:300]}")
+    if "error" in cmds or "skipped" in cmds:
+        print(f"commands: {json.dumps(cmds)[:300]}")
     print(f"wrote {out} ({report['total_seconds']} s)")
     return 0
 

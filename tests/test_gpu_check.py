@@ -80,3 +80,20 @@ def test_each_part_runs_in_its_own_process_and_is_stopped_at_its_budget(tmp_path
     assert report["mlp"] == {"error": "stopped after 0 s (its processes were killed)"}
     on_disk = json.loads(out.read_text())
     assert on_disk["environment"]["device_asked"] == "cpu" and "error" in on_disk["mlp"]
+
+
+def test_the_commands_part_trains_image_and_sdf_through_the_cli_and_the_service(nerf_scene, monkeypatch):
+    # Part 7 on the CPU: what it will check with --device cuda. The CLI's and the service's
+    # image runs are the same run (same seed, same steps): the same PSNR.
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import gpu_check
+    import torch
+
+    out = gpu_check.commands_on_device(torch.device("cpu"), nerf_scene, steps=100)
+    image, sdf, service = out["image_cli"], out["sdf_cli"], out["image_service"]
+    assert image["returncode"] == 0 and sdf["returncode"] == 0, out
+    assert image["metrics"]["device"] == "cpu" and image["metrics"]["steps"] == 100
+    assert image["metrics"]["psnr"] > 20
+    assert sdf["metrics"]["iou"] > 0.8
+    assert service["engine_exit"] == 0 and service["steps"] == 100
+    assert service["psnr"] == image["metrics"]["psnr"]

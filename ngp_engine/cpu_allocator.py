@@ -59,12 +59,6 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def set_mmap_threshold(value: int) -> bool:
-    """mallopt(M_MMAP_THRESHOLD, value): True where glibc took it."""
-    libc = _glibc()
-    return libc is not None and libc.mallopt(M_MMAP_THRESHOLD, value) == 1
-
-
 @functools.lru_cache(maxsize=None)
 def keep_freed_memory() -> bool:
     """Apply the settings above once per process; True where they took effect."""
@@ -75,7 +69,7 @@ def keep_freed_memory() -> bool:
     if libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
         return False
     for value in (MMAP_THRESHOLD, DOCUMENTED_MMAP_MAX):
-        if set_mmap_threshold(value):
+        if libc.mallopt(M_MMAP_THRESHOLD, value) == 1:
             mmap_threshold = value
             break
     ok = mmap_threshold is not None

@@ -75,7 +75,6 @@ def test_each_part_runs_in_its_own_process_and_is_stopped_at_its_budget(tmp_path
     report: dict = {}
     gpu_check.part_in_own_process(report, "environment", ["--device", "cpu"], 120.0, out)
     assert report["environment"]["device_asked"] == "cpu"
-    assert report["environment"]["python_h"] in (True, False)
     gpu_check.part_in_own_process(report, "mlp", ["--device", "cpu"], 0.5, out)
     assert report["mlp"] == {"error": "stopped after 0 s (its processes were killed)"}
     on_disk = json.loads(out.read_text())

@@ -46,6 +46,7 @@ class EngineState:
     engine_info: dict[str, Any] = field(default_factory=dict)
     job_device: str = ""                 # where the current job really runs: "cuda (NVIDIA H200)"
     job_backend: str = ""                # and with which hash-grid backend
+    job_precision: str = ""              # and MLP precision (the engine's auto resolved)
     artifacts: dict[str, str] = field(default_factory=dict)   # kind / pass -> latest path
     pending: dict[str, str] = field(default_factory=dict)     # what it is for -> latest request id
     run_name: str = ""                   # the collection this run's results go to ("NGP Run 3")
@@ -192,6 +193,7 @@ def apply_event(ev: Any) -> None:
             if ev.info.get("processes", 1) > 1:
                 STATE.job_device += f" x {ev.info['processes']} processes"
             STATE.job_backend = ev.info["backend"]
+            STATE.job_precision = ev.info.get("mlp_precision", "")
     elif t == "done":
         STATE.status = "stopped" if ev.summary.get("stopped") else "done"
         STATE.summary = dict(ev.summary)

@@ -84,7 +84,8 @@ class NGP_PT_main(bpy.types.Panel):
             col.label(text=f"Step {st.step}   loss {st.loss:.4g}   PSNR {psnr}")
             col.label(text=f"Trained {_time(st.seconds)}")
         if st.job_backend:
-            box.label(text=f"On {st.job_device}, backend {st.job_backend}", icon="SETTINGS")
+            mlps = f", MLPs in {st.job_precision}" if st.job_precision else ""
+            box.label(text=f"On {st.job_device}, backend {st.job_backend}{mlps}", icon="SETTINGS")
 
         box = layout.box()
         box.label(text="Results", icon="MESH_DATA")

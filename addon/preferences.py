@@ -52,11 +52,15 @@ BACKENDS = [("auto", "Auto", "The fastest available hash-grid implementation"),
             ("cpu", "CPU kernel", "Compiled CPU kernel (numba)"),
             ("triton", "Triton", "GPU kernels compiled at run time (NVIDIA and AMD GPUs)"),
             ("tcnn", "tiny-cuda-nn", "NVIDIA's fused CUDA kernels")]
-PRECISIONS = [("float32", "Float32", "The MLPs in float32 (exact, the default)"),
+# Numbered: Blender stores an enum preference by its number, and "auto" came last (a saved
+# Float32 or BFloat16 keeps its meaning).
+PRECISIONS = [("auto", "Auto", "The engine's choice: bfloat16 for a NeRF on a CPU with AMX or AVX-512 "
+                               "BF16, float32 for everything else (the default)", 2),
+              ("float32", "Float32", "The MLPs in float32 (exact)", 0),
               ("bfloat16", "BFloat16", "The MLPs' products in bfloat16: faster where the CPU has AMX or "
-                                       "AVX-512 BF16 (about 18% per NeRF step on one measured CPU, the "
-                                       "same quality) or the GPU has bfloat16; emulated and slower "
-                                       "elsewhere")]
+                                       "AVX-512 BF16 (14-25% less time per NeRF step on the two CPUs "
+                                       "measured, the same quality per minute or better) or the GPU has bfloat16; emulated and slower "
+                                       "elsewhere", 1)]
 TORCH_BUILDS = [("AUTO", "Auto", "CUDA when an NVIDIA driver is found, the default wheels on macOS, else the CPU build"),
                 ("CPU", "CPU", "The CPU build of PyTorch (download.pytorch.org/whl/cpu)"),
                 ("CUDA", "CUDA", "The CUDA build of PyTorch (download.pytorch.org/whl/cu128)"),
@@ -131,7 +135,7 @@ class NGP_AddonPreferences(bpy.types.AddonPreferences):
     device: EnumProperty(name="Device", items=device_items, default=0,
                          description="Where the engine trains (the list shows what it found)")
     backend: EnumProperty(name="Backend", items=BACKENDS, default="auto")
-    mlp_precision: EnumProperty(name="MLP Precision", items=PRECISIONS, default="float32")
+    mlp_precision: EnumProperty(name="MLP Precision", items=PRECISIONS, default="auto")
     processes: IntProperty(name="Processes", default=1, min=1, max=64,
                            description="Data-parallel training: this many engine processes split each "
                                        "step's batch and sum their gradients (one per GPU on a "

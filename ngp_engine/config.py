@@ -168,6 +168,7 @@ class AdamConfig:
 # Image fitting
 # ----------------------------------------------------------------------------------
 Backend = Literal["auto", "torch", "cpu", "triton", "tcnn"]
+MlpPrecision = Literal["auto", "float32", "bfloat16"]
 BACKEND_NAMES = ("auto", "torch", "cpu", "triton", "tcnn")
 
 
@@ -191,11 +192,13 @@ class ImageFitConfig:
     """Hash-grid implementation: torch (reference, any device), cpu (compiled kernel),
     triton (Triton kernels on CUDA/ROCm GPUs), tcnn (tiny-cuda-nn on CUDA) or auto (the
     fastest available)."""
-    mlp_precision: Literal["float32", "bfloat16"] = "float32"
-    """Arithmetic of the MLPs' matrix products: float32, or bfloat16 under torch.autocast
-    (weights and optimiser stay float32, as tiny-cuda-nn's half-precision MLPs). Pays on
-    CPUs with AMX or AVX-512 BF16 and on GPUs with bfloat16 tensor cores
-    (`scripts/bench_mlp.py`); elsewhere it is emulated and slower."""
+    mlp_precision: MlpPrecision = "float32"
+    """Arithmetic of the MLPs' matrix products: float32, or bfloat16 (weights and optimiser
+    stay float32, as tiny-cuda-nn's half-precision MLPs; on the CPU a hand-written path,
+    elsewhere torch.autocast). Pays on CPUs with AMX or AVX-512 BF16 and on GPUs with
+    bfloat16 tensor cores (`scripts/bench_mlp.py`); elsewhere it is emulated and slower.
+    auto: bfloat16 on a CPU with bfloat16 units, float32 everywhere else
+    (`nn.mlp.resolve_precision`); the NeRF's default, float32 the image's and SDF's."""
     seed: int = 1337
     """Seed for parameter initialisation and sampling."""
 
@@ -317,8 +320,10 @@ class NerfConfig:
     """For RGBA data, composite targets and predictions on a random colour per ray."""
     backend: Backend = "auto"
     """Hash-grid implementation (see ImageFitConfig.backend)."""
-    mlp_precision: Literal["float32", "bfloat16"] = "float32"
-    """Arithmetic of the MLPs' matrix products (see ImageFitConfig.mlp_precision)."""
+    mlp_precision: MlpPrecision = "auto"
+    """Arithmetic of the MLPs' matrix products (see ImageFitConfig.mlp_precision). auto:
+    bfloat16 on CPUs with bfloat16 units, where a step takes less time and training does as
+    well or better per minute (README "bfloat16 MLPs by default"), float32 elsewhere."""
     seed: int = 1337
     appearance: Literal["auto", "on", "off"] = "auto"
     """Per-image colour correction learned with the field (nn/appearance.py): photos differ
@@ -399,7 +404,7 @@ class SdfConfig:
     """MAPE: |pred - d| / (|d| + 0.01), tiny-cuda-nn's; it weights the surface most."""
     backend: Backend = "auto"
     """Hash-grid implementation (see ImageFitConfig.backend)."""
-    mlp_precision: Literal["float32", "bfloat16"] = "float32"
+    mlp_precision: MlpPrecision = "float32"
     """Arithmetic of the MLPs' matrix products (see ImageFitConfig.mlp_precision)."""
     seed: int = 1337
 

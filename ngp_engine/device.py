@@ -85,6 +85,12 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(), "torch": torch.__version__, "numba": numba_version,
         "torch_num_threads": torch.get_num_threads(), "device": str(device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # The sessions' machines differ (an Intel CPU with AMX, an AMD one without): which
+        # CPU a figure came from, and what it has for bfloat16.
+        "cpu": _cpu_model(),
+        "cpu_bfloat16_units": [name for name, probe in (("amx", "_is_amx_tile_supported"),
+                                                        ("avx512_bf16", "_is_avx512_bf16_supported"))
+                               if getattr(torch.cpu, probe, lambda: False)()],
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout-every", type=int, default=None, metavar="N",
                     help="evaluate on frames 0, N, 2N, ... of the training file, held out of training")
     ap.add_argument("--max-image-size", type=int, default=None, metavar="N")
-    ap.add_argument("--mlp-precision", choices=["float32", "bfloat16"], default=None)
+    ap.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"], default=None)
     args = ap.parse_args(argv)
     checkpoints = [float(m) * 60.0 for m in args.minutes.split(",")]
 
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     # thread pools) so they do not land in the measured run's first minute.
     NerfTask(train, cfg, device).train(steps=3)
     trainer = NerfTask(train, cfg, device)
-    print(f"{args.preset}: {trainer.n_params} parameters, backend {trainer.backend}",
-          file=sys.stderr)
+    print(f"{args.preset}: {trainer.n_params} parameters, backend {trainer.backend}, MLPs in "
+          f"{trainer.mlp_precision}", file=sys.stderr)
     curve = []
     for target in checkpoints:
         while trainer.seconds < target:
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                   "n_test": len(test.cameras), "test_split": test_split},
         "preset": args.preset,
         "config": cfgmod.to_dict(cfg),
+        "mlp_precision": trainer.mlp_precision,     # the products' (auto resolved)
         "curve": curve,
         "peak_rss_gib": round(peak_rss_gib(), 3),
         "machine": machine_info(device),

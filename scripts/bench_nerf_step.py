@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ab-precision", action="store_true")
     ap.add_argument("--ab-compositing", action="store_true")
     ap.add_argument("--ab-marching", action="store_true")
-    ap.add_argument("--mlp-precision", choices=["float32", "bfloat16"], default=None,
+    ap.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"], default=None,
                     help="the MLPs' precision (default: the preset's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf_step.json"))
     args = ap.parse_args(argv)
@@ -326,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "scripts/bench_nerf_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"), "machine": machine_info(device),
         "preset": args.preset, "data": str(data), "backend": task.backend,
+        "mlp_precision": task.mlp_precision,      # the products' (auto resolved)
         "mmap_threshold": cpu_allocator.mmap_threshold,   # the CPU task's (None: glibc's own)
         "step": step, "grid_forward_backward": grid,
         "step_vs_grid": step["samples_per_s"] / grid["points_per_s"],

@@ -220,6 +220,11 @@ def test_device_list_and_panel_show_what_the_engine_found(extension, trained_sce
     assert st.job_backend == st.engine_info["backend"] == ("cpu" if st.engine_info["device"] == "cpu"
                                                             else st.job_backend)
     assert st.job_device == f"{st.engine_info['device']} ({st.engine_info['devices'][st.engine_info['device']]})"
+    # ... and its MLPs in the precision the NeRF's auto resolved to there (the preference's
+    # default, auto, leaves it to the engine).
+    from ngp_engine.nn.mlp import resolve_precision
+    assert st.job_precision == resolve_precision("auto", torch.device(st.engine_info["device"]))
+    assert json.loads((trained_scene["run"] / "run" / "config.json").read_text())["mlp_precision"] == "auto"
     prefs = bpy.context.preferences.addons[mod.__name__].preferences
     # The names Blender shows for the enum (UILayout asks the items callback, as drawing does).
     labels = {ident: bpy.types.UILayout.enum_item_name(prefs, "device", ident)
@@ -235,7 +240,7 @@ def test_device_list_and_panel_show_what_the_engine_found(extension, trained_sce
     log = []
     panel = type("P", (), {"layout": RecordingLayout(log)})()
     bpy.types.NGP_PT_main.draw(panel, bpy.context)
-    assert ("label", f"On {st.job_device}, backend {st.job_backend}") in log
+    assert ("label", f"On {st.job_device}, backend {st.job_backend}, MLPs in {st.job_precision}") in log
 
 
 def test_import_mesh_lands_on_the_source_object(extension, trained_scene):
@@ -619,7 +624,12 @@ def test_backend_and_precision_preferences_reach_the_job(extension, tmp_path):
     finally:
         prefs.backend, prefs.mlp_precision = before
     assert link.STATE.status == "done", link.STATE.message
-    assert link.STATE.job_backend == "torch"
+    assert link.STATE.job_backend == "torch" and link.STATE.job_precision == "bfloat16"
+    # Saved preferences keep their meaning: Blender stores the enum's number, and the
+    # numbers of Float32 and BFloat16 did not move when Auto came.
+    items = prefs.bl_rna.properties["mlp_precision"].enum_items
+    assert (items["float32"].value, items["bfloat16"].value, items["auto"].value) == (0, 1, 2)
+    assert prefs.bl_rna.properties["mlp_precision"].default == "auto"
     (config,) = tmp_path.glob("image/Tiny/**/config.json")
     saved = json.loads(config.read_text())
     assert saved["backend"] == "torch" and saved["mlp_precision"] == "bfloat16"

@@ -242,14 +242,15 @@ def test_service_trains_with_two_processes_like_one(nerf_scene, tmp_path):
     from test_server import test_camera
     from ngp_engine.service.protocol import Preview
 
+    # float32 MLPs on both sides, as in tests/data_parallel_run.py (why: there).
     single = run_cli("nerf", "train", str(nerf_scene), "--out", str(tmp_path / "one"), "--steps", "12",
-                     "--no-eval", "--quiet")
+                     "--no-eval", "--mlp-precision", "float32", "--quiet")
     assert single.returncode == 0, single.stderr[-2000:]
     client = EngineClient()
     client.start()
     try:
         client.send(Train(mode="nerf", data=str(nerf_scene), run_dir=str(tmp_path / "two"), steps=12,
-                          processes=2, id="t"))
+                          processes=2, mlp_precision="float32", id="t"))
         config = client.wait_for(lambda e: e.type == "artifact" and e.info.get("processes") == 2, timeout=120)
         assert config.kind == "config"
         client.wait_for(lambda e: e.type == "progress" and e.step >= 3, timeout=120)

@@ -120,7 +120,10 @@ def _nerf_run(scene, backend: str, steps: int) -> tuple[list[float], torch.Tenso
     from ngp_engine.tasks.nerf.task import NerfTask
 
     # Small enough for the interpreter (~8 s a step): 4096 samples, a 16^3 occupancy grid.
-    cfg = replace(NERF_PRESETS["cpu-fast"], backend=backend, target_batch_samples=1 << 12,
+    # float32 MLPs, as auto gives on a GPU (on a CPU with bfloat16 units auto would round the
+    # products, and the kernels' float rounding differences with them).
+    cfg = replace(NERF_PRESETS["cpu-fast"], backend=backend, mlp_precision="float32",
+                  target_batch_samples=1 << 12,
                   initial_rays=256, occupancy=OccupancyGridConfig(resolution=16),
                   encoding=HashGridConfig(n_levels=8, n_features_per_level=2,
                                           log2_hashmap_size=15, base_resolution=16,
@@ -150,7 +153,9 @@ def _gpu_path_task(scene, target_samples: int = 1 << 10, max_per_ray: int = 48):
     from ngp_engine.device import LaggedReads
     from ngp_engine.tasks.nerf.task import NerfTask
 
-    cfg = replace(NERF_PRESETS["cpu-fast"], backend="triton", target_batch_samples=target_samples,
+    # float32 MLPs: what auto gives on a GPU, whose path this task stands in for.
+    cfg = replace(NERF_PRESETS["cpu-fast"], backend="triton", mlp_precision="float32",
+                  target_batch_samples=target_samples,
                   initial_rays=64, occupancy=OccupancyGridConfig(resolution=16),
                   marching=replace(NERF_PRESETS["cpu-fast"].marching, max_samples_per_ray=max_per_ray),
                   encoding=HashGridConfig(n_levels=4, n_features_per_level=2,

@@ -391,19 +391,29 @@ def test_cli_train_writes_its_outputs(cli_run):
         assert len(v) == metrics["mesh"]["n_vertices"] and len(f) == metrics["mesh"]["n_faces"] > 0
         assert colors is not None and colors.shape == (len(v), 3)
     assert metrics["mesh"]["resolution"] == 64
+    # The preset's mlp_precision auto, as it ran here: bfloat16 on a CPU with bfloat16 units.
+    from ngp_engine.nn.mlp import resolve_precision
+    assert CFG.mlp_precision == "auto"
+    assert metrics["mlp_precision"] == resolve_precision("auto", CPU)
     ckpt = load_checkpoint(cli_run / "checkpoint.pt")
     assert ckpt["steps"] == CLI_STEPS and ckpt["image_size"] == [SIZE, SIZE]
 
 
-def test_cli_bfloat16_mlps_train_about_as_well(trained, tmp_path):
-    # --mlp-precision bfloat16: the MLPs' products in bfloat16 (float32 weights); the same
-    # steps as the float32 `trained` run land within 1 dB of its test PSNR.
+def test_cli_float32_and_bfloat16_mlps_train_about_as_well(trained, tmp_path):
+    # The MLPs' products in bfloat16 (float32 weights) and in float32: the `trained` run
+    # used the preset's auto (bfloat16 on a CPU with bfloat16 units, else float32); the CLI
+    # runs the same steps in the other precision (--mlp-precision) and lands within 1 dB of
+    # its test PSNR.
+    from ngp_engine.nn.mlp import resolve_precision
+
     reference = evaluate(trained.model, trained.test)["psnr"]
-    run = tmp_path / "bf16"
+    other = "float32" if resolve_precision("auto", CPU) == "bfloat16" else "bfloat16"
+    run = tmp_path / other
     proc = run_cli("nerf", "train", str(trained.train.path), "--out", str(run), "--steps",
-                   str(TRAIN_STEPS), "--mlp-precision", "bfloat16", "--quiet")
+                   str(TRAIN_STEPS), "--mlp-precision", other, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((run / "config.json").read_text())["mlp_precision"] == "bfloat16"
+    assert json.loads((run / "config.json").read_text())["mlp_precision"] == other
+    assert json.loads((run / "metrics.json").read_text())["mlp_precision"] == other
     got = json.loads((run / "metrics.json").read_text())["psnr"]
     assert abs(got - reference) < 1.0, (got, reference)
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from ngp_engine.service.client import EngineClient, EngineError
 from ngp_engine.mesh import read_mesh
+from ngp_engine.nn.mlp import resolve_precision
 from ngp_engine.tasks.nerf.task import NerfTask
 
 load_checkpoint = NerfTask.read_checkpoint
@@ -97,7 +98,8 @@ def test_ready_describes_the_engine(nerf_session):
     assert config.kind == "config"
     assert received.index(config) < received.index(events_of(nerf_session["client"], "progress", "t")[0])
     assert config.info == {"device": ready.device, "device_name": ready.devices[ready.device],
-                           "backend": ready.backend, "processes": 1}
+                           "backend": ready.backend, "processes": 1,
+                           "mlp_precision": resolve_precision("auto", torch.device(ready.device))}
 
 
 def test_preview_mid_training_writes_every_pass(nerf_session):

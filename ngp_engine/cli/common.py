@@ -42,10 +42,11 @@ def add_common_options(p: argparse.ArgumentParser, presets: dict[str, Any] | Non
                        help="continue from a checkpoint.pt (same configuration); trains "
                             "--steps/--seconds more")
         p.add_argument("--seed", type=int, help="override the configuration's random seed")
-        p.add_argument("--mlp-precision", choices=["float32", "bfloat16"],
-                       help="the MLPs' matrix products in float32 (the configurations' default) "
-                            "or bfloat16 (faster on CPUs with AMX / AVX-512 BF16 and on GPUs "
-                            "with bfloat16 tensor cores)")
+        p.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"],
+                       help="the MLPs' matrix products in float32, bfloat16 (faster on CPUs "
+                            "with AMX / AVX-512 BF16 and on GPUs with bfloat16 tensor cores) "
+                            "or auto (bfloat16 on such CPUs, float32 elsewhere); default: the "
+                            "configuration's (auto for a NeRF, float32 for an image or SDF)")
         p.add_argument("--gradient-sync", choices=["dense", "rows"], default="dense",
                        help="under torchrun (data-parallel training): sum hash-table gradients "
                             "over the processes as one dense all-reduce (default) or as the "

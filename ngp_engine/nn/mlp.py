@@ -1,6 +1,7 @@
 """The tiny MLP: bias-free linear layers, as tiny-cuda-nn's FullyFusedMLP."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any
@@ -29,11 +30,47 @@ _IN_PLACE = {"ReLU": torch.relu_, "None": lambda t: t}   # the hidden layers' ch
 # building them made a bfloat16 training run slower than float32 (scripts/bench_mlp.py).
 # The padded rows' outputs are cut off, so they get no gradient: nothing else changes.
 BF16_CPU_ROWS = 4096
+# ... and a call that trains no weight (rendering, the training's density-only search,
+# normals) runs in blocks of at most this many rows. Its row counts range widely (a
+# renderer's windows: thousands to a million rows), and each new padded shape leaves oneDNN
+# a cached kernel: a small long-lived allocation made after the call's big buffers, so
+# with the CPU task's allocator settings (cpu_allocator: freed blocks kept, not unmapped)
+# every new shape left its buffers as a hole no larger one could reuse. Rendering four
+# held-out fox views took the process from 1.5 to 7.0 GiB; in blocks, at most 16 shapes
+# per layer ever appear.
+BF16_CPU_BLOCK = 16 * BF16_CPU_ROWS
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+@functools.lru_cache(maxsize=None)
+def native_bfloat16(device_type: str) -> bool:
+    """Whether a `device_type` device runs bfloat16 products in hardware of its own, as the
+    engine measured it: a CPU with AMX or AVX-512 BF16 units. GPUs answer False: their
+    bfloat16 MLPs have not been measured yet (no GPU lent so far), so auto keeps them in
+    float32."""
+    if device_type != "cpu":
+        return False
+    return any(getattr(torch.cpu, name, lambda: False)()
+               for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision the MLPs' products run in on `device`: float32 or bfloat16 as given;
+    auto: bfloat16 where `native_bfloat16` (a CPU with AMX or AVX-512 BF16, where the MLPs'
+    float32 products cost more than the hash grid in a NeRF step and bfloat16 ones train
+    as well or better per minute: README "bfloat16 MLPs by default"), float32 everywhere
+    else (a CPU without those units would only emulate bfloat16)."""
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(device.type) else "float32"
+    return precision
 
 
 def check_precision(precision: str, device: torch.device) -> None:
     """A one-line UserError when `device` cannot run the MLPs' products in `precision`; a log
-    line when it can only emulate them (bfloat16 on a CPU without AMX or AVX-512 BF16)."""
+    line when it can only emulate them (bfloat16 on a CPU without AMX or AVX-512 BF16); auto
+    never asks for what the device lacks."""
     if precision != "bfloat16":
         return
     if device.type == "mps":
@@ -44,9 +81,7 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise UserError(f"mlp_precision: {torch.cuda.get_device_name(device)} has no bfloat16 "
                         "support; use float32")
     if device.type == "cpu":
-        units = [getattr(torch.cpu, name, lambda: False)()
-                 for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-        if not any(units):
+        if not native_bfloat16("cpu"):
             log.warning("mlp_precision bfloat16: this CPU has no bfloat16 units (AMX, AVX-512 "
                         "BF16); it is emulated and likely slower than float32")
 
@@ -172,8 +207,8 @@ class MLP(nn.Module):
     def __init__(self, n_input_dims: int, n_output_dims: int, cfg: MLPConfig,
                  generator: torch.Generator | None = None, precision: str = "float32") -> None:
         super().__init__()
-        if precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision: {precision!r} is not float32 or bfloat16")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: {precision!r} is not auto, float32 or bfloat16")
         self.precision = precision
         widths = [n_input_dims] + [cfg.n_neurons] * cfg.n_hidden_layers + [n_output_dims]
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(widths, widths[1:]))
@@ -189,8 +224,9 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, n_input] -> [N, n_output] float32 (in bfloat16 precision the products run in
-        bfloat16 with float32 weights, and the output comes back as float32)."""
-        if self.precision == "float32":
+        bfloat16 with float32 weights, and the output comes back as float32; auto: as
+        `resolve_precision` picks for x's device)."""
+        if resolve_precision(self.precision, x.device) == "float32":
             return self._layers(x)
         if self.hand_backward and x.device.type == "cpu" and x.dtype == torch.float32:
             return self.output_activation(self._hand(x, torch.bfloat16))
@@ -204,9 +240,15 @@ class MLP(nn.Module):
 
     def _hand(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """x [N, n_input] -> [N, n_output] float32 before the output activation, through
-        `_ReluLayers` with products in `dtype`."""
-        return _ReluLayers.apply(x, self.activation_name == "ReLU", dtype,
-                                 *(layer.weight for layer in self.layers))
+        `_ReluLayers` with products in `dtype`; in bfloat16, a call that trains no weight
+        goes in blocks of BF16_CPU_BLOCK rows (the rows are independent: the same values)."""
+        weights = [layer.weight for layer in self.layers]
+        relu = self.activation_name == "ReLU"
+        trains = torch.is_grad_enabled() and any(w.requires_grad for w in weights)
+        if dtype != torch.float32 and not trains and x.shape[0] > BF16_CPU_BLOCK:
+            return torch.cat([_ReluLayers.apply(part, relu, dtype, *weights)
+                              for part in x.split(BF16_CPU_BLOCK)])
+        return _ReluLayers.apply(x, relu, dtype, *weights)
 
     def _layers(self, x: torch.Tensor) -> torch.Tensor:
         if (self.hand_backward and x.device.type == "cpu" and x.dtype == torch.float32

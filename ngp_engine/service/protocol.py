@@ -12,7 +12,7 @@ messages carry their paths.
     hello {protocol}          ->
                               <-    ready {engine_version, protocol, device, backends, devices, backend, ...}
     train {mode, data, run_dir, ...}
-                              <-    artifact {kind: "config", info: {device, device_name, backend}}
+                              <-    artifact {kind: "config", info: {device, device_name, backend, mlp_precision, processes}}
                               <-    log / progress (<= ~10 per second) / artifact {checkpoint}
     preview {camera, passes, resolution}
                               <-    artifact {kind: "pass", path, info: {pass, ...}} per pass
@@ -108,7 +108,7 @@ class Train(Message):
     processes: int = 1
     gradient_sync: Literal["dense", "rows"] = "dense"
     backend: Literal["auto", "torch", "cpu", "triton", "tcnn"] | None = None
-    mlp_precision: Literal["float32", "bfloat16"] | None = None
+    mlp_precision: Literal["auto", "float32", "bfloat16"] | None = None
     id: str | None = None
 
     def __post_init__(self) -> None:

@@ -195,7 +195,8 @@ class Server:
         task = self.session.task
         self.send(Artifact(kind="config", path=self.root.shown(self.session.run_dir / "config.json"), request=msg.id,
                            info={"device": str(task.device), "device_name": device_name(task.device),
-                                 "backend": task.backend, "processes": msg.processes}))
+                                 "backend": task.backend, "mlp_precision": task.mlp_precision,
+                                 "processes": msg.processes}))
         if self.session.budget_done:  # a zero budget: nothing to train
             self._finish(stopped=False)
 

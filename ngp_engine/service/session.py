@@ -107,9 +107,9 @@ class Session:
         if ranks.is_main:
             check_writable_dir(run_dir, label("run_dir"))
             ranks_note = f", {ranks.world} processes ({ranks.gradient_sync} table sync)" if ranks.world > 1 else ""
-            log.info("%s: %s on %s (%s), backend %s, %d parameters%s", spec.mode,
+            log.info("%s: %s on %s (%s), backend %s, MLPs in %s, %d parameters%s", spec.mode,
                      Path(spec.data or spec.resume or "").name, spec.device, device_name(spec.device),
-                     task.backend, task.n_params, ranks_note)
+                     task.backend, task.mlp_precision, task.n_params, ranks_note)
         task.ranks = ranks
         ranks.align(p for group in task.optimizer.param_groups for p in group["params"])
         task.prepare()
@@ -225,6 +225,7 @@ class Session:
             out["gradient_sync"] = self.ranks.gradient_sync
         device = self.task.device
         out["device_name"] = device_name(device)
+        out["mlp_precision"] = self.task.mlp_precision      # auto resolved for this device
         if device.type == "cuda":
             out["peak_cuda_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         return out

@@ -28,7 +28,7 @@ from ..distributed import END, SINGLE, STEP, Ranks
 from ..errors import UserError
 from ..formats.camera import Camera
 from ..nn.losses import loss
-from ..nn.mlp import check_precision
+from ..nn.mlp import check_precision, resolve_precision
 
 BASE_CHECKPOINT_KEYS = ("config", "model", "optimizer", "sampler", "steps", "seconds")
 
@@ -178,6 +178,12 @@ class Task(ABC):
         """The hash-grid implementation in use on this device."""
         enc = getattr(self.model, "encoding", None)
         return enc.backend_for(self.device) if hasattr(enc, "backend_for") else "torch"
+
+    @property
+    def mlp_precision(self) -> str:
+        """The precision the MLPs' products run in on this device (config `mlp_precision`
+        with auto resolved)."""
+        return resolve_precision(getattr(self.cfg, "mlp_precision", "float32"), self.device)
 
     @property
     def n_params(self) -> int:

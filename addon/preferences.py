@@ -54,8 +54,8 @@ BACKENDS = [("auto", "Auto", "The fastest available hash-grid implementation"),
             ("tcnn", "tiny-cuda-nn", "NVIDIA's fused CUDA kernels")]
 # Numbered: Blender stores an enum preference by its number, and "auto" came last (a saved
 # Float32 or BFloat16 keeps its meaning).
-PRECISIONS = [("auto", "Auto", "The engine's choice: bfloat16 for a NeRF on a CPU with AMX or AVX-512 "
-                               "BF16, float32 for everything else (the default)", 2),
+PRECISIONS = [("auto", "Auto", "The engine's choice: bfloat16 for a NeRF or SDF on a CPU with AMX or "
+                               "AVX-512 BF16, float32 for everything else (the default)", 2),
               ("float32", "Float32", "The MLPs in float32 (exact)", 0),
               ("bfloat16", "BFloat16", "The MLPs' products in bfloat16: faster where the CPU has AMX or "
                                        "AVX-512 BF16 (14-25% less time per NeRF step on the two CPUs "

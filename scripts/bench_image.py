@@ -13,7 +13,7 @@ keeps them in).
 
 Run from the repo root (about 1 minute of training per preset by default):
     .venv/bin/python scripts/bench_image.py [--preset seed] [--checkpoints 1,2,5,10,20,30]
-        [--no-baseline] [--device auto] [--out benchmarks/image.json]
+        [--no-baseline] [--device auto] [--mlp-precision P] [--out benchmarks/image.json]
 """
 from __future__ import annotations
 
@@ -47,9 +47,13 @@ def load_astronaut() -> np.ndarray:
 
 
 def fit_curve(image: np.ndarray, preset: str, device: torch.device,
-              checkpoints: list[float], warmup_steps: int) -> dict[str, Any]:
-    """Train `preset` until each checkpoint of training time; PSNR at each (not timed)."""
+              checkpoints: list[float], warmup_steps: int,
+              mlp_precision: str | None = None) -> dict[str, Any]:
+    """Train `preset` (its MLPs in `mlp_precision`, default the preset's) until each
+    checkpoint of training time; PSNR at each (not timed)."""
     cfg = IMAGE_PRESETS[preset]
+    if mlp_precision is not None:
+        cfg = cfgmod.replace(cfg, mlp_precision=mlp_precision)
     if warmup_steps > 0:  # a separate fitter: the measured one starts from step 0
         ImageTask((image, IMAGE_PATH), cfg, device).train(steps=warmup_steps)
     fitter = ImageTask((image, IMAGE_PATH), cfg, device)
@@ -63,16 +67,18 @@ def fit_curve(image: np.ndarray, preset: str, device: torch.device,
         print(f"  {preset:<10} t={fitter.seconds:7.2f}s steps={fitter.steps_done:6d} "
               f"psnr={curve[-1]['psnr']:.2f} dB", flush=True)
     return {"preset": preset, "config": cfgmod.to_dict(cfg), "backend": fitter.backend,
+            "mlp_precision": fitter.mlp_precision,
             "n_params": fitter.n_params, "curve": curve,
             "warmup_steps": warmup_steps,
             "wall_seconds_incl_eval": round(time.perf_counter() - wall0, 3)}
 
 
 def run(preset: str, baseline: bool, device: torch.device, checkpoints: list[float],
-        warmup_steps: int = 10) -> dict[str, Any]:
+        warmup_steps: int = 10, mlp_precision: str | None = None) -> dict[str, Any]:
     image = load_astronaut()
     presets = [preset] + ([BASELINE] if baseline and preset != BASELINE else [])
-    runs = [fit_curve(image, name, device, checkpoints, warmup_steps) for name in presets]
+    runs = [fit_curve(image, name, device, checkpoints, warmup_steps, mlp_precision)
+            for name in presets]
     h, w, c = image.shape
     return {"machine": machine_info(device), "image": IMAGE_PATH,
             "image_size": {"height": h, "width": w, "channels": c}, "presets": presets,
@@ -107,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup-steps", type=int, default=10,
                     help="steps of a throwaway fitter before each measured run")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    ap.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"], default=None,
+                    help="the MLPs' precision (default: the presets')")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/image.json"))
     args = ap.parse_args(argv)
     try:
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         ap.error(str(e))
     report = run(args.preset, not args.no_baseline, device,
-                 [float(c) for c in args.checkpoints], args.warmup_steps)
+                 [float(c) for c in args.checkpoints], args.warmup_steps, args.mlp_precision)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)

@@ -18,7 +18,7 @@ trainer runs a few steps first so the numba kernel's loading is not in the first
 
 Run from the repo root (about 10 minutes):
     .venv/bin/python scripts/bench_sdf.py [--meshes suzanne,nut,ant] [--checkpoints 30,60,120]
-        [--resolution 256] [--preset cpu-fast] [--out benchmarks/sdf.json]
+        [--resolution 256] [--preset cpu-fast] [--mlp-precision P] [--out benchmarks/sdf.json]
 """
 from __future__ import annotations
 
@@ -88,9 +88,11 @@ def peak_rss_gib() -> float:
 
 
 def run_mesh(path: Path, preset: str, device: torch.device, checkpoints: list[float],
-             resolution: int) -> dict[str, Any]:
+             resolution: int, mlp_precision: str | None = None) -> dict[str, Any]:
     mesh = load_sdf_mesh(path)
     cfg = SDF_PRESETS[preset]
+    if mlp_precision is not None:
+        cfg = cfgmod.replace(cfg, mlp_precision=mlp_precision)
     warm = SdfTask(mesh, cfgmod.replace(cfg, ground_truth_pool=1 << 12), device)
     warm.train(steps=3)
     trainer = SdfTask(mesh, cfg, device)
@@ -113,7 +115,7 @@ def run_mesh(path: Path, preset: str, device: torch.device, checkpoints: list[fl
     return {"mesh": path.name, "faces": int(len(mesh.faces)), "boundary_edges": mesh.boundary_edges,
             "diagonal": round(mesh.diagonal, 4), "ground_truth_seconds": round(gt_seconds, 2),
             "ground_truth_pool": cfg.ground_truth_pool, "n_params": trainer.n_params,
-            "backend": trainer.backend, "curve": curve}
+            "backend": trainer.backend, "mlp_precision": trainer.mlp_precision, "curve": curve}
 
 
 def main() -> int:
@@ -123,6 +125,8 @@ def main() -> int:
     ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--preset", default="cpu-fast", choices=sorted(SDF_PRESETS))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"], default=None,
+                    help="the MLPs' precision (default: the preset's)")
     ap.add_argument("--cache", default=str(ROOT / "out" / "bench_sdf_meshes"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "sdf.json"))
     args = ap.parse_args()
@@ -134,7 +138,8 @@ def main() -> int:
     for name in args.meshes.split(","):
         path = suzanne(cache) if name == "suzanne" else pyvista_example(cache, name)
         print(f"{name}: {path}", flush=True)
-        results.append(run_mesh(path, args.preset, device, checkpoints, args.resolution))
+        results.append(run_mesh(path, args.preset, device, checkpoints, args.resolution,
+                                args.mlp_precision))
     out = {"command": "scripts/bench_sdf.py " + " ".join(sys.argv[1:]), "preset": args.preset,
            "resolution": args.resolution, "machine": machine_info(device),
            "peak_rss_gib": round(peak_rss_gib(), 2), "results": results}

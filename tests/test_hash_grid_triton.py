@@ -254,7 +254,8 @@ def test_sdf_training_steps_match_the_reference_backend(tmp_path, monkeypatch):
                                                 log2_hashmap_size=14, base_resolution=8,
                                                 max_resolution=128),
                         optimizer=cfgmod.AdamConfig(learning_rate=1e-2), backend=backend,
-                        batch_size=1 << 12, ground_truth_pool=1 << 15)
+                        batch_size=1 << 12, ground_truth_pool=1 << 15,
+                        mlp_precision="float32")     # auto's choice on a GPU (see _nerf_run)
         task = SdfTask(mesh, cfg, DEVICE)
         start = task.model.encoding.params.detach().clone()
         steps = [task.step()]                   # (the first builds the ground-truth pool)

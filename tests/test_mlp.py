@@ -226,7 +226,7 @@ def test_bfloat16_where_it_cannot_run_is_one_clear_error():
 
 
 def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_units(monkeypatch):
-    """`auto` (the NeRF's default) resolves per device: bfloat16 on a CPU with AMX or
+    """`auto` (the NeRF's and SDF's default) resolves per device: bfloat16 on a CPU with AMX or
     AVX-512 BF16, float32 on one without (it would only emulate bfloat16) and on GPUs and
     MPS (not measured there); given precisions pass through, and auto never fails a check."""
     from ngp_engine.config import ImageFitConfig, NerfConfig, SdfConfig
@@ -247,7 +247,7 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_units(monkeypatc
     for given in ("float32", "bfloat16"):
         assert mlp_mod.resolve_precision(given, cpu) == given
     assert (NerfConfig().mlp_precision, ImageFitConfig().mlp_precision,
-            SdfConfig().mlp_precision) == ("auto", "float32", "float32")
+            SdfConfig().mlp_precision) == ("auto", "float32", "auto")
 
 
 def test_an_auto_mlp_computes_what_its_resolved_precision_computes():
@@ -278,7 +278,9 @@ def test_bfloat16_calls_that_train_nothing_run_in_blocks_of_a_few_shapes(monkeyp
     """A bfloat16 call that trains no weight (rendering, the density-only search, normals)
     runs in blocks of at most BF16_CPU_BLOCK rows, each padded to a multiple of
     BF16_CPU_ROWS: whatever the row counts, its products see at most 16 row counts (each a
-    oneDNN kernel built once), and the outputs are the unblocked call's bit for bit."""
+    oneDNN kernel built once), and the outputs are the unblocked call's up to bfloat16's
+    rounding (oneDNN may round a row differently at another row count; on the AMD EPYC of
+    2026-12-05 they were equal bit for bit)."""
     from ngp_engine.nn.mlp import BF16_CPU_BLOCK
 
     net = MLP(32, 16, MLPConfig(n_neurons=64, n_hidden_layers=1), precision="bfloat16",
@@ -297,11 +299,11 @@ def test_bfloat16_calls_that_train_nothing_run_in_blocks_of_a_few_shapes(monkeyp
     with torch.no_grad():
         for n in (x.shape[0], 100_003, 70_001, 5_000, BF16_CPU_BLOCK + 1):
             out = net(x[:n])
-            assert torch.equal(out, whole[:n])
+            torch.testing.assert_close(out, whole[:n], rtol=1e-2, atol=1e-3)
     assert rows and max(rows) <= BF16_CPU_BLOCK
     assert all(r % BF16_CPU_ROWS == 0 for r in rows) and len(rows) <= BF16_CPU_BLOCK // BF16_CPU_ROWS
     # The input gradient alone (normals: the weights frozen) goes in blocks too, and is the
-    # unblocked call's (the weights trained along) bit for bit.
+    # unblocked call's (the weights trained along), up to bfloat16's rounding.
     dy = torch.randn(x.shape[0], 16, generator=gen)
     x_whole = x.clone().requires_grad_(True)
     net(x_whole).backward(dy)
@@ -311,7 +313,7 @@ def test_bfloat16_calls_that_train_nothing_run_in_blocks_of_a_few_shapes(monkeyp
     xi = x.clone().requires_grad_(True)
     net(xi).backward(dy)
     assert max(rows) <= BF16_CPU_BLOCK
-    assert torch.equal(xi.grad, x_whole.grad)
+    torch.testing.assert_close(xi.grad, x_whole.grad, rtol=1e-2, atol=1e-3)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc/self/statm")

@@ -67,8 +67,8 @@ class _TrainingOperator:
             engine_link.send(Train(mode=mode, data=str(data), run_dir=STATE.run_dir, **how, device=prefs.device,
                                    checkpoint_every=30.0, processes=1 if resume else prefs.processes,
                                    backend=prefs.backend,
-                                   # auto: the job's configuration decides (bfloat16 for a NeRF on
-                                   # a CPU with bfloat16 units, else float32)
+                                   # auto: the job's configuration decides (bfloat16 for a NeRF or
+                                   # SDF on a CPU with bfloat16 units, else float32)
                                    mlp_precision=None if resume or prefs.mlp_precision == "auto"
                                    else prefs.mlp_precision,
                                    id=request_id("train")))

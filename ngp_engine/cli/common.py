@@ -46,7 +46,7 @@ def add_common_options(p: argparse.ArgumentParser, presets: dict[str, Any] | Non
                        help="the MLPs' matrix products in float32, bfloat16 (faster on CPUs "
                             "with AMX / AVX-512 BF16 and on GPUs with bfloat16 tensor cores) "
                             "or auto (bfloat16 on such CPUs, float32 elsewhere); default: the "
-                            "configuration's (auto for a NeRF, float32 for an image or SDF)")
+                            "configuration's (auto for a NeRF or SDF, float32 for an image)")
         p.add_argument("--gradient-sync", choices=["dense", "rows"], default="dense",
                        help="under torchrun (data-parallel training): sum hash-table gradients "
                             "over the processes as one dense all-reduce (default) or as the "

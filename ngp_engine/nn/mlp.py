@@ -241,7 +241,8 @@ class MLP(nn.Module):
     def _hand(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """x [N, n_input] -> [N, n_output] float32 before the output activation, through
         `_ReluLayers` with products in `dtype`; in bfloat16, a call that trains no weight
-        goes in blocks of BF16_CPU_BLOCK rows (the rows are independent: the same values)."""
+        goes in blocks of BF16_CPU_BLOCK rows (rows are independent: the same values up to
+        bfloat16's rounding, which oneDNN may do differently at another row count)."""
         weights = [layer.weight for layer in self.layers]
         relu = self.activation_name == "ReLU"
         trains = torch.is_grad_enabled() and any(w.requires_grad for w in weights)

@@ -59,9 +59,11 @@ from ..formats.camera import Camera
 from ..schema import check, clip
 from .message import MAX_LINE_BYTES, Message, ProtocolError, parse  # noqa: F401 - re-exported
 
-PROTOCOL_VERSION = 5                 # 2: export_mesh takes a box; 3: file transfer;
+PROTOCOL_VERSION = 6                 # 2: export_mesh takes a box; 3: file transfer;
                                      # 4: train takes processes and gradient_sync;
-                                     # 5: train takes backend and mlp_precision
+                                     # 5: train takes backend and mlp_precision;
+                                     # 6: mlp_precision "auto", and the config artifact
+                                     #    says the precision resolved
 PASSES = ("rgb", "depth", "opacity", "normals")
 FILE_CHUNK_BYTES = 1 << 18          # raw bytes per file message (base64: ~350 KB, under MAX_LINE_BYTES)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal, Union, get_args
 
 from .schema import (SCHEMA_VERSION, ConfigError, check, from_dict, from_json, replace, to_dict,
                      to_json)
@@ -169,6 +169,7 @@ class AdamConfig:
 # ----------------------------------------------------------------------------------
 Backend = Literal["auto", "torch", "cpu", "triton", "tcnn"]
 MlpPrecision = Literal["auto", "float32", "bfloat16"]
+MLP_PRECISIONS: tuple[str, ...] = get_args(MlpPrecision)
 BACKEND_NAMES = ("auto", "torch", "cpu", "triton", "tcnn")
 
 

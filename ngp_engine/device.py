@@ -74,6 +74,15 @@ def found_devices() -> dict[str, str]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_bfloat16_units() -> tuple[str, ...]:
+    """The bfloat16 matrix units this CPU has, of "amx" and "avx512_bf16" (torch's probes;
+    empty where torch lacks them)."""
+    return tuple(name for name, probe in (("amx", "_is_amx_tile_supported"),
+                                          ("avx512_bf16", "_is_avx512_bf16_supported"))
+                 if getattr(torch.cpu, probe, lambda: False)())
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     """Machine, library versions and device: where benchmark numbers come from."""
     try:
@@ -88,9 +97,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         # The sessions' machines differ (an Intel CPU with AMX, an AMD one without): which
         # CPU a figure came from, and what it has for bfloat16.
         "cpu": _cpu_model(),
-        "cpu_bfloat16_units": [name for name, probe in (("amx", "_is_amx_tile_supported"),
-                                                        ("avx512_bf16", "_is_avx512_bf16_supported"))
-                               if getattr(torch.cpu, probe, lambda: False)()],
+        "cpu_bfloat16_units": list(cpu_bfloat16_units()),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ngp_engine import config as cfgmod  # noqa: E402
-from ngp_engine.config import IMAGE_PRESETS  # noqa: E402
+from ngp_engine.config import IMAGE_PRESETS, MLP_PRECISIONS  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.errors import UserError  # noqa: E402
 from ngp_engine.tasks.image import ImageTask  # noqa: E402
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup-steps", type=int, default=10,
                     help="steps of a throwaway fitter before each measured run")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    ap.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"], default=None,
+    ap.add_argument("--mlp-precision", choices=MLP_PRECISIONS, default=None,
                     help="the MLPs' precision (default: the presets')")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/image.json"))
     args = ap.parse_args(argv)

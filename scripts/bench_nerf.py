@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from ngp_engine import config as cfgmod  # noqa: E402
-from ngp_engine.config import NERF_PRESETS  # noqa: E402
+from ngp_engine.config import MLP_PRECISIONS, NERF_PRESETS  # noqa: E402
 from ngp_engine.data.transforms import HOLDOUT  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.files import save_torch  # noqa: E402
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout-every", type=int, default=None, metavar="N",
                     help="evaluate on frames 0, N, 2N, ... of the training file, held out of training")
     ap.add_argument("--max-image-size", type=int, default=None, metavar="N")
-    ap.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"], default=None)
+    ap.add_argument("--mlp-precision", choices=MLP_PRECISIONS, default=None)
     args = ap.parse_args(argv)
     checkpoints = [float(m) * 60.0 for m in args.minutes.split(",")]
 

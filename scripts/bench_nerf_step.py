@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from ngp_engine.config import NERF_PRESETS, replace  # noqa: E402
+from ngp_engine.config import MLP_PRECISIONS, NERF_PRESETS, replace  # noqa: E402
 from ngp_engine import cpu_allocator  # noqa: E402
 from ngp_engine.data.transforms import load_nerf_dataset  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ab-precision", action="store_true")
     ap.add_argument("--ab-compositing", action="store_true")
     ap.add_argument("--ab-marching", action="store_true")
-    ap.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"], default=None,
+    ap.add_argument("--mlp-precision", choices=MLP_PRECISIONS, default=None,
                     help="the MLPs' precision (default: the preset's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "nerf_step.json"))
     args = ap.parse_args(argv)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from ngp_engine import config as cfgmod  # noqa: E402
-from ngp_engine.config import SDF_PRESETS  # noqa: E402
+from ngp_engine.config import MLP_PRECISIONS, SDF_PRESETS  # noqa: E402
 from ngp_engine.data.mesh import load_sdf_mesh  # noqa: E402
 from ngp_engine.device import machine_info, pick_device  # noqa: E402
 from ngp_engine.eval.mesh import compare_meshes  # noqa: E402
@@ -125,7 +125,7 @@ def main() -> int:
     ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--preset", default="cpu-fast", choices=sorted(SDF_PRESETS))
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"], default=None,
+    ap.add_argument("--mlp-precision", choices=MLP_PRECISIONS, default=None,
                     help="the MLPs' precision (default: the preset's)")
     ap.add_argument("--cache", default=str(ROOT / "out" / "bench_sdf_meshes"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "sdf.json"))

@@ -230,17 +230,18 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_units(monkeypatc
     AVX-512 BF16, float32 on one without (it would only emulate bfloat16) and on GPUs and
     MPS (not measured there); given precisions pass through, and auto never fails a check."""
     from ngp_engine.config import ImageFitConfig, NerfConfig, SdfConfig
+    from ngp_engine.device import cpu_bfloat16_units
     from ngp_engine.nn import mlp as mlp_mod
 
     cpu = torch.device("cpu")
     for amx, avx in ((True, False), (False, True), (False, False)):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda avx=avx: avx, raising=False)
-        mlp_mod.native_bfloat16.cache_clear()
+        cpu_bfloat16_units.cache_clear()
         want = "bfloat16" if amx or avx else "float32"
         assert mlp_mod.resolve_precision("auto", cpu) == want
         mlp_mod.check_precision("auto", cpu)
-    mlp_mod.native_bfloat16.cache_clear()
+    cpu_bfloat16_units.cache_clear()
     for kind in ("cuda", "mps"):
         assert mlp_mod.resolve_precision("auto", torch.device(kind)) == "float32"
         mlp_mod.check_precision("auto", torch.device(kind))      # no error where bfloat16 has one

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..config import BACKEND_NAMES
+from ..config import BACKEND_NAMES, MLP_PRECISIONS
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def add_common_options(p: argparse.ArgumentParser, presets: dict[str, Any] | Non
                        help="continue from a checkpoint.pt (same configuration); trains "
                             "--steps/--seconds more")
         p.add_argument("--seed", type=int, help="override the configuration's random seed")
-        p.add_argument("--mlp-precision", choices=["auto", "float32", "bfloat16"],
+        p.add_argument("--mlp-precision", choices=MLP_PRECISIONS,
                        help="the MLPs' matrix products in float32, bfloat16 (faster on CPUs "
                             "with AMX / AVX-512 BF16 and on GPUs with bfloat16 tensor cores) "
                             "or auto (bfloat16 on such CPUs, float32 elsewhere); default: the "

@@ -1,7 +1,6 @@
 """The tiny MLP: bias-free linear layers, as tiny-cuda-nn's FullyFusedMLP."""
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from typing import Any
@@ -10,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MLPConfig
+from ..config import MLP_PRECISIONS, MLPConfig
+from ..device import cpu_bfloat16_units
 from ..errors import UserError
 from ..encoding.backends import try_import
 
@@ -41,19 +41,12 @@ BF16_CPU_ROWS = 4096
 BF16_CPU_BLOCK = 16 * BF16_CPU_ROWS
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
-
-
-@functools.lru_cache(maxsize=None)
 def native_bfloat16(device_type: str) -> bool:
     """Whether a `device_type` device runs bfloat16 products in hardware of its own, as the
     engine measured it: a CPU with AMX or AVX-512 BF16 units. GPUs answer False: their
     bfloat16 MLPs have not been measured yet (no GPU lent so far), so auto keeps them in
     float32."""
-    if device_type != "cpu":
-        return False
-    return any(getattr(torch.cpu, name, lambda: False)()
-               for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return device_type == "cpu" and bool(cpu_bfloat16_units())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -207,7 +200,7 @@ class MLP(nn.Module):
     def __init__(self, n_input_dims: int, n_output_dims: int, cfg: MLPConfig,
                  generator: torch.Generator | None = None, precision: str = "float32") -> None:
         super().__init__()
-        if precision not in PRECISIONS:
+        if precision not in MLP_PRECISIONS:
             raise ValueError(f"precision: {precision!r} is not auto, float32 or bfloat16")
         self.precision = precision
         widths = [n_input_dims] + [cfg.n_neurons] * cfg.n_hidden_layers + [n_output_dims]
